@@ -1,0 +1,394 @@
+"""Torch modules and factories: MLP, CNN, row-RNN, and parameter-budget solvers.
+
+Every module here maps a batch of inputs to raw outputs (logits for
+classification, values for regression); the estimators add the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import torch
+from torch import nn
+
+from .parameters import count_params
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "CNN",
+    "RowRNN",
+    "mlp_for_budget",
+    "cnn_for_budget",
+    "mlp_n_params",
+    "count_params",
+    "make_module",
+    "MODEL_ZOO",
+]
+
+#: Activation names accepted by the zoo.
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
+
+
+def _activation(activation) -> nn.Module:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
+            )
+        return ACTIVATIONS[activation]()
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation()
+    if isinstance(activation, nn.Module):
+        return activation
+    raise ValueError(f"activation must be a name or an nn.Module, got {activation!r}.")
+
+
+def _check_positive_int(value, name):
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class MLP(nn.Module):
+    """Fully connected network: ``n_in -> hidden[0] -> ... -> hidden[-1] -> n_out``.
+
+    Inputs of any shape ``(n, ...)`` are flattened to ``(n, n_in)`` first, so the
+    same module takes tabular data and images.
+
+    Parameters
+    ----------
+    n_in : int, default=1
+        Number of input features (``28*28`` for MNIST).
+    hidden : sequence of int, default=(5, 10, 5)
+        Widths of the hidden layers; empty gives a linear model.
+    n_out : int, default=1
+        Number of outputs.
+    activation : str or nn.Module class, default="relu"
+        One of :data:`ACTIVATIONS`.
+
+    Examples
+    --------
+    >>> from hw1sk.models import MLP, count_params
+    >>> count_params(MLP(1, (190,), 1))
+    571
+    """
+
+    def __init__(self, n_in=1, hidden=(5, 10, 5), n_out=1, activation="relu"):
+        super().__init__()
+        n_in = _check_positive_int(n_in, "n_in")
+        n_out = _check_positive_int(n_out, "n_out")
+        hidden = tuple(_check_positive_int(w, "hidden width") for w in hidden)
+        self.n_in, self.hidden, self.n_out = n_in, hidden, n_out
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = n_in
+        for width in hidden:
+            layers += [nn.Linear(prev, width), _activation(activation)]
+            prev = width
+        layers.append(nn.Linear(prev, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def mlp_n_params(n_in: int, hidden, n_out: int) -> int:
+    """Parameter count of :class:`MLP` ``(n_in, hidden, n_out)`` without building it.
+
+    Parameters
+    ----------
+    n_in : int
+    hidden : sequence of int
+    n_out : int
+
+    Returns
+    -------
+    n_params : int
+    """
+    widths = [n_in, *hidden, n_out]
+    return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def _budget_widths(n_params, depth, n_in, n_out, min_width=2):
+    """Hidden widths for ``depth`` layers whose count is nearest ``n_params``.
+
+    The first, middle and last hidden widths (a, b, c) are free; the middle
+    ``depth - 2`` layers share width b.  The count is linear in c, so c is
+    solved for; a and b are searched.  Among the widths within 0.9% of the
+    budget, the most uniform ones win.
+    """
+    def count(widths):
+        return mlp_n_params(n_in, widths, n_out)
+
+    if depth == 1:
+        w = max(min_width, round((n_params - n_out) / (n_in + 1 + n_out)))
+        return [w]
+
+    candidates = []
+    # upper bound for a searched width: the budget spent on one layer alone
+    a_max = max(min_width + 1, int(n_params / (n_in + 1)) + 1)
+    if depth == 2:
+        b_values = [None]
+    else:
+        b_max = max(min_width + 1, int(math.sqrt(n_params / (depth - 2))) + 2)
+        b_values = range(min_width, b_max + 1)
+    for b in b_values:
+        for a in range(min_width, a_max + 1):
+            head = [a] + ([b] * (depth - 2) if b is not None else [])
+            prev = head[-1]
+            fixed = count(head + [0]) - n_out  # count with c = 0, minus the c-bias term
+            coef = prev + 1 + n_out  # each unit of c: weights from prev, bias, weights to out
+            c = round((n_params - fixed - n_out) / coef)
+            if c < min_width:
+                if fixed > n_params:
+                    break  # growing a only adds parameters
+                continue
+            widths = head + [c]
+            diff = abs(count(widths) - n_params)
+            spread = max(widths) / min(widths)
+            candidates.append((diff, spread, widths))
+    if not candidates:
+        raise ValueError(
+            f"No MLP of depth {depth} with widths >= {min_width} fits a budget of "
+            f"{n_params} parameters (n_in={n_in}, n_out={n_out})."
+        )
+    best_diff = min(c[0] for c in candidates)
+    tolerance = max(best_diff, int(0.009 * n_params))
+    good = [c for c in candidates if c[0] <= tolerance]
+    return min(good, key=lambda c: (c[1], c[0]))[2]
+
+
+def mlp_for_budget(n_params=571, depth=1, n_in=1, n_out=1, activation="relu", min_width=2):
+    """An :class:`MLP` of ``depth`` hidden layers with about ``n_params`` parameters.
+
+    The widths are chosen so that the count is as near the budget as the
+    layout allows (within 1% for the usual budgets) and as uniform as possible;
+    no hidden layer is narrower than ``min_width`` (no width-1 bottleneck).
+
+    Parameters
+    ----------
+    n_params : int, default=571
+        Parameter budget.
+    depth : int, default=1
+        Number of hidden layers.
+    n_in, n_out : int, default=1
+        Input and output sizes.
+    activation : str, default="relu"
+    min_width : int, default=2
+        Narrowest hidden layer allowed.
+
+    Returns
+    -------
+    model : MLP
+
+    Examples
+    --------
+    >>> from hw1sk.models import mlp_for_budget, count_params
+    >>> [abs(count_params(mlp_for_budget(571, d)) - 571) <= 5.71 for d in (1, 4, 8)]
+    [True, True, True]
+    """
+    n_params = _check_positive_int(n_params, "n_params")
+    depth = _check_positive_int(depth, "depth")
+    min_width = _check_positive_int(min_width, "min_width")
+    if min_width < 2:
+        raise ValueError("min_width must be at least 2 (no width-1 bottleneck).")
+    widths = _budget_widths(n_params, depth, int(n_in), int(n_out), min_width)
+    return MLP(n_in=n_in, hidden=tuple(widths), n_out=n_out, activation=activation)
+
+
+class CNN(nn.Module):
+    """Convolutional classifier whose depth and channel counts scale.
+
+    Each block is ``Conv2d(kernel_size, padding='same') -> activation``,
+    followed by a 2x2 max-pool while the feature map is at least 4 pixels
+    wide.  A global average pool and a linear head follow (plus optional
+    hidden dense layers).
+
+    Parameters
+    ----------
+    in_channels : int, default=1
+        1 for MNIST, 3 for CIFAR-10.
+    image_size : int, default=28
+        Height (= width) of the input images.
+    channels : sequence of int, default=(16, 32)
+        Output channels of each convolution; its length is the depth.
+    n_out : int, default=10
+    kernel_size : int, default=3
+    hidden : sequence of int, default=()
+        Widths of dense layers between the pooled features and the output.
+    activation : str, default="relu"
+    global_pool : bool, default=True
+        Average-pool the last feature map to 1x1 (parameter count independent
+        of image size); ``False`` flattens it instead.
+    """
+
+    def __init__(self, in_channels=1, image_size=28, channels=(16, 32), n_out=10,
+                 kernel_size=3, hidden=(), activation="relu", global_pool=True):
+        super().__init__()
+        in_channels = _check_positive_int(in_channels, "in_channels")
+        image_size = _check_positive_int(image_size, "image_size")
+        channels = tuple(_check_positive_int(c, "channel count") for c in channels)
+        if not channels:
+            raise ValueError("channels must name at least one convolution.")
+        self.in_channels, self.image_size = in_channels, image_size
+        layers: list[nn.Module] = []
+        prev, size = in_channels, image_size
+        for c in channels:
+            layers += [nn.Conv2d(prev, c, kernel_size, padding="same"), _activation(activation)]
+            if size >= 4:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            prev = c
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = []
+        if global_pool:
+            head += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            n_feat = prev
+        else:
+            head += [nn.Flatten()]
+            n_feat = prev * size * size
+        for width in hidden:
+            head += [nn.Linear(n_feat, int(width)), _activation(activation)]
+            n_feat = int(width)
+        head.append(nn.Linear(n_feat, _check_positive_int(n_out, "n_out")))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, X):
+        if X.ndim == 2:  # flattened images
+            X = X.view(-1, self.in_channels, self.image_size, self.image_size)
+        elif X.ndim == 3:  # (n, H, W) grey images
+            X = X.unsqueeze(1)
+        return self.head(self.features(X))
+
+
+def cnn_for_budget(n_params, depth, in_channels=1, image_size=28, n_out=10,
+                   kernel_size=3, activation="relu"):
+    """A :class:`CNN` of ``depth`` equal-width convolutions nearest ``n_params``.
+
+    Parameters
+    ----------
+    n_params : int
+        Parameter budget.
+    depth : int
+        Number of convolutions.
+    in_channels, image_size, n_out, kernel_size, activation
+        As in :class:`CNN`.
+
+    Returns
+    -------
+    model : CNN
+    """
+    n_params = _check_positive_int(n_params, "n_params")
+    depth = _check_positive_int(depth, "depth")
+    k2 = kernel_size * kernel_size
+
+    def count(c):  # closed form of CNN(..., channels=(c,)*depth) with global pooling
+        first = (in_channels * k2 + 1) * c
+        rest = (depth - 1) * (c * k2 + 1) * c
+        return first + rest + (c + 1) * n_out
+
+    best = min(range(1, 4096), key=lambda c: abs(count(c) - n_params))
+    return CNN(in_channels=in_channels, image_size=image_size, channels=(best,) * depth,
+               n_out=n_out, kernel_size=kernel_size, activation=activation)
+
+
+class RowRNN(nn.Module):
+    """Recurrent classifier that reads an image one row per time step.
+
+    Parameters
+    ----------
+    row_size : int, default=28
+        Pixels per row (the input size of each step).
+    n_rows : int, default=28
+        Number of rows (time steps).
+    hidden_size : int, default=64
+    n_layers : int, default=1
+    n_out : int, default=10
+    cell : {"lstm", "gru", "rnn"}, default="lstm"
+    in_channels : int, default=1
+        Channels are concatenated along the row (``row_size * in_channels``
+        features per step).
+    """
+
+    _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+    def __init__(self, row_size=28, n_rows=28, hidden_size=64, n_layers=1, n_out=10,
+                 cell="lstm", in_channels=1):
+        super().__init__()
+        if cell not in self._CELLS:
+            raise ValueError(f"cell must be one of {sorted(self._CELLS)}, got {cell!r}.")
+        self.row_size = _check_positive_int(row_size, "row_size")
+        self.n_rows = _check_positive_int(n_rows, "n_rows")
+        self.in_channels = _check_positive_int(in_channels, "in_channels")
+        self.rnn = self._CELLS[cell](
+            input_size=self.row_size * self.in_channels,
+            hidden_size=_check_positive_int(hidden_size, "hidden_size"),
+            num_layers=_check_positive_int(n_layers, "n_layers"),
+            batch_first=True,
+        )
+        self.head = nn.Linear(hidden_size, _check_positive_int(n_out, "n_out"))
+
+    def forward(self, X):
+        n = X.shape[0]
+        if X.ndim == 4:  # (n, C, H, W) -> (n, H, C*W)
+            X = X.permute(0, 2, 1, 3).reshape(n, self.n_rows, -1)
+        else:
+            X = X.reshape(n, self.n_rows, -1)
+        out, _ = self.rnn(X)
+        return self.head(out[:, -1])
+
+
+#: Zoo names accepted wherever a module is expected (e.g. ``NeuralClassifier(module="mlp")``).
+MODEL_ZOO = {
+    "mlp": MLP,
+    "mlp_budget": mlp_for_budget,
+    "cnn": CNN,
+    "cnn_budget": cnn_for_budget,
+    "rnn": RowRNN,
+}
+
+
+def make_module(name, **params) -> nn.Module:
+    """Build a zoo module by name.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODEL_ZOO`.
+    **params
+        Passed to the class or factory.
+
+    Returns
+    -------
+    module : torch.nn.Module
+    """
+    return resolve_module(name)(**params)
+
+
+def resolve_module(module):
+    """Map a zoo name to its class or factory; anything else is returned unchanged.
+
+    Parameters
+    ----------
+    module : str, nn.Module class, factory or instance
+
+    Returns
+    -------
+    module : class, factory or instance
+    """
+    if isinstance(module, str):
+        if module not in MODEL_ZOO:
+            raise ValueError(f"Unknown model {module!r}; choose one of {sorted(MODEL_ZOO)}.")
+        return MODEL_ZOO[module]
+    return module
