@@ -4,7 +4,7 @@ Public names are imported lazily, so ``import hw1sk`` stays fast and a user
 who only needs the data loaders never pays for matplotlib.
 """
 
-from importlib import import_module
+from ._lazy import attach
 
 __version__ = "0.1.0"
 
@@ -17,24 +17,15 @@ _EXPORTS = {
     "mlp_for_budget": "models",
     "cnn_for_budget": "models",
     "make_module": "models",
+    # parameters and seeding
     "count_params": "parameters",
-    # parameters
     "flatten_parameters": "parameters",
     "assign_flat_parameters": "parameters",
-    # seeding
     "spawn_seeds": "seeding",
+    # evaluation and transformers
+    "evaluate_estimator": "evaluation",
+    "TrajectoryPCA": "transformers",
+    "ParameterInterpolator": "transformers",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

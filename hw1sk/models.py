@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,48 +126,60 @@ def _budget_widths(n_params, depth, n_in, n_out, min_width=2):
 
     The first, middle and last hidden widths (a, b, c) are free; the middle
     ``depth - 2`` layers share width b.  The count is linear in c, so c is
-    solved for; a and b are searched.  Among the widths within 0.9% of the
-    budget, the most uniform ones win.
+    solved for; a and b are searched (vectorised over a).  Among the widths
+    within 0.9% of the budget, the most uniform ones win.
     """
-    def count(widths):
-        return mlp_n_params(n_in, widths, n_out)
-
     if depth == 1:
-        w = max(min_width, round((n_params - n_out) / (n_in + 1 + n_out)))
+        coef = n_in + 1 + n_out  # each hidden unit: weights from input, bias, weights to out
+        w = round((n_params - n_out) / coef)
+        if w < min_width:
+            raise ValueError(
+                f"No MLP of depth 1 with widths >= {min_width} fits a budget of "
+                f"{n_params} parameters (n_in={n_in}, n_out={n_out}); the smallest "
+                f"has {min_width * coef + n_out}."
+            )
         return [w]
 
-    candidates = []
     # upper bound for a searched width: the budget spent on one layer alone
-    a_max = max(min_width + 1, int(n_params / (n_in + 1)) + 1)
+    a = np.arange(min_width, max(min_width + 1, int(n_params / (n_in + 1)) + 1) + 1)
     if depth == 2:
         b_values = [None]
     else:
         b_max = max(min_width + 1, int(math.sqrt(n_params / (depth - 2))) + 2)
         b_values = range(min_width, b_max + 1)
+    found = []  # per b: (diff, spread, a, c) arrays of the feasible candidates
     for b in b_values:
-        for a in range(min_width, a_max + 1):
-            head = [a] + ([b] * (depth - 2) if b is not None else [])
-            prev = head[-1]
-            fixed = count(head + [0]) - n_out  # count with c = 0, minus the c-bias term
-            coef = prev + 1 + n_out  # each unit of c: weights from prev, bias, weights to out
-            c = round((n_params - fixed - n_out) / coef)
-            if c < min_width:
-                if fixed > n_params:
-                    break  # growing a only adds parameters
-                continue
-            widths = head + [c]
-            diff = abs(count(widths) - n_params)
-            spread = max(widths) / min(widths)
-            candidates.append((diff, spread, widths))
-    if not candidates:
+        # count with c = 0, minus the output bias term, and the cost of one unit of c
+        if b is None:
+            fixed = (n_in + 1) * a
+            coef = a + 1 + n_out
+        else:
+            fixed = (n_in + 1) * a + (a + 1) * b + (depth - 3) * (b + 1) * b
+            coef = np.full_like(a, b + 1 + n_out)
+        c = np.round((n_params - fixed - n_out) / coef).astype(np.int64)
+        ok = c >= min_width
+        if not ok.any():
+            continue
+        a_ok, c_ok, coef = a[ok], c[ok], coef[ok]
+        diff = np.abs(fixed[ok] + c_ok * coef + n_out - n_params)
+        if b is None:
+            spread = np.maximum(a_ok, c_ok) / np.minimum(a_ok, c_ok)
+        else:
+            spread = np.maximum(np.maximum(a_ok, c_ok), b) / np.minimum(np.minimum(a_ok, c_ok), b)
+        found.append((diff, spread, a_ok, c_ok, np.full_like(a_ok, -1 if b is None else b)))
+    if not found:
         raise ValueError(
             f"No MLP of depth {depth} with widths >= {min_width} fits a budget of "
             f"{n_params} parameters (n_in={n_in}, n_out={n_out})."
         )
-    best_diff = min(c[0] for c in candidates)
-    tolerance = max(best_diff, int(0.009 * n_params))
-    good = [c for c in candidates if c[0] <= tolerance]
-    return min(good, key=lambda c: (c[1], c[0]))[2]
+    diff, spread, a_all, c_all, b_all = (np.concatenate(x) for x in zip(*found))
+    tolerance = max(int(diff.min()), int(0.009 * n_params))
+    good = np.flatnonzero(diff <= tolerance)
+    # most uniform first, then nearest; lexsort is stable, so ties keep (b, a) order
+    best = good[np.lexsort((diff[good], spread[good]))[0]]
+    b = int(b_all[best])
+    middle = [] if b < 0 else [b] * (depth - 2)
+    return [int(a_all[best]), *middle, int(c_all[best])]
 
 
 def mlp_for_budget(n_params=571, depth=1, n_in=1, n_out=1, activation="relu", min_width=2):

@@ -1,0 +1,254 @@
+"""Tests for hw1sk.sweep: order, backend equivalence, cache/resume, divergence, validation."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+from hw1sk.models import MLP
+from hw1sk.parameters import flatten_parameters
+from hw1sk.seeding import seed_everything, torch_generator
+from hw1sk.sweep import DivergedRun, RunDiverged, _func_name, run_sweep
+
+# loky keeps its workers between calls with the same settings, so every loky
+# test uses these to pay the worker start-up once
+LOKY = dict(backend="loky", n_jobs=2, threads_per_worker=1)
+
+
+# -- task functions: module level, so loky and dask workers can import them --
+
+
+def _mark(marker_dir, x):
+    """Leave one file per call, so calls made in other processes can be counted."""
+    if marker_dir is not None:
+        Path(marker_dir, f"{x}-{os.getpid()}-{uuid.uuid4().hex}").touch()
+
+
+def square_after(x, delay=0.0, marker_dir=None):
+    _mark(marker_dir, x)
+    time.sleep(delay)
+    return x * x
+
+
+def seeded_fit(seed, n_steps=25):
+    """A small seeded full-batch MLP fit; returns final loss and flat parameters."""
+    gen = torch_generator(seed)
+    X = torch.randn(32, 4, generator=gen)
+    y = X[:, :1] ** 2 - X[:, 1:2]
+    seed_everything(seed)
+    model = MLP(n_in=4, hidden=(16, 8), n_out=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(n_steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(X), y)
+        loss.backward()
+        opt.step()
+    return float(loss), flatten_parameters(model).numpy()
+
+
+def diverge_on_odd(x, marker_dir=None):
+    _mark(marker_dir, x)
+    if x % 2:
+        raise RunDiverged(f"loss is nan for x={x}", info={"losses": [1.0, float("nan")]})
+    return x
+
+
+def thread_settings():
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def _calls(marker_dir, pid=None):
+    names = [p.name for p in Path(marker_dir).iterdir()]
+    if pid is not None:
+        names = [n for n in names if n.split("-")[1] == str(pid)]
+    return sorted(int(n.split("-")[0]) for n in names)
+
+
+def _cache_file(cache_dir, func, task):
+    return Path(cache_dir) / _func_name(func) / f"{joblib.hash((_func_name(func), task))}.pkl"
+
+
+# ------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(backend="sequential"), dict(backend="threading", n_jobs=3), LOKY],
+    ids=["sequential", "threading", "loky"],
+)
+def test_results_in_task_order(kwargs):
+    # later tasks are faster, so in parallel they finish first
+    tasks = [{"x": x, "delay": 0.05 * (5 - x)} for x in range(6)]
+    assert run_sweep(square_after, tasks, **kwargs) == [x * x for x in range(6)]
+    assert run_sweep(square_after, [], **kwargs) == []
+
+
+def test_backends_give_identical_numbers():
+    pytest.importorskip("distributed")
+    tasks = [{"seed": s} for s in (0, 1, 2)]
+    expected = [seeded_fit(**t) for t in tasks]  # plain calls, no runner
+    # the computation is not trivial: seeds differ and training moved the loss
+    assert expected[0][0] != expected[1][0]
+    assert expected[0][0] != seeded_fit(0, n_steps=0)[0]
+    runs = {
+        "sequential": run_sweep(seeded_fit, tasks, backend="sequential", threads_per_worker=1),
+        "threading": run_sweep(seeded_fit, tasks, backend="threading", n_jobs=2, threads_per_worker=1),
+        "loky": run_sweep(seeded_fit, tasks, **LOKY),
+        "dask": run_sweep(seeded_fit, tasks, backend="dask", n_jobs=2, threads_per_worker=1),
+    }
+    for name, results in runs.items():
+        for (loss, params), (loss_ref, params_ref) in zip(results, expected):
+            assert loss == loss_ref, name
+            np.testing.assert_array_equal(params, params_ref, err_msg=name)
+
+
+def test_thread_pinning_in_workers_and_restored_in_process():
+    before = torch.get_num_threads()
+    assert run_sweep(thread_settings, [{}], backend="sequential", threads_per_worker=1)[0][0] == 1
+    assert torch.get_num_threads() == before
+    got = run_sweep(thread_settings, [{}, {}], **LOKY)
+    assert got == [(1, "1"), (1, "1")]
+
+
+def test_cache_second_run_calls_nothing(tmp_path):
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir()
+    tasks = [{"x": x, "marker_dir": str(markers)} for x in range(5)]
+    first = run_sweep(square_after, tasks, cache_dir=cache, **LOKY)
+    assert _calls(markers) == list(range(5))
+    second = run_sweep(square_after, tasks, cache_dir=cache, **LOKY)
+    assert second == first == [x * x for x in range(5)]
+    assert _calls(markers) == list(range(5))  # no new calls
+    # one file per task, at the documented path, holding the task for inspection
+    with open(_cache_file(cache, square_after, tasks[3]), "rb") as f:
+        payload = pickle.load(f)
+    assert payload["task"] == tasks[3] and payload["result"] == 9
+    assert len(list((cache / _func_name(square_after)).glob("*.pkl"))) == 5
+    # a new task is the only one computed
+    run_sweep(square_after, tasks + [{"x": 7, "marker_dir": str(markers)}], cache_dir=cache, backend="sequential")
+    assert _calls(markers) == [0, 1, 2, 3, 4, 7]
+
+
+def test_resume_after_sigkill(tmp_path):
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir()
+    tasks = [{"x": x, "delay": 0.4, "marker_dir": str(markers)} for x in range(8)]
+    code = (
+        "import importlib\n"
+        "from hw1sk.sweep import run_sweep\n"
+        f"mod = importlib.import_module({square_after.__module__!r})\n"
+        f"run_sweep(mod.square_after, {tasks!r}, backend='sequential', cache_dir={str(cache)!r})\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    folder = cache / _func_name(square_after)
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.pkl"))) < 2:
+        assert proc.poll() is None, "sweep subprocess ended before it was killed"
+        assert time.monotonic() < deadline, "sweep subprocess too slow"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {x for x in range(8) if _cache_file(cache, square_after, tasks[x]).exists()}
+    assert 2 <= len(done) < 8
+
+    results = run_sweep(square_after, tasks, backend="sequential", cache_dir=cache)
+    assert results == [x * x for x in range(8)]
+    # exactly the unfinished tasks were run again, each once
+    assert _calls(markers, pid=os.getpid()) == sorted(set(range(8)) - done)
+
+
+def test_truncated_and_temp_files_are_recomputed(tmp_path):
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir()
+    tasks = [{"x": x, "marker_dir": str(markers)} for x in range(4)]
+    run_sweep(square_after, tasks, backend="sequential", cache_dir=cache)
+    truncated = _cache_file(cache, square_after, tasks[1])
+    truncated.write_bytes(truncated.read_bytes()[:20])
+    # a crash mid-write leaves only a temp file: it must not count as done
+    crashed = _cache_file(cache, square_after, tasks[2])
+    crashed.unlink()
+    Path(str(crashed) + ".tmp").write_bytes(b"garbage")
+    Path(str(crashed) + ".abc123.tmp").write_bytes(pickle.dumps({"result": -1})[:10])
+    with pytest.raises((pickle.UnpicklingError, EOFError)):  # really unreadable now
+        pickle.loads(truncated.read_bytes())
+
+    results = run_sweep(square_after, tasks, backend="sequential", cache_dir=cache)
+    assert results == [0, 1, 4, 9]
+    assert _calls(markers) == [0, 1, 1, 2, 2, 3]
+    assert pickle.loads(truncated.read_bytes())["result"] == 1
+
+
+def test_diverged_run_recorded_cached_and_retried(tmp_path):
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir()
+    tasks = [{"x": x, "marker_dir": str(markers)} for x in range(4)]
+    results = run_sweep(diverge_on_odd, tasks, cache_dir=cache, **LOKY)
+    assert results[0] == 0 and results[2] == 2
+    for x in (1, 3):
+        run = results[x]
+        assert isinstance(run, DivergedRun) and run.diverged and not run
+        assert run.task == tasks[x]
+        assert run.message == f"loss is nan for x={x}"
+        assert run.info["losses"][0] == 1.0 and np.isnan(run.info["losses"][1])
+    assert [bool(r) for r in results] == [False, False, True, False]  # 0 is falsy too
+
+    again = run_sweep(diverge_on_odd, tasks, cache_dir=cache, backend="sequential")
+    assert [r.message if isinstance(r, DivergedRun) else r for r in again] == [
+        0, "loss is nan for x=1", 2, "loss is nan for x=3"]
+    assert _calls(markers) == [0, 1, 2, 3]  # diverged runs are not retried by default
+    run_sweep(diverge_on_odd, tasks, cache_dir=cache, backend="sequential", retry_diverged=True)
+    assert _calls(markers) == [0, 1, 1, 2, 3, 3]
+
+    with pytest.raises(RunDiverged, match="loss is nan for x=1"):
+        run_sweep(diverge_on_odd, tasks, backend="sequential", on_diverged="raise")
+    with pytest.raises(RunDiverged, match="loss is nan for x=1"):  # from the cache
+        run_sweep(diverge_on_odd, tasks, cache_dir=cache, backend="sequential", on_diverged="raise")
+
+
+def test_progress_bar_counts_cached_tasks(tmp_path, capsys):
+    tasks = [{"x": x} for x in range(3)]
+    run_sweep(square_after, tasks[:2], backend="sequential", cache_dir=tmp_path)
+    run_sweep(square_after, tasks, backend="sequential", cache_dir=tmp_path, progress=True, desc="widths")
+    err = capsys.readouterr().err
+    assert "widths" in err and "2/3" in err and "3/3" in err
+    run_sweep(square_after, tasks, backend="sequential")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_jobs=0), ValueError, "n_jobs must be a positive integer or -1, got 0"),
+        (dict(n_jobs=-2), ValueError, "got -2"),
+        (dict(n_jobs=1.5), ValueError, "got 1.5"),
+        (dict(n_jobs=True), ValueError, "got True"),
+        (dict(backend="spark"), ValueError, r"backend must be one of \['loky', 'threading', 'sequential', 'dask'\], got 'spark'"),
+        (dict(on_diverged="ignore"), ValueError, "on_diverged must be one of"),
+        (dict(scheduler="tcp://127.0.0.1:8786"), ValueError, "scheduler is only used with backend='dask'"),
+        (dict(threads_per_worker=0), ValueError, "threads_per_worker must be a positive integer"),
+        (dict(tasks={"x": 1}), TypeError, "tasks must be a list of dicts, got dict"),
+        (dict(tasks=[{"x": 1}, 2]), TypeError, "task 1 is 2"),
+        (dict(func=3), TypeError, "func must be callable"),
+    ],
+)
+def test_validation_errors(kwargs, error, match):
+    args = dict(func=square_after, tasks=[{"x": 1}])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        run_sweep(args.pop("func"), args.pop("tasks"), **args)
+
+
+def test_dask_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"pip install hw1sk\[dask\]"):
+        run_sweep(square_after, [{"x": 1}], backend="dask")
