@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 
 
 def _as_tensor(a, dtype=None, device="cpu"):
@@ -103,3 +104,48 @@ def _is_classifier(estimator):
     from sklearn.base import is_classifier
 
     return is_classifier(estimator)
+
+
+
+
+
+class HeldOutScore(Callback):
+    """Score a held-out set at the end of every ``every``-th epoch.
+
+    Records ``<name>_loss`` and ``<name>_acc`` (NaN for regression) in
+    ``net.history``, computed with the net's own module and criterion in
+    eval mode — the per-epoch test curves of HW1 without skorch's validation
+    split.
+
+    Parameters
+    ----------
+    X, y : array-like
+        Held-out data.
+    name : str, default="test"
+        Prefix of the history columns.
+    every : int, default=1
+    batch_size : int, default=4096
+    """
+
+    def __init__(self, X, y, name="test", every=1, batch_size=4096):
+        self.X = X
+        self.y = y
+        self.name = name
+        self.every = every
+        self.batch_size = batch_size
+
+    def initialize(self):
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"every must be a positive integer, got {self.every!r}.")
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        if epoch % self.every:
+            return
+        y = np.asarray(self.y)
+        if y.dtype.kind == "f" and y.ndim == 1 and not _is_classifier(net):
+            y = y.reshape(-1, 1)
+        scores = evaluate_module(net.module_, net.criterion_, self.X, y, self.batch_size)
+        net.history.record(f"{self.name}_loss", scores["loss"])
+        net.history.record(f"{self.name}_acc", scores["accuracy"])

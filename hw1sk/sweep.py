@@ -22,12 +22,15 @@ from typing import Any
 
 import joblib
 
-__all__ = ["run_sweep", "RunDiverged", "DivergedRun", "BACKENDS"]
+__all__ = ["run_sweep", "start_local_cluster", "RunDiverged", "DivergedRun", "BACKENDS"]
 
 #: Backends accepted by :func:`run_sweep`.
 BACKENDS = ("loky", "threading", "sequential", "dask")
 
 _ON_DIVERGED = ("record", "raise")
+
+# environment variables that size the native thread pools of a fresh process
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class RunDiverged(RuntimeError):
@@ -85,12 +88,25 @@ class DivergedRun:
 # ----------------------------------------------------------------- validation
 
 
-def _check_n_jobs(n_jobs):
+def _check_n_jobs(n_jobs, name="n_jobs"):
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or not (
         n_jobs >= 1 or n_jobs == -1
     ):
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}.")
+        raise ValueError(f"{name} must be a positive integer or -1, got {n_jobs!r}.")
     return joblib.cpu_count() if n_jobs == -1 else int(n_jobs)
+
+
+def _check_threads(threads_per_worker):
+    if threads_per_worker is not None and (
+        isinstance(threads_per_worker, bool)
+        or not isinstance(threads_per_worker, Integral)
+        or threads_per_worker < 1
+    ):
+        raise ValueError(
+            f"threads_per_worker must be a positive integer or None, "
+            f"got {threads_per_worker!r}."
+        )
+    return threads_per_worker
 
 
 def _check_tasks(tasks):
@@ -185,12 +201,6 @@ def _pinned_threads(n_threads):
         torch.set_num_threads(old)
 
 
-def _thread_env(n_threads):
-    """Environment variables that size the native thread pools of a fresh process."""
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-    return {name: str(n_threads) for name in names}
-
-
 # ------------------------------------------------------------------- worker
 
 
@@ -227,12 +237,65 @@ def _run_joblib(calls, backend, n_jobs, n_threads):
 def _import_distributed():
     try:
         import distributed
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ImportError(
             "backend='dask' needs dask.distributed; install it with "
             "`pip install hw1sk[dask]`."
         ) from exc
     return distributed
+
+
+def start_local_cluster(n_workers=None, threads_per_worker=1):
+    """Start a dask ``LocalCluster`` of single-threaded worker processes for sweeps.
+
+    :func:`run_sweep` starts one like this for ``backend="dask"`` without a
+    ``scheduler``; start it yourself to share it (and its start-up time)
+    between several sweeps.  Worker processes are spawned, so a script that
+    calls this needs an ``if __name__ == "__main__":`` guard.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Number of worker processes; defaults to the number of cores.
+    threads_per_worker : int, default=1
+        Size of the OpenMP/MKL/OpenBLAS pools of each worker, set in its
+        environment before it starts (each worker runs one task at a time).
+
+    Returns
+    -------
+    cluster : distributed.LocalCluster
+        Use it as a context manager, or call ``cluster.close()``.
+
+    Examples
+    --------
+    >>> with start_local_cluster(2) as cluster:  # doctest: +SKIP
+    ...     results = run_sweep(fit, tasks, backend="dask", scheduler=cluster)
+    """
+    distributed = _import_distributed()
+    import dask
+
+    n_workers = -1 if n_workers is None else n_workers
+    n_workers = _check_n_jobs(n_workers, "n_workers")
+    threads_per_worker = _check_threads(threads_per_worker) or 1
+    # dask's fixed malloc trim threshold turns off glibc's adaptive mmap
+    # threshold, so every large torch tensor is a fresh mmap: fits ran 2x slower
+    no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    saved = dict(os.environ)
+    try:
+        # the nanny copies these into os.environ before it spawns a worker
+        os.environ.update({name: str(threads_per_worker) for name in _THREAD_ENV})
+        with dask.config.set(no_trim):
+            return distributed.LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
+    finally:
+        # undo what the nanny wrote, so later subprocesses of ours are unaffected
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
 
 
 def _run_dask(calls, scheduler, n_jobs, n_threads):
@@ -243,13 +306,7 @@ def _run_dask(calls, scheduler, n_jobs, n_threads):
         client, own_client = scheduler, False
     else:
         if scheduler is None:
-            cluster = distributed.LocalCluster(
-                n_workers=max(1, min(n_jobs, len(calls))),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                env=_thread_env(n_threads),
-            )
+            cluster = start_local_cluster(max(1, min(n_jobs, len(calls))), n_threads)
             scheduler = cluster
         client, own_client = distributed.Client(scheduler), True
     try:
@@ -297,13 +354,19 @@ def run_sweep(
         Ignored by ``backend="sequential"``.
     backend : {"loky", "threading", "sequential", "dask"}, default="loky"
         ``"loky"``: joblib worker processes. ``"threading"``: joblib threads in
-        this process. ``"sequential"``: a plain loop in this process.
+        this process; the threads share torch's *global* generator, so a task
+        that seeds it (e.g. :func:`~hw1sk.seeding.seed_everything` before
+        building a module) is reproducible only if it does so under a lock
+        or draws from its own :func:`~hw1sk.seeding.torch_generator`; prefer
+        ``"loky"`` for seeded training runs. ``"sequential"``: a plain loop
+        in this process.
         ``"dask"``: dask.distributed, on ``scheduler`` if given, else on a
         ``LocalCluster`` of ``n_jobs`` single-threaded worker processes that
         is closed afterwards (needs ``pip install hw1sk[dask]``).
-    scheduler : str or distributed.Client, optional
-        Address of a running dask scheduler (or a client connected to one);
-        only valid with ``backend="dask"``.
+    scheduler : str, distributed.Client or cluster, optional
+        Address of a running dask scheduler, a client connected to one, or a
+        cluster object (e.g. from :func:`start_local_cluster`); only valid
+        with ``backend="dask"``.
     cache_dir : str or path-like, optional
         If given, each finished task is written at once, atomically, to
         ``<cache_dir>/<module.qualname of func>/<key>.pkl`` with ``key =
@@ -340,6 +403,21 @@ def run_sweep(
     RunDiverged
         With ``on_diverged="raise"``, from the first diverged run.
 
+    See Also
+    --------
+    start_local_cluster : a dask cluster to share between sweeps.
+    hw1sk.seeding.spawn_seeds : independent seeds for the tasks of a sweep.
+
+    Notes
+    -----
+    Results are identical across backends for tasks that seed everything
+    they draw from (see the ``"threading"`` caveat above) and run with the
+    same ``threads_per_worker``.  Cache files are only ever replaced whole,
+    so a killed sweep may leave ``*.tmp`` files next to them but never a
+    partial ``.pkl``; the temp files are ignored and can be deleted.  With
+    ``backend="dask"`` the worker processes are spawned and re-import the
+    main script, so scripts need an ``if __name__ == "__main__":`` guard.
+
     Examples
     --------
     >>> from hw1sk.sweep import run_sweep
@@ -358,15 +436,7 @@ def run_sweep(
         raise ValueError(
             f"scheduler is only used with backend='dask', got backend={backend!r}."
         )
-    if threads_per_worker is not None and (
-        isinstance(threads_per_worker, bool)
-        or not isinstance(threads_per_worker, Integral)
-        or threads_per_worker < 1
-    ):
-        raise ValueError(
-            f"threads_per_worker must be a positive integer or None, "
-            f"got {threads_per_worker!r}."
-        )
+    _check_threads(threads_per_worker)
     if not callable(func):
         raise TypeError(f"func must be callable, got {func!r}.")
     n_jobs = _check_n_jobs(n_jobs)

@@ -7,11 +7,11 @@ import copy
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, is_classifier
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 
-from .evaluation import evaluate_estimator
+from .evaluation import evaluate_module
 from .parameters import assign_flat_parameters, flatten_parameters
 
 __all__ = ["TrajectoryPCA", "ParameterInterpolator", "trajectory_array"]
@@ -181,28 +181,94 @@ class TrajectoryPCA(TransformerMixin, BaseEstimator):
 
 
 def _architecture(module):
-    return [(name, tuple(p.shape)) for name, p in module.named_parameters()]
+    """What must agree for two modules to share one parameter space and one function.
+
+    The class and name of every submodule (so that e.g. a ReLU and a tanh
+    network with equal shapes are told apart), then each parameter's name and
+    shape.
+    """
+    modules = [(name, type(m).__qualname__) for name, m in module.named_modules()]
+    params = [(name, tuple(p.shape)) for name, p in module.named_parameters()]
+    return modules, params
+
+
+def _first_difference(a1, a2):
+    """A readable description of the first place where two ``_architecture`` lists differ."""
+    for x, z in zip(a1, a2):
+        if x != z:
+            return f"{x[0] or '<root>'} {x[1]} vs {z[0] or '<root>'} {z[1]}"
+    return f"{len(a1)} vs {len(a2)} entries"
+
+
+def _check_alphas(alphas):
+    """Interpolation coefficients as a 1-D float array (default: 31 points in [-1, 2]).
+
+    Parameters
+    ----------
+    alphas : array-like or None
+
+    Returns
+    -------
+    alphas : ndarray of shape (n_alphas,)
+
+    Raises
+    ------
+    ValueError
+        If ``alphas`` is not a non-empty 1-D array of finite numbers.
+    """
+    if alphas is None:
+        return np.linspace(-1.0, 2.0, 31)
+    try:
+        values = np.array(alphas, dtype=float)  # a copy: snapped below
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"alphas must be a non-empty 1-D array of finite numbers, got {alphas!r}."
+        )
+    # grids built by arithmetic (0.1 * 10) may miss the end points by an ulp or so;
+    # snapping keeps the end points exact (they are evaluated as the models themselves)
+    for end in (0.0, 1.0):
+        values[np.abs(values - end) < 1e-12] = end
+    return values
+
+
+def _batchnorm_layers(module):
+    return [m for m in module.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def _reset_batchnorm(module, X, batch_size=1024):
-    """Recompute BatchNorm running statistics of ``module`` on ``X`` (cumulative average)."""
-    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    """Recompute the BatchNorm running statistics of ``module`` on the inputs ``X``.
+
+    As :func:`torch.optim.swa_utils.update_bn`: the statistics are reset and
+    re-estimated by forward passes in train mode with ``momentum=None``
+    (PyTorch's cumulative average of the chunk statistics).  ``X`` is cut
+    into ``ceil(n / batch_size)`` chunks of nearly equal size (they differ by
+    at most one sample), so the average weighs all samples almost equally and
+    no chunk holds a single sample (which BatchNorm refuses in train mode).
+    """
+    bns = _batchnorm_layers(module)
     if not bns:
         return
-    saved = [(m, m.momentum) for m in bns]
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: exact mean over all chunks
+        m.momentum = None
     p = next(module.parameters())
-    was_training = module.training
+    flags = [(m, m.training) for m in module.modules()]
     module.train()
-    with torch.no_grad():
-        X = torch.as_tensor(np.asarray(X), dtype=p.dtype, device=p.device)
-        for start in range(0, X.shape[0], batch_size):
-            module(X[start:start + batch_size])
-    module.train(was_training)
-    for m, momentum in saved:
-        m.momentum = momentum
+    try:
+        with torch.no_grad():
+            X = torch.as_tensor(np.asarray(X), dtype=p.dtype, device=p.device)
+            n_chunks = max(1, -(-X.shape[0] // batch_size))
+            for chunk in torch.tensor_split(X, n_chunks):
+                module(chunk)
+    finally:
+        for m, training in flags:
+            m.training = training
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
 
 
 class ParameterInterpolator(BaseEstimator):
@@ -216,27 +282,51 @@ class ParameterInterpolator(BaseEstimator):
     ----------
     estimator1, estimator2 : fitted estimators of the same architecture
         Anything with ``module_`` and ``criterion_`` (hw1sk / skorch nets).
-        They are not modified.
+        They are never modified.
     alphas : array-like, optional
         Interpolation coefficients; default ``np.linspace(-1, 2, 31)``.
     recompute_batchnorm : bool, default=True
         Models with BatchNorm: the running statistics of θ(α) are not the
-        interpolation of the end points' statistics, so they are recomputed on
-        the training data passed to :meth:`evaluate` (no effect without BatchNorm).
+        interpolation of the end points' statistics, so for every α other
+        than 0 and 1 they are recomputed on the training inputs passed to
+        :meth:`evaluate` (as :func:`torch.optim.swa_utils.update_bn` does).
+        At α = 0 and α = 1 the end points are used exactly as they are, own
+        running statistics included, so that they reproduce their own loss
+        and accuracy.  No effect on models without BatchNorm.  With False,
+        every θ(α) keeps ``estimator1``'s running statistics.
 
     Attributes
     ----------
     theta1_, theta2_ : ndarray of shape (n_params,)
-        The flat parameters of the two end points.
-    alphas_ : ndarray
+        The flat parameters (float64) of the two end points, in the layout of
+        :func:`hw1sk.parameters.flatten_parameters`.
+    alphas_ : ndarray of shape (n_alphas,)
     n_params_ : int
     results_ : pandas.DataFrame
         After :meth:`evaluate`: one row per (alpha, split) with loss and accuracy.
+
+    See Also
+    --------
+    hw1sk.studies.interpolation.InterpolationStudy : trains the two end points and
+        runs this interpolation.
 
     References
     ----------
     Goodfellow, Vinyals, Saxe, "Qualitatively characterizing neural network
     optimization problems", ICLR 2015.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralClassifier
+    >>> from hw1sk.transformers import ParameterInterpolator
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(80, 4).astype("float32"); y = (X[:, 0] > 0).astype(int)
+    >>> nets = [NeuralClassifier(module__hidden=(8,), max_epochs=3, batch_size=bs,
+    ...                          random_state=0).fit(X, y) for bs in (8, 80)]
+    >>> frame = ParameterInterpolator(*nets, alphas=[0, 0.5, 1]).fit().evaluate(X, y)
+    >>> frame.shape, list(frame.columns)
+    ((3, 4), ['alpha', 'split', 'loss', 'accuracy'])
     """
 
     def __init__(self, estimator1, estimator2, alphas=None, recompute_batchnorm=True):
@@ -255,22 +345,30 @@ class ParameterInterpolator(BaseEstimator):
         Returns
         -------
         self : ParameterInterpolator
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If either estimator is not fitted.
+        ValueError
+            If the two modules differ in structure or parameter shapes, or
+            ``alphas`` is not a non-empty 1-D array of finite numbers.
         """
         for name in ("estimator1", "estimator2"):
             check_is_fitted(getattr(self, name))
-        a1 = _architecture(self.estimator1.module_)
-        a2 = _architecture(self.estimator2.module_)
-        if a1 != a2:
-            diff = next(
-                (f"{x[0]} {x[1]} vs {z[0]} {z[1]}" for x, z in zip(a1, a2) if x != z),
-                f"{len(a1)} vs {len(a2)} parameter tensors",
-            )
-            raise ValueError(f"estimator1 and estimator2 have different architectures: {diff}.")
-        alphas = np.linspace(-1.0, 2.0, 31) if self.alphas is None else np.asarray(self.alphas, float)
-        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
-            raise ValueError("alphas must be a non-empty 1-D array of finite numbers.")
-        self.theta1_ = flatten_parameters(self.estimator1.module_).double().cpu().numpy()
-        self.theta2_ = flatten_parameters(self.estimator2.module_).double().cpu().numpy()
+        for which in (0, 1):
+            a1 = _architecture(self.estimator1.module_)[which]
+            a2 = _architecture(self.estimator2.module_)[which]
+            if a1 != a2:
+                raise ValueError(
+                    "estimator1 and estimator2 have different architectures "
+                    f"({'parameter shapes' if which else 'modules'} differ: "
+                    f"{_first_difference(a1, a2)}); interpolation needs two models "
+                    "of the same architecture."
+                )
+        alphas = _check_alphas(self.alphas)
+        self.theta1_ = flatten_parameters(self.estimator1.module_).detach().double().cpu().numpy()
+        self.theta2_ = flatten_parameters(self.estimator2.module_).detach().double().cpu().numpy()
         self.alphas_ = alphas
         self.n_params_ = self.theta1_.size
         return self
@@ -291,6 +389,13 @@ class ParameterInterpolator(BaseEstimator):
         alphas = self.alphas_ if alphas is None else np.atleast_1d(np.asarray(alphas, float))
         return (1.0 - alphas)[:, None] * self.theta1_ + alphas[:, None] * self.theta2_
 
+    def _set_alpha(self, module, alpha, X):
+        """Write θ(α) into ``module`` (a copy of estimator1's) and refresh its BatchNorm."""
+        assign_flat_parameters(module, torch.from_numpy(self.path([alpha])[0]))
+        if self.recompute_batchnorm and X is not None:
+            _reset_batchnorm(module, X)
+        return module
+
     def interpolate(self, alpha, X=None):
         """A fitted copy of ``estimator1`` whose parameters are θ(α).
 
@@ -298,32 +403,37 @@ class ParameterInterpolator(BaseEstimator):
         ----------
         alpha : float
         X : array-like, optional
-            Training inputs, used to recompute BatchNorm statistics.
+            Training inputs, used to recompute BatchNorm statistics (for
+            α other than 0 and 1, see ``recompute_batchnorm``).
 
         Returns
         -------
-        estimator : a deep copy of estimator1 with θ(α)
+        estimator : a deep copy of estimator1 (α = 1: of estimator2) with θ(α)
         """
         check_is_fitted(self, "theta1_")
-        est = copy.deepcopy(self.estimator1)
         if float(alpha) == 0.0:
-            return est  # bit-exact end point, buffers included
+            return copy.deepcopy(self.estimator1)  # bit-exact end point, buffers included
         if float(alpha) == 1.0:
             return copy.deepcopy(self.estimator2)
-        assign_flat_parameters(est.module_, torch.from_numpy(self.path([alpha])[0]))
-        if self.recompute_batchnorm and X is not None:
-            _reset_batchnorm(est.module_, X)
+        est = copy.deepcopy(self.estimator1)
+        self._set_alpha(est.module_, alpha, X)
         return est
 
     def evaluate(self, X, y, X_test=None, y_test=None, batch_size=4096) -> pd.DataFrame:
         """Loss and accuracy of θ(α) for every α, on train (and test) data.
+
+        The loss is the estimators' own criterion (``criterion_``), evaluated in
+        eval mode, as :func:`hw1sk.evaluation.evaluate_estimator`; at α = 0 and
+        α = 1 the numbers are exactly those of the two estimators.
 
         Parameters
         ----------
         X, y : array-like
             Training data (also used for BatchNorm statistics).
         X_test, y_test : array-like, optional
+            Held-out data; both or neither.
         batch_size : int, default=4096
+            Samples per forward pass (does not change the numbers' meaning).
 
         Returns
         -------
@@ -332,14 +442,29 @@ class ParameterInterpolator(BaseEstimator):
             also stored as ``results_``.
         """
         check_is_fitted(self, "theta1_")
-        splits = [("train", X, y)]
+        if (X_test is None) != (y_test is None):
+            raise ValueError("Pass both X_test and y_test, or neither.")
+        splits = [("train", X, self._targets(y))]
         if X_test is not None:
-            splits.append(("test", X_test, y_test))
+            splits.append(("test", X_test, self._targets(y_test)))
+        work = copy.deepcopy(self.estimator1.module_)  # the one module that is overwritten
         rows = []
         for alpha in self.alphas_:
-            est = self.interpolate(alpha, X)
+            if float(alpha) == 0.0:
+                module, criterion = self.estimator1.module_, self.estimator1.criterion_
+            elif float(alpha) == 1.0:
+                module, criterion = self.estimator2.module_, self.estimator2.criterion_
+            else:
+                module, criterion = self._set_alpha(work, alpha, X), self.estimator1.criterion_
             for split, Xs, ys in splits:
-                scores = evaluate_estimator(est, Xs, ys, batch_size=batch_size)
+                scores = evaluate_module(module, criterion, Xs, ys, batch_size=batch_size)
                 rows.append({"alpha": float(alpha), "split": split, **scores})
-        self.results_ = pd.DataFrame(rows)
+        self.results_ = pd.DataFrame(rows, columns=["alpha", "split", "loss", "accuracy"])
         return self.results_
+
+    def _targets(self, y):
+        """``y`` as :func:`hw1sk.evaluation.evaluate_estimator` passes it to the criterion."""
+        y = np.asarray(y)
+        if y.dtype.kind == "f" and y.ndim == 1 and not is_classifier(self.estimator1):
+            y = y.reshape(-1, 1)  # regressors are trained on (n, 1) targets
+        return y

@@ -1,10 +1,12 @@
 """Tests for hw1sk.sweep: order, backend equivalence, cache/resume, divergence, validation."""
 
+import functools
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 from hw1sk.models import MLP
 from hw1sk.parameters import flatten_parameters
 from hw1sk.seeding import seed_everything, torch_generator
-from hw1sk.sweep import DivergedRun, RunDiverged, _func_name, run_sweep
+from hw1sk.sweep import DivergedRun, RunDiverged, run_sweep, start_local_cluster
 
 # loky keeps its workers between calls with the same settings, so every loky
 # test uses these to pay the worker start-up once
@@ -39,19 +41,25 @@ def square_after(x, delay=0.0, marker_dir=None):
     return x * x
 
 
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def seeded_fit(seed, n_steps=25):
     """A small seeded full-batch MLP fit; returns final loss and flat parameters."""
     gen = torch_generator(seed)
     X = torch.randn(32, 4, generator=gen)
     y = X[:, :1] ** 2 - X[:, 1:2]
-    seed_everything(seed)
-    model = MLP(n_in=4, hidden=(16, 8), n_out=1)
+    with _GLOBAL_RNG_LOCK:  # threading backend: tasks share torch's global generator
+        seed_everything(seed)
+        model = MLP(n_in=4, hidden=(16, 8), n_out=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(n_steps):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(X), y)
         loss.backward()
         opt.step()
+    with torch.no_grad():
+        loss = torch.nn.functional.mse_loss(model(X), y)
     return float(loss), flatten_parameters(model).numpy()
 
 
@@ -66,6 +74,10 @@ def thread_settings():
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
 
 
+def malloc_trim_setting():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 def _calls(marker_dir, pid=None):
     names = [p.name for p in Path(marker_dir).iterdir()]
     if pid is not None:
@@ -74,7 +86,9 @@ def _calls(marker_dir, pid=None):
 
 
 def _cache_file(cache_dir, func, task):
-    return Path(cache_dir) / _func_name(func) / f"{joblib.hash((_func_name(func), task))}.pkl"
+    """The documented cache path, ``<cache_dir>/<module.qualname>/<joblib.hash>.pkl``."""
+    name = f"{func.__module__}.{func.__qualname__}"
+    return Path(cache_dir) / name / f"{joblib.hash((name, task))}.pkl"
 
 
 # ------------------------------------------------------------------- tests
@@ -93,7 +107,6 @@ def test_results_in_task_order(kwargs):
 
 
 def test_backends_give_identical_numbers():
-    pytest.importorskip("distributed")
     tasks = [{"seed": s} for s in (0, 1, 2)]
     expected = [seeded_fit(**t) for t in tasks]  # plain calls, no runner
     # the computation is not trivial: seeds differ and training moved the loss
@@ -103,12 +116,16 @@ def test_backends_give_identical_numbers():
         "sequential": run_sweep(seeded_fit, tasks, backend="sequential", threads_per_worker=1),
         "threading": run_sweep(seeded_fit, tasks, backend="threading", n_jobs=2, threads_per_worker=1),
         "loky": run_sweep(seeded_fit, tasks, **LOKY),
-        "dask": run_sweep(seeded_fit, tasks, backend="dask", n_jobs=2, threads_per_worker=1),
     }
     for name, results in runs.items():
-        for (loss, params), (loss_ref, params_ref) in zip(results, expected):
-            assert loss == loss_ref, name
-            np.testing.assert_array_equal(params, params_ref, err_msg=name)
+        _assert_same_fits(results, expected, name)
+
+
+def _assert_same_fits(results, expected, name):
+    assert len(results) == len(expected), name
+    for (loss, params), (loss_ref, params_ref) in zip(results, expected):
+        assert loss == loss_ref, name
+        np.testing.assert_array_equal(params, params_ref, err_msg=name)
 
 
 def test_thread_pinning_in_workers_and_restored_in_process():
@@ -117,6 +134,44 @@ def test_thread_pinning_in_workers_and_restored_in_process():
     assert torch.get_num_threads() == before
     got = run_sweep(thread_settings, [{}, {}], **LOKY)
     assert got == [(1, "1"), (1, "1")]
+
+
+def test_dask_backend(monkeypatch):
+    pytest.importorskip("distributed")
+    import hw1sk.sweep
+
+    tasks = [{"seed": s} for s in (0, 1, 2)]
+    expected = [seeded_fit(**t) for t in tasks]
+    hashseed = os.environ.get("PYTHONHASHSEED")  # the nanny sets it to spawn workers
+    # one cluster for the whole test: worker start-up is the slow part
+    with start_local_cluster(2, threads_per_worker=2) as cluster:
+        assert os.environ.get("PYTHONHASHSEED") == hashseed  # this process is left as it was
+        by_address = run_sweep(
+            seeded_fit, tasks, backend="dask", scheduler=cluster.scheduler_address, threads_per_worker=1
+        )
+        _assert_same_fits(by_address, expected, "dask")
+        order = [{"x": x, "delay": 0.05 * (3 - x)} for x in range(4)]
+        assert run_sweep(square_after, order, backend="dask", scheduler=cluster) == [0, 1, 4, 9]
+        # dask's default would be "1": the worker environment comes from start_local_cluster
+        got = run_sweep(thread_settings, [{}], backend="dask", scheduler=cluster, threads_per_worker=2)
+        assert got == [(2, "2")]
+        # dask's default fixed trim threshold slows torch allocations down
+        assert run_sweep(malloc_trim_setting, [{}], backend="dask", scheduler=cluster) == [None]
+
+        # without a scheduler, run_sweep starts its own cluster and closes it after
+        started = []
+
+        def start_spy(n_workers, threads_per_worker):
+            started.append((n_workers, threads_per_worker))
+            return cluster
+
+        monkeypatch.setattr(hw1sk.sweep, "start_local_cluster", start_spy)
+        own = run_sweep(seeded_fit, tasks, backend="dask", n_jobs=2, threads_per_worker=1)
+        _assert_same_fits(own, expected, "dask, own cluster")
+        assert started == [(2, 1)]
+        assert cluster.status.name == "closed"
+    with pytest.raises(ValueError, match="n_workers must be a positive integer or -1, got 0"):
+        start_local_cluster(0)
 
 
 def test_cache_second_run_calls_nothing(tmp_path):
@@ -132,10 +187,14 @@ def test_cache_second_run_calls_nothing(tmp_path):
     with open(_cache_file(cache, square_after, tasks[3]), "rb") as f:
         payload = pickle.load(f)
     assert payload["task"] == tasks[3] and payload["result"] == 9
-    assert len(list((cache / _func_name(square_after)).glob("*.pkl"))) == 5
+    assert len(list(_cache_file(cache, square_after, tasks[0]).parent.glob("*.pkl"))) == 5
     # a new task is the only one computed
     run_sweep(square_after, tasks + [{"x": 7, "marker_dir": str(markers)}], cache_dir=cache, backend="sequential")
     assert _calls(markers) == [0, 1, 2, 3, 4, 7]
+    # arguments frozen in a partial are part of the key
+    slow = functools.partial(square_after, delay=0.01)
+    assert run_sweep(slow, tasks[:2], cache_dir=cache, backend="sequential") == [0, 1]
+    assert _calls(markers) == [0, 0, 1, 1, 2, 3, 4, 7]
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -150,7 +209,7 @@ def test_resume_after_sigkill(tmp_path):
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    folder = cache / _func_name(square_after)
+    folder = _cache_file(cache, square_after, tasks[0]).parent
     deadline = time.monotonic() + 120
     while len(list(folder.glob("*.pkl"))) < 2:
         assert proc.poll() is None, "sweep subprocess ended before it was killed"

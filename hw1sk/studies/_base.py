@@ -47,7 +47,7 @@ def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
         Training data.
     X_test, y_test : array-like, optional
         Held-out data, scored every ``test_every`` epochs into the history
-        (columns ``test_loss``, ``test_accuracy``).
+        (columns ``test_loss``, ``test_acc``, like skorch's ``train_acc``).
     seed : int, default=0
     test_every : int, default=1
     keep_estimator : bool, default=True
@@ -64,7 +64,7 @@ def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
     hw1sk.sweep.RunDiverged
         When the training loss became NaN or infinite.
     """
-    from ..callbacks import HeldOutScore
+    from ..evaluation import HeldOutScore
     from ..sweep import RunDiverged
 
     est = clone(estimator).set_params(random_state=int(seed))

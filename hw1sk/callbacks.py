@@ -1,0 +1,375 @@
+"""Tracing callbacks: weight snapshots and gradient norms recorded during training.
+
+Both are :class:`skorch.callbacks.Callback` subclasses that keep their
+records on themselves, so they travel with a pickled net.  Their records are
+reset when the net is (re)initialized (``fit`` without ``warm_start``,
+``initialize``, ``set_params`` of a callback) and continue across
+``partial_fit`` calls and ``warm_start`` fits.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from skorch.callbacks import Callback
+
+from .parameters import flatten_parameters, layer_slices
+
+__all__ = ["WeightTrace", "GradNormTrace", "global_grad_norm"]
+
+
+def global_grad_norm(grads) -> torch.Tensor:
+    """L2 norm of all gradients together, as a 0-d tensor (no host sync).
+
+    ``sqrt(sum over tensors of sum of squares)``, computed with one fused
+    per-tensor norm where torch provides it.
+
+    Parameters
+    ----------
+    grads : list of torch.Tensor
+
+    Returns
+    -------
+    norm : torch.Tensor of shape ()
+    """
+    if not grads:
+        return torch.zeros(())
+    if hasattr(torch, "_foreach_norm"):
+        try:
+            # one fused kernel for the per-tensor norms (what clip_grad_norm_ uses)
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        except (RuntimeError, TypeError):  # mixed devices/dtypes
+            pass
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:
+        return get_total_norm(grads)
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g).to(grads[0].device) for g in grads])
+    )
+
+
+def _host_or_pending(value):
+    """A CPU scalar as a float now (no sync involved); other devices' stay tensors."""
+    value = value.detach()
+    return value.item() if value.device.type == "cpu" else value
+
+
+def _as_floats(values):
+    """Floats of a list of floats and device scalars, with one transfer for the latter."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return list(values)
+    host = iter(torch.stack(tensors).float().cpu().tolist())
+    return [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
+
+class WeightTrace(Callback):
+    """Snapshots of the flattened parameters every ``every`` epochs.
+
+    The layout is :func:`hw1sk.parameters.flatten_parameters`'s (the order
+    of ``module.named_parameters()``), stored as float32 numpy vectors.
+
+    Parameters
+    ----------
+    every : int, default=1
+        Take a snapshot at the end of each epoch ``e`` with ``e % every == 0``
+        (epochs count from 1, as in the net's history).
+    include_initial : bool, default=True
+        Also snapshot the parameters before the first epoch, as epoch 0.
+    layers : str, list of str or None, default=None
+        Keep only these layers (names from
+        :func:`hw1sk.parameters.layer_slices`, e.g. ``"net.1"``); None keeps
+        all parameters.
+
+    Attributes
+    ----------
+    epochs_ : list of int
+        Epoch of each snapshot (0 is the initial parameters).
+    snapshots_ : list of ndarray of shape (n_kept,)
+        The parameters (float32).
+    train_loss_ : list of float
+        Training loss at each snapshot: the epoch's ``train_loss`` from the
+        history, i.e. the mean of the batch losses during that epoch, each
+        computed at the parameters in place before its step (no extra pass
+        over the data).  For the initial snapshot it is the loss of the
+        first training batch, computed at the initial parameters (exactly
+        the initial training loss for full-batch training).
+    train_accuracy_ : list of float
+        Likewise for the accuracy (the history's running ``train_acc``) for
+        classifiers; NaN for regressors.
+    layer_slices_ : dict of str to slice
+        Where each kept layer lives in a snapshot.
+
+    Notes
+    -----
+    Records are reset when the net is initialized and continue across
+    ``partial_fit`` calls; the initial snapshot is taken only when no
+    snapshot exists yet, with the number of epochs already trained as its
+    epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralRegressor
+    >>> from hw1sk.callbacks import WeightTrace
+    >>> X = np.linspace(-1, 1, 20)[:, None]; y = X[:, 0] ** 2
+    >>> trace = WeightTrace(every=3)
+    >>> _ = NeuralRegressor(module__hidden=(4,), max_epochs=10, batch_size=-1,
+    ...                     callbacks=[trace], random_state=0).fit(X, y)
+    >>> trace.epochs_, trace.to_array().shape
+    ([0, 3, 6, 9], (4, 13))
+    """
+
+    def __init__(self, every=1, include_initial=True, layers=None):
+        self.every = every
+        self.include_initial = include_initial
+        self.layers = layers
+
+    def initialize(self):
+        if not isinstance(self.every, Integral) or isinstance(self.every, bool) or self.every < 1:
+            raise ValueError(f"every must be a positive integer, got {self.every!r}.")
+        self.epochs_ = []
+        self.snapshots_ = []
+        self.train_loss_ = []
+        self.train_accuracy_ = []
+        self.layer_slices_ = None
+        self._index_ = None
+        self._fill_initial_ = False
+        self._params_ = None
+        return self
+
+    def _resolve_layers(self, module):
+        all_slices = layer_slices(module)
+        if self.layers is None:
+            self._index_ = None
+            self.layer_slices_ = dict(all_slices)
+            return
+        names = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        unknown = [n for n in names if n not in all_slices]
+        if unknown:
+            raise ValueError(f"Unknown layers {unknown}; the module has {list(all_slices)}.")
+        index, kept, start = [], {}, 0
+        for name in names:
+            sl = all_slices[name]
+            index.append(np.arange(sl.start, sl.stop))
+            kept[name] = slice(start, start + sl.stop - sl.start)
+            start += sl.stop - sl.start
+        self._index_ = np.concatenate(index)
+        self.layer_slices_ = kept
+
+    def _snapshot(self, net, epoch, loss, accuracy):
+        params = self._params_ if self._params_ is not None else net.module_
+        flat = flatten_parameters(params).to(device="cpu", dtype=torch.float32).numpy()
+        if self._index_ is not None:
+            flat = flat[self._index_]
+        self.epochs_.append(int(epoch))
+        self.snapshots_.append(flat)
+        self.train_loss_.append(float(loss))
+        self.train_accuracy_.append(float(accuracy))
+
+    def on_train_begin(self, net, **kwargs):
+        # module.parameters() walks the module tree; once per fit call is enough
+        self._params_ = list(net.module_.parameters())
+        if self.layer_slices_ is None:
+            self._resolve_layers(net.module_)
+        if self.include_initial and not self.snapshots_:
+            self._snapshot(net, len(net.history), math.nan, math.nan)
+            self._fill_initial_ = True
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, y_pred=None, **kwargs):
+        if not (self._fill_initial_ and training):
+            return
+        # the first training batch was evaluated at the initial parameters
+        self._fill_initial_ = False
+        if loss is not None:
+            self.train_loss_[0] = float(loss.item())
+        if isinstance(net, ClassifierMixin) and y_pred is not None:
+            yb = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+            out = y_pred[0] if isinstance(y_pred, tuple) else y_pred
+            if isinstance(yb, torch.Tensor) and out.ndim == 2 and yb.shape == out.shape[:1]:
+                self.train_accuracy_[0] = float((out.argmax(1) == yb).float().mean().item())
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        epoch = row["epoch"]
+        if epoch % self.every == 0:
+            self._snapshot(net, epoch, row.get("train_loss", math.nan),
+                           row.get("train_acc", math.nan))
+
+    def on_train_end(self, net, **kwargs):
+        self._fill_initial_ = False
+        self._params_ = None
+
+    def _check_recorded(self):
+        if not getattr(self, "snapshots_", None):
+            raise NotFittedError("WeightTrace has no snapshots; fit a net with it first.")
+
+    def to_array(self, layer=None):
+        """Snapshots stacked as rows.
+
+        Parameters
+        ----------
+        layer : str or None, default=None
+            Restrict to one layer's columns (a key of ``layer_slices_``).
+
+        Returns
+        -------
+        weights : ndarray of shape (n_snapshots, n_params) or (n_snapshots, layer_size)
+        """
+        self._check_recorded()
+        weights = np.stack(self.snapshots_)
+        if layer is None:
+            return weights
+        if layer not in self.layer_slices_:
+            raise ValueError(f"Unknown layer {layer!r}; recorded layers are "
+                             f"{list(self.layer_slices_)}.")
+        return weights[:, self.layer_slices_[layer]]
+
+    def to_frame(self):
+        """One row per snapshot.
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            Columns ``epoch``, ``train_loss``, ``train_accuracy``.
+        """
+        self._check_recorded()
+        return pd.DataFrame({
+            "epoch": np.asarray(self.epochs_, dtype=int),
+            "train_loss": np.asarray(self.train_loss_, dtype=float),
+            "train_accuracy": np.asarray(self.train_accuracy_, dtype=float),
+        })
+
+
+class GradNormTrace(Callback):
+    """Global L2 norm of the gradient at every optimizer step.
+
+    The norm is taken over all learnable parameters together (what
+    :func:`torch.nn.utils.clip_grad_norm_` would clip), after
+    ``backward`` and before the optimizer step, so the gradient of
+    iteration ``i`` is the one at the parameters reached after ``i`` steps.
+    On an accelerator, norms and losses stay tensors on the device and are
+    moved to the host in blocks of ``_BLOCK`` steps, at the end of training,
+    or when an attribute is read (no device sync per step); on CPU they are
+    read at once.
+
+    Attributes
+    ----------
+    grad_norms_ : list of float
+        Gradient norm per iteration.
+    losses_ : list of float
+        The batch loss of the same iteration (as in the history).
+    epochs_ : list of int
+        Epoch (from 1, as in the history) of each iteration.
+    iterations_ : list of int
+        Iteration index: 0-based count of optimizer steps since the net was
+        initialized.
+
+    Notes
+    -----
+    With optimizers that evaluate the loss several times per step (LBFGS),
+    the first gradient of each step is recorded.  Records are reset when
+    the net is initialized and continue across ``partial_fit`` calls.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralRegressor
+    >>> from hw1sk.callbacks import GradNormTrace
+    >>> X = np.linspace(-1, 1, 20)[:, None]; y = X[:, 0] ** 2
+    >>> trace = GradNormTrace()
+    >>> _ = NeuralRegressor(module__hidden=(4,), max_epochs=3, batch_size=10,
+    ...                     callbacks=[trace], random_state=0).fit(X, y)
+    >>> trace.iterations_, trace.epochs_
+    ([0, 1, 2, 3, 4, 5], [1, 1, 2, 2, 3, 3])
+    """
+
+    _BLOCK = 1024  # pending steps moved to the host at once
+
+    def initialize(self):
+        self._records_ = {"grad_norms_": [], "losses_": [], "epochs_": [], "iterations_": []}
+        self._pending_norms_ = []
+        self._pending_losses_ = []
+        self._pending_epochs_ = []
+        self._awaiting_ = False
+        return self
+
+    def _record(self, name):
+        if not hasattr(self, "_records_"):
+            raise AttributeError(f"GradNormTrace has no attribute {name!r} before it is "
+                                 "initialized.")
+        self._flush()
+        return self._records_[name]
+
+    grad_norms_ = property(lambda self: self._record("grad_norms_"),
+                           doc="Gradient norm per iteration (list of float).")
+    losses_ = property(lambda self: self._record("losses_"),
+                       doc="Batch loss per iteration (list of float).")
+    epochs_ = property(lambda self: self._record("epochs_"),
+                       doc="Epoch of each iteration (list of int, from 1).")
+    iterations_ = property(lambda self: self._record("iterations_"),
+                           doc="0-based optimizer-step index (list of int).")
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        self._awaiting_ = training
+
+    def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
+        if not self._awaiting_:
+            return
+        self._awaiting_ = False
+        grads = [p.grad for _, p in named_parameters if p.grad is not None]
+        self._pending_norms_.append(_host_or_pending(global_grad_norm(grads)))
+
+    def on_batch_end(self, net, training=False, loss=None, **kwargs):
+        # a loss belongs to the record only if its gradient norm was taken
+        if training and len(self._pending_losses_) < len(self._pending_norms_):
+            self._pending_losses_.append(_host_or_pending(loss))
+            self._pending_epochs_.append(len(net.history))
+            if len(self._pending_losses_) >= self._BLOCK:
+                self._flush()
+
+    def _flush(self):
+        n = len(self._pending_losses_)  # complete steps (norm and loss)
+        if not n:
+            return
+        records = self._records_
+        records["grad_norms_"].extend(_as_floats(self._pending_norms_[:n]))
+        records["losses_"].extend(_as_floats(self._pending_losses_))
+        records["epochs_"].extend(self._pending_epochs_)
+        start = records["iterations_"][-1] + 1 if records["iterations_"] else 0
+        records["iterations_"].extend(range(start, start + n))
+        del self._pending_norms_[:n]
+        self._pending_losses_ = []
+        self._pending_epochs_ = []
+
+    def on_train_end(self, net, **kwargs):
+        self._flush()
+        self._pending_norms_ = []  # a step interrupted before its loss was reported
+
+    def __getstate__(self):
+        if hasattr(self, "_records_"):
+            self._flush()
+        return self.__dict__.copy()
+
+    def to_frame(self):
+        """One row per iteration.
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            Columns ``iteration``, ``epoch``, ``grad_norm``, ``loss``.
+        """
+        if not getattr(self, "iterations_", None):
+            raise NotFittedError("GradNormTrace has no records; fit a net with it first.")
+        return pd.DataFrame({
+            "iteration": np.asarray(self.iterations_, dtype=int),
+            "epoch": np.asarray(self.epochs_, dtype=int),
+            "grad_norm": np.asarray(self.grad_norms_, dtype=float),
+            "loss": np.asarray(self.losses_, dtype=float),
+        })

@@ -1,0 +1,611 @@
+"""Generalization measures of a trained network: input sensitivity and sharpness.
+
+Pure functions of a torch module (and a criterion and data): no training, no
+plotting, no file IO.  Every function evaluates the network in **eval mode**
+(dropout off, BatchNorm on its running statistics), so that each sample's
+output depends on that sample alone; the caller's module is left exactly as it
+was (its training flags are restored, its parameters are never written to).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_array, check_consistent_length
+from torch import nn
+from torch.func import functional_call, grad, jacfwd, jacrev, vmap
+
+from .models import MLP
+from .parameters import flatten_parameters, functional_loss
+from .seeding import torch_generator
+
+__all__ = [
+    "input_jacobian_norm",
+    "loss_input_gradient_norm",
+    "sharpness",
+    "SharpnessResult",
+]
+
+
+# --------------------------------------------------------------------------- #
+# input checks and module handling shared with hw1sk.landscape
+# --------------------------------------------------------------------------- #
+def _check_module(module):
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
+    return module
+
+
+def _module_dtype(module):
+    for t in module.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _module_device(module):
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _same_device(a, b):
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _working_module(module, device):
+    """``(module, device)``: the module itself, or a copy moved to ``device``.
+
+    The caller's module is never moved; a copy is made only when ``device``
+    differs from the module's own.
+    """
+    _check_module(module)
+    own = _module_device(module)
+    if device is None:
+        return module, own
+    device = torch.device(device)
+    if _same_device(device, own):
+        return module, own
+    return copy.deepcopy(module).to(device), device
+
+
+@contextmanager
+def _eval_mode(module):
+    """Put ``module`` in eval mode and restore every submodule's flag on exit."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def _functional_state(module):
+    """Detached parameters and buffers of ``module``, for ``functional_call``."""
+    state = {k: v.detach() for k, v in module.named_parameters()}
+    state.update({k: v.detach() for k, v in module.named_buffers()})
+    return state
+
+
+def _as_input(X, dtype, device, name="X"):
+    """``X`` (array-like or tensor, at least 2-D) as a floating tensor on ``device``."""
+    if isinstance(X, torch.Tensor):
+        if X.ndim < 2:
+            raise ValueError(
+                f"Expected {name} with at least 2 dimensions (n_samples, ...), got shape "
+                f"{tuple(X.shape)}. Reshape your data either using X.reshape(-1, 1) if your "
+                "data has a single feature or X.reshape(1, -1) if it contains a single sample."
+            )
+        if X.shape[0] < 1:
+            raise ValueError(f"{name} has 0 samples; at least 1 is required.")
+        X = X.detach()
+    else:
+        X = torch.from_numpy(np.ascontiguousarray(
+            check_array(X, allow_nd=True, dtype=None, input_name=name)
+        ))
+    if not X.is_floating_point() or X.dtype != dtype:
+        X = X.to(dtype)
+    return X.to(device)
+
+
+def _as_target(y, dtype, device):
+    """``y`` as a tensor: integer labels become int64, real targets ``dtype``."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach()
+    else:
+        y = torch.from_numpy(np.ascontiguousarray(
+            check_array(y, ensure_2d=False, allow_nd=True, dtype=None, input_name="y")
+        ))
+    if y.is_floating_point():
+        y = y.to(dtype)
+    elif y.dtype != torch.bool:
+        y = y.to(torch.int64)
+    return y.to(device)
+
+
+def _check_batch_size(batch_size, n_samples):
+    """``batch_size`` as an int (``None`` means all samples at once)."""
+    if batch_size is None:
+        return max(int(n_samples), 1)
+    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def _check_reduction(reduction):
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
+    return reduction
+
+
+def _reduce(values, reduction):
+    """Per-sample values (tensor) -> float mean or numpy array."""
+    if reduction == "mean":
+        return float(values.double().mean())
+    return values.detach().cpu().numpy()
+
+
+def _prepare_data(module, X, y, device):
+    """Working module, device, and the data as tensors on it."""
+    work, device = _working_module(module, device)
+    dtype = _module_dtype(work)
+    X = _as_input(X, dtype, device)
+    if y is None:
+        return work, device, X, None
+    y = _as_target(y, dtype, device)
+    check_consistent_length(X, y)
+    return work, device, X, y
+
+
+def _full_data_loss(loss_fn_factory, X, y, batch_size, theta):
+    """Mean loss over all samples as a size-weighted average of chunk means.
+
+    Exact for criteria that average over samples (``reduction="mean"``).
+    """
+    n = X.shape[0]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        loss_fn = loss_fn_factory(X[start:stop], y[start:stop])
+        total = total + loss_fn(theta) * ((stop - start) / n)
+    return total
+
+
+# --------------------------------------------------------------------------- #
+# input-Jacobian sensitivity
+# --------------------------------------------------------------------------- #
+_JACOBIAN_METHODS = ("auto", "gram", "jacrev", "jacfwd")
+
+
+def _linear_input_split(module):
+    """``(flatten, linear, tail)`` when ``module`` is ``[Flatten,] Linear, *tail``.
+
+    Only exact :class:`~hw1sk.models.MLP` and :class:`torch.nn.Sequential`
+    instances qualify: their forward is known to be the layer chain, so the
+    input reaches the output only through the first linear layer.
+    """
+    if type(module) is MLP:
+        seq = module.net
+    elif type(module) is nn.Sequential:
+        seq = module
+    else:
+        return None
+    layers = list(seq)
+    i, flatten = 0, False
+    while (i < len(layers) and type(layers[i]) is nn.Flatten
+           and layers[i].start_dim == 1 and layers[i].end_dim == -1):
+        i, flatten = i + 1, True
+    if i >= len(layers) or type(layers[i]) is not nn.Linear:
+        return None
+    return flatten, layers[i], nn.Sequential(*layers[i + 1:])
+
+
+def _output_map(output, n_out):
+    if output == "softmax":
+        if n_out < 2:
+            raise ValueError(
+                "output='softmax' needs at least 2 outputs per sample (the softmax of a "
+                "single output is constant); use output='logits' for regression networks."
+            )
+        return lambda z: torch.softmax(z.reshape(-1), dim=0)
+    return lambda z: z.reshape(-1)
+
+
+def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction="mean",
+                        method="auto", device=None):
+    """Sensitivity: Frobenius norm of each sample's input-output Jacobian.
+
+    For every sample :math:`x_i` this is :math:`\\|\\partial f(x_i)/\\partial x_i\\|_F`,
+    where :math:`f` is the network followed by a softmax (``output="softmax"``)
+    or the raw network output (``output="logits"``, also the choice for
+    regression networks).  Each sample's Jacobian is its own (computed per
+    sample with :func:`torch.func.vmap`), never the derivative of the
+    batch-summed output, which would mix samples.
+
+    The module is evaluated in eval mode: in train mode BatchNorm normalizes
+    with the batch's statistics, so a sample's output would depend on the
+    other samples in the batch.  The result is therefore the same whether the
+    module is passed in train or eval mode.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Maps a batch ``(n_samples, ...)`` to outputs ``(n_samples, n_outputs)``.
+    X : array-like or torch.Tensor of shape (n_samples, ...)
+        Inputs; converted to the module's parameter dtype (float32 by default).
+    output : {"softmax", "logits"}, default="softmax"
+        Differentiate the softmax probabilities or the raw outputs.
+    batch_size : int or None, default=1024
+        Samples per vectorized chunk (bounds memory); ``None`` for all at once.
+        The values do not depend on it.
+    reduction : {"mean", "none"}, default="mean"
+        Return the mean over samples, or the per-sample norms.
+    method : {"auto", "gram", "jacrev", "jacfwd"}, default="auto"
+        How the per-sample Jacobians are computed; all are exact.
+        ``"jacrev"`` is ``vmap(jacrev(f))`` (one vector-Jacobian product per
+        output), ``"jacfwd"`` is ``vmap(jacfwd(f))`` (one Jacobian-vector
+        product per input feature, for low-dimensional inputs).
+        ``"gram"`` is for modules that start with ``[Flatten,] Linear`` (an
+        :class:`~hw1sk.models.MLP` or an ``nn.Sequential``): with
+        :math:`h = Wx + b`, :math:`J_x = J_h W`, so
+        :math:`\\|J_x\\|_F^2 = \\mathrm{tr}(J_h W W^\\top J_h^\\top)`; only the
+        Jacobian with respect to the (narrower) first hidden layer is formed.
+        ``"auto"`` uses ``"gram"`` when it applies and the first layer is
+        narrower than the input, else ``"jacfwd"`` when the inputs are fewer
+        than the outputs, else ``"jacrev"``.
+    device : str, torch.device or None, default=None
+        Where to compute; ``None`` uses the module's device.
+
+    Returns
+    -------
+    sensitivity : float or numpy.ndarray of shape (n_samples,)
+        The mean norm (``reduction="mean"``) or the per-sample norms.
+
+    See Also
+    --------
+    loss_input_gradient_norm : The cheaper norm of the loss gradient w.r.t. the input.
+
+    References
+    ----------
+    .. [1] Novak, Bahri, Abolafia, Pennington, Sohl-Dickstein, "Sensitivity and
+       Generalization in Neural Networks: an Empirical Study", ICLR 2018.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hw1sk.generalization import input_jacobian_norm
+    >>> layer = torch.nn.Linear(3, 2)
+    >>> X = torch.randn(5, 3)
+    >>> round(input_jacobian_norm(layer, X, output="logits"), 5) == round(
+    ...     float(layer.weight.detach().norm()), 5)
+    True
+    """
+    if output not in ("softmax", "logits"):
+        raise ValueError(f"output must be 'softmax' or 'logits', got {output!r}.")
+    if method not in _JACOBIAN_METHODS:
+        raise ValueError(f"method must be one of {_JACOBIAN_METHODS}, got {method!r}.")
+    reduction = _check_reduction(reduction)
+    work, device, X, _ = _prepare_data(module, X, None, device)
+    batch_size = _check_batch_size(batch_size, X.shape[0])
+
+    split = _linear_input_split(work)
+    if split is not None and not split[0] and X.ndim != 2:
+        split = None  # without a Flatten, Linear would act on the last axis only
+    if method == "gram" and split is None:
+        raise ValueError(
+            "method='gram' needs a module that is an hw1sk.models.MLP or an nn.Sequential "
+            "starting with [Flatten,] Linear (and 2-D X when there is no Flatten)."
+        )
+    n_in = X[0].numel()
+    with _eval_mode(work), torch.no_grad():
+        first_output = work(X[:1])
+    if output == "softmax" and first_output.ndim != 2:
+        raise ValueError(
+            "output='softmax' needs outputs of shape (n_samples, n_classes), got "
+            f"{tuple(first_output.shape)} for one sample; use output='logits'."
+        )
+    n_out = first_output.numel()
+    if method == "auto":
+        if split is not None and split[1].out_features < split[1].in_features:
+            method = "gram"
+        else:
+            method = "jacfwd" if n_in < n_out else "jacrev"
+    squash = _output_map(output, n_out)
+
+    norms = []
+    with _eval_mode(work):
+        if method == "gram":
+            _, linear, tail = split
+            weight, bias = linear.weight.detach(), linear.bias
+            bias = None if bias is None else bias.detach()
+            gram = weight @ weight.T
+            state = _functional_state(tail)
+
+            def from_hidden(h):  # one sample's first-layer pre-activation -> output
+                return squash(functional_call(tail, state, (h.unsqueeze(0),)))
+
+            jac = vmap(jacrev(from_hidden))
+            for start in range(0, X.shape[0], batch_size):
+                xb = X[start:start + batch_size]
+                with torch.no_grad():
+                    h = nn.functional.linear(xb.reshape(xb.shape[0], -1), weight, bias)
+                J = jac(h).detach()  # (batch, n_out, n_hidden)
+                sq = ((J @ gram) * J).sum(dim=(1, 2))
+                norms.append(sq.clamp_min(0).sqrt())  # clamp: rounding can go below 0
+        else:
+            state = _functional_state(work)
+
+            def single(x):  # one sample -> its flattened (softmax) output
+                return squash(functional_call(work, state, (x.unsqueeze(0),)))
+
+            jac = vmap(jacrev(single) if method == "jacrev" else jacfwd(single))
+            for start in range(0, X.shape[0], batch_size):
+                J = jac(X[start:start + batch_size]).detach()
+                norms.append(J.reshape(J.shape[0], -1).norm(dim=1))
+    return _reduce(torch.cat(norms), reduction)
+
+
+# --------------------------------------------------------------------------- #
+# loss-gradient sensitivity
+# --------------------------------------------------------------------------- #
+def _per_sample_criterion(criterion):
+    """A copy of ``criterion`` returning one loss per sample, or ``None``.
+
+    The copy has ``reduction="none"``; its extra dimensions (e.g. the outputs
+    of ``MSELoss``) are averaged (original reduction ``"mean"``) or summed
+    (``"sum"``), which is the criterion evaluated on that sample alone.
+    """
+    reduction = getattr(criterion, "reduction", None)
+    if reduction not in ("mean", "sum"):
+        return None
+    unreduced = copy.copy(criterion)
+    unreduced.reduction = "none"
+    reduce_rest = torch.mean if reduction == "mean" else torch.sum
+
+    def per_sample(out, y):
+        losses = unreduced(out, y)
+        if losses.ndim > 1:
+            losses = reduce_rest(losses.reshape(losses.shape[0], -1), dim=1)
+        return losses
+
+    return per_sample
+
+
+def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction="mean",
+                             device=None):
+    """Norm of each sample's loss gradient with respect to its input.
+
+    For every sample this is :math:`\\|\\partial \\ell(f(x_i), y_i)/\\partial x_i\\|_2`
+    with :math:`\\ell` the loss of that sample alone (not the batch mean, whose
+    gradient would be scaled by ``1/n``).  It is computed with one backward pass
+    of the *sum* of the per-sample losses: in eval mode each loss depends on
+    its own input only, so the gradient of the sum w.r.t. :math:`x_i` is
+    exactly :math:`\\partial \\ell_i/\\partial x_i`.  It costs about one
+    forward and backward pass, against one backward pass per output for
+    :func:`input_jacobian_norm`.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Evaluated in eval mode (see :func:`input_jacobian_norm`).
+    criterion : callable
+        ``criterion(output, y)``.  A torch loss with a ``reduction`` attribute
+        (``"mean"`` or ``"sum"``) is copied with ``reduction="none"``; the
+        per-sample loss is its value for the sample, averaged (``"mean"``) or
+        summed (``"sum"``) over any remaining dimensions, which is the
+        criterion applied to that sample alone (for class-weighted
+        cross-entropy it includes the sample's class weight).  Any other
+        callable is applied to one-sample batches under :func:`torch.func.vmap`.
+    X : array-like or torch.Tensor of shape (n_samples, ...)
+    y : array-like or torch.Tensor of shape (n_samples, ...)
+        Integer labels become int64, real targets the module's dtype.
+    batch_size : int or None, default=1024
+        Samples per backward pass; the values do not depend on it.
+    reduction : {"mean", "none"}, default="mean"
+    device : str, torch.device or None, default=None
+
+    Returns
+    -------
+    norm : float or numpy.ndarray of shape (n_samples,)
+
+    See Also
+    --------
+    input_jacobian_norm : Norm of the full input-output Jacobian.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hw1sk.generalization import loss_input_gradient_norm
+    >>> layer = torch.nn.Linear(3, 1, bias=False)
+    >>> X, y = torch.randn(4, 3), torch.zeros(4, 1)
+    >>> g = loss_input_gradient_norm(layer, torch.nn.MSELoss(), X, y, reduction="none")
+    >>> bool(torch.allclose(torch.as_tensor(g),
+    ...      2 * (X @ layer.weight.T).abs().squeeze(1) * layer.weight.norm()))
+    True
+    """
+    reduction = _check_reduction(reduction)
+    if not callable(criterion):
+        raise TypeError(f"criterion must be callable, got {type(criterion).__name__}.")
+    work, device, X, y = _prepare_data(module, X, y, device)
+    batch_size = _check_batch_size(batch_size, X.shape[0])
+    per_sample = _per_sample_criterion(criterion)
+
+    norms = []
+    with _eval_mode(work):
+        state = _functional_state(work)
+        if per_sample is None:
+            def single_loss(x, t):
+                out = functional_call(work, state, (x.unsqueeze(0),))
+                return criterion(out, t.unsqueeze(0))
+
+            single_grad = vmap(grad(single_loss))
+        for start in range(0, X.shape[0], batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            if per_sample is None:
+                g = single_grad(xb, yb)
+            else:
+                xb = xb.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    losses = per_sample(functional_call(work, state, (xb,)), yb)
+                    (g,) = torch.autograd.grad(losses.sum(), xb)
+            norms.append(g.detach().reshape(g.shape[0], -1).norm(dim=1))
+    return _reduce(torch.cat(norms), reduction)
+
+
+# --------------------------------------------------------------------------- #
+# sharpness
+# --------------------------------------------------------------------------- #
+@dataclass
+class SharpnessResult:
+    """What :func:`sharpness` found.
+
+    Attributes
+    ----------
+    sharpness : float
+        ``100 * (max_loss - loss) / (1 + loss)``.
+    loss : float
+        Full-data loss at the module's parameters.
+    max_loss : float
+        Largest full-data loss found in the box.
+    perturbation : torch.Tensor of shape (n_params,)
+        The perturbation (flat layout of :mod:`hw1sk.parameters`) reaching ``max_loss``.
+    epsilon : float
+        Relative size of the box.
+    """
+
+    sharpness: float
+    loss: float
+    max_loss: float
+    perturbation: torch.Tensor
+    epsilon: float
+
+
+def sharpness(module, criterion, X, y, epsilon=1e-3, n_steps=20, n_restarts=3, step_size=None,
+              random_state=None, batch_size=None, device=None, return_result=False):
+    """Epsilon-sharpness of Keskar et al. (2017), by projected gradient ascent.
+
+    .. math::
+
+        \\phi_\\epsilon(\\theta) = 100 \\times
+        \\frac{\\max_{y \\in C_\\epsilon} L(\\theta + y) - L(\\theta)}{1 + L(\\theta)},
+        \\qquad C_\\epsilon = \\{y : |y_j| \\le \\epsilon (|\\theta_j| + 1)\\},
+
+    with :math:`L` the mean loss over all of ``(X, y)`` and the box taken in the
+    full parameter space.  Keskar et al. solve the inner maximization with
+    L-BFGS-B; here it is estimated by projected sign-gradient ascent: each step
+    moves every coordinate by ``step_size`` times its box half-width in the
+    direction of the gradient's sign, then clips to the box.  The first run
+    starts at :math:`y = 0` (as Keskar et al.), the other ``n_restarts - 1``
+    at uniform random points of the box; the largest loss met at any iterate
+    is kept.  The estimate is a lower bound of the true maximum and is never
+    negative.  The module is evaluated in eval mode.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    criterion : callable
+        ``criterion(output, y) -> scalar``, averaging over samples (e.g.
+        ``nn.CrossEntropyLoss()``); with ``batch_size`` the full-data loss is
+        the size-weighted mean of the chunk losses.
+    X : array-like or torch.Tensor of shape (n_samples, ...)
+    y : array-like or torch.Tensor of shape (n_samples, ...)
+    epsilon : float, default=1e-3
+        Relative box size.
+    n_steps : int, default=20
+        Ascent steps per run.
+    n_restarts : int, default=3
+        Number of runs (the first from the centre of the box).
+    step_size : float or None, default=None
+        Step as a fraction of each coordinate's box half-width; ``None`` uses
+        ``2.5 / n_steps``, so a run can cross the box (the usual choice for
+        projected sign-gradient ascent).
+    random_state : int, RandomState or None, default=None
+        Seeds the random starts; the same value gives the same result.
+    batch_size : int or None, default=None
+        Samples per chunk when evaluating the loss and gradient; ``None`` for
+        all at once.
+    device : str, torch.device or None, default=None
+    return_result : bool, default=False
+        Return a :class:`SharpnessResult` instead of the float.
+
+    Returns
+    -------
+    sharpness : float or SharpnessResult
+
+    References
+    ----------
+    .. [1] Keskar, Mudigere, Nocedal, Smelyanskiy, Tang, "On Large-Batch
+       Training for Deep Learning: Generalization Gap and Sharp Minima",
+       ICLR 2017.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hw1sk.generalization import sharpness
+    >>> net = torch.nn.Linear(2, 1)
+    >>> X, y = torch.randn(8, 2), torch.randn(8, 1)
+    >>> sharpness(net, torch.nn.MSELoss(), X, y, epsilon=1e-2, random_state=0) >= 0
+    True
+    """
+    if not isinstance(epsilon, Real) or isinstance(epsilon, bool) or not epsilon > 0:
+        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}.")
+    for name, value in (("n_steps", n_steps), ("n_restarts", n_restarts)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if step_size is None:
+        step_size = 2.5 / n_steps
+    elif not isinstance(step_size, Real) or isinstance(step_size, bool) or not step_size > 0:
+        raise ValueError(f"step_size must be a positive number or None, got {step_size!r}.")
+    if not callable(criterion):
+        raise TypeError(f"criterion must be callable, got {type(criterion).__name__}.")
+    work, device, X, y = _prepare_data(module, X, y, device)
+    batch_size = _check_batch_size(batch_size, X.shape[0])
+
+    def factory(xb, yb):
+        return functional_loss(work, criterion, xb, yb)[0]
+
+    def value_and_gradient(theta):
+        n = X.shape[0]
+        value, gradient = 0.0, torch.zeros_like(theta)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            g, v = torch.func.grad_and_value(factory(X[start:stop], y[start:stop]))(theta)
+            w = (stop - start) / n
+            value, gradient = value + float(v) * w, gradient + g * w
+        return value, gradient
+
+    with _eval_mode(work), torch.no_grad():
+        theta = flatten_parameters(work).to(device)
+        loss0 = float(_full_data_loss(factory, X, y, batch_size, theta))
+        half_width = epsilon * (theta.abs() + 1)
+        step = step_size * half_width
+        generator = torch_generator(random_state)  # CPU draws: same numbers on any device
+        best_loss, best_y = loss0, torch.zeros_like(theta)
+        for restart in range(n_restarts):
+            if restart == 0:
+                pert = torch.zeros_like(theta)
+            else:
+                u = torch.rand(theta.shape, generator=generator, dtype=theta.dtype)
+                pert = (2 * u.to(device) - 1) * half_width
+            for _ in range(n_steps):
+                with torch.enable_grad():
+                    value, gradient = value_and_gradient(theta + pert)
+                if value > best_loss:
+                    best_loss, best_y = value, pert.clone()
+                pert = torch.clamp(pert + step * torch.sign(gradient), -half_width, half_width)
+            value = float(_full_data_loss(factory, X, y, batch_size, theta + pert))
+            if value > best_loss:  # the last iterate has no step after it
+                best_loss, best_y = value, pert.clone()
+    value = 100.0 * (best_loss - loss0) / (1.0 + loss0)
+    if not return_result:
+        return value
+    return SharpnessResult(sharpness=value, loss=loss0, max_loss=best_loss,
+                           perturbation=best_y, epsilon=float(epsilon))

@@ -1,0 +1,127 @@
+"""Figures of HW1-3, generalization: random labels and number of parameters.
+
+Each function takes a fitted study (:class:`~hw1sk.studies.random_labels.RandomLabelStudy`,
+:class:`~hw1sk.studies.param_count.ParamCountStudy`) or the ``results_``
+DataFrame it stores, and returns a :class:`matplotlib.figure.Figure`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .flatness import _diverged_note, _results, _subplots
+
+__all__ = ["plot_random_labels", "plot_param_count"]
+
+_SPLIT_STYLE = {"train": "-", "test": "--"}
+_SPLIT_COLOR = {"train": "tab:blue", "test": "tab:red"}
+_SPLIT_LABEL = {"train": "train (random labels)", "test": "test (true labels)"}
+
+
+def plot_random_labels(study, chance=None):
+    """Train and test loss (left) and accuracy (right) against epoch, on random labels.
+
+    Train solid (the running means over each epoch's mini-batches, on the
+    random labels), test dashed (held-out images with their true labels,
+    scored at the end of each epoch); a dotted line marks chance accuracy.
+
+    Parameters
+    ----------
+    study : fitted RandomLabelStudy or its ``results_`` DataFrame
+        Columns ``epoch``, ``split``, ``loss``, ``accuracy``.
+    chance : float, optional
+        Chance accuracy to mark; default: the study's ``1 / n_classes``, no
+        line for a DataFrame.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Two axes (loss, accuracy), each with one line per split (plus the
+        chance line on the accuracy axis).
+
+    See Also
+    --------
+    hw1sk.studies.random_labels.RandomLabelStudy
+    """
+    frame = _results(study, ["epoch", "split", "loss", "accuracy"])
+    settings = {} if isinstance(study, pd.DataFrame) else getattr(study, "settings_", {})
+    if chance is None:
+        chance = settings.get("chance_accuracy")
+    fig, (loss_ax, acc_ax) = _subplots(2, width=5.0)
+    for split in pd.unique(frame["split"]):
+        part = frame[frame["split"] == split].sort_values("epoch")
+        style = dict(linestyle=_SPLIT_STYLE.get(split, ":"), color=_SPLIT_COLOR.get(split),
+                     label=_SPLIT_LABEL.get(split, split))
+        loss_ax.plot(part["epoch"], part["loss"], **style)
+        acc_ax.plot(part["epoch"], part["accuracy"], **style)
+    if chance is not None:
+        acc_ax.axhline(chance, color="0.5", linestyle=":", linewidth=1,
+                       label=f"chance ({chance:.0%})")
+    loss_ax.set_ylabel("cross-entropy loss")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(-0.02, 1.02)
+    for ax, what in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(f"random labels: {what} vs epoch", fontsize=10)
+        ax.legend(fontsize=8, loc="best")
+    if settings.get("model"):
+        fig.suptitle(f"{settings['model']} ({settings.get('n_params', 0):,} parameters), "
+                     f"{settings.get('n_train', '?')} training images with "
+                     f"{settings.get('label_method', 'random')} labels", fontsize=10)
+    note = _diverged_note(study, ["seed", "lr", "batch_size"])
+    if note:
+        fig.suptitle(note, fontsize=8, color="tab:red")
+    return fig
+
+
+def plot_param_count(study, metric="loss"):
+    """Final train and test ``metric`` against the number of parameters (log x).
+
+    Parameters
+    ----------
+    study : fitted ParamCountStudy or its ``results_`` DataFrame
+        Columns ``n_params``, ``train_<metric>``, ``test_<metric>`` (and
+        ``family``/``depth`` when several families are in one frame: one pair
+        of lines each).
+    metric : {"loss", "accuracy"}, default="loss"
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        One axis with a train (solid) and a test (dashed) line per family.
+
+    See Also
+    --------
+    hw1sk.studies.param_count.ParamCountStudy
+    """
+    if metric not in ("loss", "accuracy"):
+        raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}.")
+    frame = _results(study, ["n_params", f"train_{metric}", f"test_{metric}"])
+    keys = [c for c in ("family", "depth") if c in frame.columns]
+    groups = list(frame.groupby(keys, sort=False)) if keys else [((), frame)]
+    several = len(groups) > 1
+    fig, (ax,) = _subplots(1, width=6.0)
+    markers = "osD^v<>"
+    for k, (key, part) in enumerate(groups):
+        part = part.sort_values("n_params")
+        key = key if isinstance(key, tuple) else (key,)
+        name = " ".join(f"{c}={v}" for c, v in zip(keys, key))
+        for split in ("train", "test"):
+            ax.plot(part["n_params"], part[f"{split}_{metric}"],
+                    linestyle=_SPLIT_STYLE[split], marker=markers[k % len(markers)],
+                    color=_SPLIT_COLOR[split],
+                    label=f"{split} {metric}" + (f" ({name})" if several else ""))
+    ax.set_xscale("log")
+    ax.set_xlabel("number of parameters (log scale)")
+    ax.set_ylabel("cross-entropy loss" if metric == "loss" else "accuracy")
+    title = f"final {metric} vs number of parameters"
+    settings = {} if isinstance(study, pd.DataFrame) else getattr(study, "settings_", {})
+    if settings.get("family"):
+        title += f"\n{settings['family']}, {settings.get('max_epochs', '?')} epochs, " \
+                 f"{settings.get('n_train', '?')} training images"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    note = _diverged_note(study, ["family", "width", "depth"])
+    if note:
+        fig.suptitle(note, fontsize=8, color="tab:red")
+    return fig

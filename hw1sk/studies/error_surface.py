@@ -1,0 +1,349 @@
+"""HW1-2 bonus, the error surface: the loss around a trained model, with its trajectory.
+
+:class:`ErrorSurfaceStudy` trains one model while recording its weights
+(:class:`~hw1sk.callbacks.WeightTrace`), then evaluates the loss on a line and
+on a plane through the trained weights, along two filter-normalized random
+directions (Li et al., 2018) or the two principal directions of the
+trajectory, and projects the trajectory onto that plane.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier
+
+from ..landscape import (
+    loss_along_line,
+    loss_surface,
+    pca_directions,
+    project_onto_plane,
+    random_direction,
+)
+from ..seeding import as_seed, spawn_seeds
+from ._base import Study, describe_value
+from .optimization import (
+    _check_data,
+    _check_training_params,
+    _describe_template,
+    _positive_int,
+    _probe_module,
+    _subsample,
+    _template,
+    _threads_for,
+    score_snapshots,
+    trace_run,
+)
+
+__all__ = ["ErrorSurfaceStudy"]
+
+_DIRECTIONS = ("pca", "random")
+
+# half-width of the auto grid around the trajectory, as a multiple of its extent
+_PCA_MARGIN = 1.2
+
+
+def _grid(half_width, n):
+    """``n`` evenly spaced points in ``[-half_width, half_width]``, the centre exactly 0."""
+    values = np.linspace(-half_width, half_width, n)
+    values[np.abs(values) < 1e-12 * half_width] = 0.0
+    return values
+
+
+class ErrorSurfaceStudy(Study):
+    """HW1-2 bonus: the error surface around a trained model, and the path to it.
+
+    Trains one model (recording its weights every ``every`` epochs), then
+    evaluates the full-data loss at :math:`\\theta^* + \\alpha d_1` (a line)
+    and at :math:`\\theta^* + \\alpha d_1 + \\beta d_2` (a plane) around the
+    trained weights :math:`\\theta^*`, where :math:`d_1, d_2` are either
+
+    * ``"pca"``: the two principal directions of the weight trajectory
+      (:func:`hw1sk.landscape.pca_directions`, unit vectors; Li et al., 2018,
+      Section 7): the plane that holds most of the path, so the projected
+      trajectory is faithful; or
+    * ``"random"``: two Gaussian directions, filter-normalized
+      (:func:`hw1sk.landscape.random_direction`, Li et al., 2018, Section 4):
+      the standard picture of the minimum's shape, where the trajectory
+      projects to almost nothing (random directions in a high-dimensional
+      space are nearly orthogonal to it; ``off_plane`` says how much).
+
+    Every snapshot of the trajectory is projected onto the plane by least
+    squares (:func:`hw1sk.landscape.project_onto_plane`).
+
+    Parameters
+    ----------
+    estimator : NeuralClassifier or NeuralRegressor or None, default=None
+        Template of the run, cloned.  None:
+        :func:`~hw1sk.studies.optimization.default_trajectory_estimator`.
+    hidden : sequence of int, default=(64, 32)
+        Hidden widths of the default MLP (ignored with an ``estimator``).
+    directions : {"pca", "random"}, default="pca"
+    every : int, default=1
+        Snapshot period in epochs (initial and final weights always kept).
+    max_epochs, lr, batch_size : optional
+        Training settings; None: the estimator's values, or 30 epochs,
+        1e-3 and 128 without an estimator.
+    n_train : int or None, default=None
+        Train on this many random samples of ``X``; None: all.
+    n_eval : int or None, default=10000
+        The landscape is evaluated on this many random training samples (the
+        same for every point); None: all training samples.
+    line_points : int, default=41
+        Points of the 1-D line.
+    surface_points : int, default=21
+        Points per axis of the 2-D grid.
+    extent : float, pair of float or None, default=None
+        Half-width of the grids along :math:`d_1` (and :math:`d_2`), in units
+        of the directions.  None: 1 for random directions (the ``[-1, 1]`` of
+        Li et al.), and 1.2 times the trajectory's largest coordinate on each
+        axis for PCA directions.
+    filter_normalize : bool, default=True
+        Filter-normalize the random directions.
+    n_points_per_call : int, default=16
+        Grid points evaluated together (:func:`torch.func.vmap`).
+    n_jobs, backend, scheduler, cache_dir, progress
+        How the training run is executed (:func:`hw1sk.sweep.run_sweep`;
+        ``cache_dir`` lets a repeated study skip the training).
+    device : str, default="cpu"
+    random_state : int, RandomState or None, default=0
+        Master seed of the run, the random directions and the data subsets.
+
+    Attributes
+    ----------
+    results_ : pandas.DataFrame
+        The surface as a tidy table, one row per grid point: ``alpha``,
+        ``beta``, ``loss``.
+    surface_ : tuple of (ndarray, ndarray, ndarray)
+        ``(alphas, betas, losses)`` with ``losses[i, j]`` the loss at
+        ``alphas[i], betas[j]`` (as :func:`hw1sk.landscape.loss_surface`).
+    line_ : pandas.DataFrame
+        ``alpha``, ``loss`` and, for classifiers, ``accuracy`` along :math:`d_1`.
+    trajectory_coords_ : pandas.DataFrame
+        One row per snapshot: ``epoch``, ``alpha``, ``beta`` (its projection),
+        ``loss`` (at the snapshot's weights, on the evaluation samples) and
+        ``off_plane`` (the norm of the part of :math:`\\theta - \\theta^*` off
+        the plane, relative to the norm of :math:`\\theta - \\theta^*`; 0 at
+        the trained weights).
+    directions_ : ndarray of shape (2, n_params)
+    trajectory_ : ndarray of shape (n_snapshots, n_params)
+        The weight snapshots (float64), the last one the trained weights.
+    origin_ : ndarray of shape (n_params,)
+        The trained weights :math:`\\theta^*`.
+    explained_variance_ratio_ : ndarray of shape (2,) or None
+        Of the PCA directions; None for random directions.
+    extent_ : tuple of float
+        Half-widths of the grid along the two directions.
+    module_ : torch.nn.Module
+        The trained module (on the CPU).
+    history_ : pandas.DataFrame
+        Training history of the run.
+    summary_ : pandas.DataFrame
+        One row: ``directions``, ``train_loss`` (final, all training data),
+        ``center_loss`` (surface at the origin, evaluation samples),
+        ``surface_min``, ``surface_max``, ``line_min``, ``line_max``,
+        ``median_off_plane``.
+    settings_ : dict
+    diverged_ : pandas.DataFrame
+        The run, if its loss became non-finite (then ``fit`` raises).
+
+    See Also
+    --------
+    hw1sk.landscape.loss_surface, hw1sk.landscape.loss_along_line
+    hw1sk.plotting.optimization.plot_error_surface
+
+    References
+    ----------
+    .. [1] Li, Xu, Taylor, Studer, Goldstein, "Visualizing the Loss Landscape
+       of Neural Nets", NeurIPS 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.studies.error_surface import ErrorSurfaceStudy
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(60, 4).astype("float32"); y = (X[:, 0] > 0).astype(int)
+    >>> study = ErrorSurfaceStudy(hidden=(8,), max_epochs=4, line_points=5,
+    ...                           surface_points=3, backend="sequential").fit(X, y)
+    >>> study.surface_[2].shape, list(study.trajectory_coords_["epoch"])
+    ((3, 3), [0, 1, 2, 3, 4])
+    """
+
+    def __init__(self, estimator=None, *, hidden=(64, 32), directions="pca", every=1,
+                 max_epochs=None, lr=None, batch_size=None, n_train=None, n_eval=10000,
+                 line_points=41, surface_points=21, extent=None, filter_normalize=True,
+                 n_points_per_call=16, n_jobs=1, backend="loky", scheduler=None,
+                 cache_dir=None, progress=False, device="cpu", random_state=0):
+        self.estimator = estimator
+        self.hidden = hidden
+        self.directions = directions
+        self.every = every
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.n_train = n_train
+        self.n_eval = n_eval
+        self.line_points = line_points
+        self.surface_points = surface_points
+        self.extent = extent
+        self.filter_normalize = filter_normalize
+        self.n_points_per_call = n_points_per_call
+        self.n_jobs = n_jobs
+        self.backend = backend
+        self.scheduler = scheduler
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.device = device
+        self.random_state = random_state
+
+    def _check_params(self):
+        _check_training_params(self)
+        if self.directions not in _DIRECTIONS:
+            raise ValueError(f"directions must be one of {list(_DIRECTIONS)}, "
+                             f"got {self.directions!r}.")
+        _positive_int(self.n_eval, "n_eval", allow_none=True)
+        _positive_int(self.n_points_per_call, "n_points_per_call")
+        for name in ("line_points", "surface_points"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 2:
+                raise ValueError(f"{name} must be an integer >= 2, got {value!r}.")
+        extent = self.extent
+        if extent is not None:
+            values = np.atleast_1d(np.asarray(extent, dtype=object))
+            if (values.ndim != 1 or len(values) not in (1, 2)
+                    or not all(isinstance(v, Real) and not isinstance(v, bool)
+                               and np.isfinite(v) and v > 0 for v in values)):
+                raise ValueError("extent must be a positive number, a pair of positive "
+                                 f"numbers or None, got {extent!r}.")
+
+    def fit(self, X, y):
+        """Train the model, then compute the line, the surface and the projected path.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : array-like of shape (n_samples,)
+            Class labels, or float targets for a regressor.
+
+        Returns
+        -------
+        self : ErrorSurfaceStudy
+
+        Raises
+        ------
+        ValueError
+            For invalid parameters or data, or a PCA plane with fewer than
+            three snapshots.
+        RuntimeError
+            When the training run diverged.
+        """
+        self._check_params()
+        classify = None if self.estimator is None else is_classifier(self.estimator)
+        X, y, _, _, classify = _check_data(X, y, classify=classify)
+        master = as_seed(self.random_state)
+        X, y = _subsample(X, y, self.n_train, master)
+        template = _template(self, classify)
+        n_snapshots = template.max_epochs // self.every + 1 + bool(template.max_epochs
+                                                                     % self.every)
+        if self.directions == "pca" and n_snapshots < 3:
+            raise ValueError(
+                f"directions='pca' needs at least 3 weight snapshots; max_epochs="
+                f"{template.max_epochs} with every={self.every} gives {n_snapshots}.")
+        run_seed, eval_seed, seed_1, seed_2 = spawn_seeds(master, 4)
+        task = {"estimator": template, "X": X, "y": y, "seed": run_seed,
+                "every": int(self.every), "score": False,
+                "n_threads": _threads_for(template, _probe_module(template, X, y), len(X))}
+        run = self._run_tasks(trace_run, [task], desc="ErrorSurfaceStudy")[0]
+        if run is None:
+            self.diverged_ = pd.DataFrame([{"seed": run_seed,
+                                            "message": self.diverged_["message"].iloc[0]}])
+            raise RuntimeError("ErrorSurfaceStudy: the training run diverged; see diverged_ "
+                               "(lower lr).")
+        module, criterion = run["module"], run["criterion"]
+        snapshots = run["snapshots"].astype(np.float64)
+        origin = snapshots[-1]
+        if self.directions == "pca":
+            plane = pca_directions(snapshots, n_components=2)
+            d1, d2 = plane.directions
+            ratio = plane.explained_variance_ratio
+        else:
+            d1, d2 = (random_direction(module, filter_normalize=self.filter_normalize,
+                                       random_state=s).double().cpu().numpy()
+                      for s in (seed_1, seed_2))
+            ratio = None
+        coords = project_onto_plane(snapshots, origin, d1, d2)
+        extent = self._extent(coords)
+
+        X_eval, y_eval = _subsample(X, y, self.n_eval, eval_seed)
+        y_eval = y_eval.reshape(-1, 1) if y_eval.dtype.kind == "f" else y_eval
+        common = {"n_points_per_call": int(self.n_points_per_call), "device": self.device}
+        line = loss_along_line(module, criterion, X_eval, y_eval, d1,
+                               _grid(extent[0], int(self.line_points)),
+                               accuracy=classify, **common)
+        alphas, betas, losses = loss_surface(
+            module, criterion, X_eval, y_eval, d1, d2,
+            _grid(extent[0], int(self.surface_points)),
+            _grid(extent[1], int(self.surface_points)), **common)
+
+        offsets = snapshots - origin
+        residual = offsets - coords @ np.stack([d1, d2])
+        norms = np.linalg.norm(offsets, axis=1)
+        off_plane = np.divide(np.linalg.norm(residual, axis=1), norms,
+                              out=np.zeros_like(norms), where=norms > 0)
+        snapshot_loss, _ = score_snapshots(module, criterion, snapshots, X_eval, y_eval)
+        self.trajectory_coords_ = pd.DataFrame({
+            "epoch": run["epochs"], "alpha": coords[:, 0], "beta": coords[:, 1],
+            "loss": snapshot_loss, "off_plane": off_plane})
+        self.line_ = line
+        self.surface_ = (alphas, betas, losses)
+        grid_a, grid_b = np.meshgrid(alphas, betas, indexing="ij")
+        self.results_ = pd.DataFrame({"alpha": grid_a.ravel(), "beta": grid_b.ravel(),
+                                      "loss": losses.ravel()})
+        self.directions_ = np.stack([d1, d2])
+        self.origin_ = origin
+        self.trajectory_ = snapshots
+        self.explained_variance_ratio_ = ratio
+        self.extent_ = extent
+        self.module_ = module
+        self.history_ = run["history"]
+        center = np.unravel_index(np.argmin(np.abs(grid_a) + np.abs(grid_b)), losses.shape)
+        self.summary_ = pd.DataFrame([{
+            "directions": self.directions,
+            "train_loss": run["train"]["loss"],
+            "center_loss": float(losses[center]),
+            "surface_min": float(losses.min()), "surface_max": float(losses.max()),
+            "line_min": float(line["loss"].min()), "line_max": float(line["loss"].max()),
+            "median_off_plane": float(np.median(off_plane[:-1])) if len(off_plane) > 1
+            else 0.0,
+        }])
+        settings = _describe_template(template, module)
+        settings.update({
+            "n_params": run["n_params"],
+            "directions": ("PCA of the trajectory (explained variance "
+                           f"{ratio[0]:.1%}, {ratio[1]:.1%})" if ratio is not None else
+                           "random Gaussian, "
+                           + ("filter-normalized" if self.filter_normalize else "raw")),
+            "snapshots": f"every {self.every} epochs ({len(snapshots)} in all)",
+            "line": f"{self.line_points} points in ±{extent[0]:.3g}",
+            "surface": f"{self.surface_points}×{self.surface_points} grid, "
+                       f"±{extent[0]:.3g} × ±{extent[1]:.3g}",
+            "n_train": int(X.shape[0]),
+            "n_eval": int(X_eval.shape[0]),
+            "random_state": describe_value(self.random_state),
+            "seed": run_seed,
+        })
+        self.settings_ = settings
+        return self
+
+    def _extent(self, coords):
+        if self.extent is not None:
+            values = np.atleast_1d(np.asarray(self.extent, dtype=float))
+            return (float(values[0]), float(values[-1]))
+        if self.directions == "random":
+            return (1.0, 1.0)
+        spread = _PCA_MARGIN * np.abs(coords).max(axis=0)
+        # a flat axis (a straight path) still gets a grid of the other axis' size
+        spread = np.where(spread > 0, spread, max(spread.max(), 1e-3))
+        return (float(spread[0]), float(spread[1]))

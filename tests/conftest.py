@@ -1,0 +1,74 @@
+"""Shared test fixtures: where MNIST lives, a small MNIST split, a small regression set.
+
+Session-scoped arrays are shared by all tests: copy them before editing in place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import settings
+
+from hw1sk.datasets import DATA_HOME_ENV, MNIST_FILES, load_mnist, make_function_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests use tiny tensors, where intra-op threads only add overhead, and the suite runs
+# on small shared machines (and under pytest-xdist): one thread per process avoids
+# oversubscribing the cores.  Results do not depend on the thread count.
+torch.set_num_threads(1)
+
+# Timing deadlines flake on loaded machines; the size of each example is bounded instead.
+settings.register_profile("hw1sk", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hw1sk"))
+
+
+def _default_data_home() -> Path:
+    """``HW1SK_DATA`` if set, else ``../shared/data`` next to the repository."""
+    env = os.environ.get(DATA_HOME_ENV)
+    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_data_home() -> str:
+    """The data home holding ``MNIST/raw``; fails (never skips) when the files are missing."""
+    home = _default_data_home()
+    raw = home / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
+    if missing:
+        pytest.fail(
+            f"MNIST files {missing} are missing from {raw}. Put the four uncompressed "
+            f"IDX files there, or set {DATA_HOME_ENV} to a folder holding MNIST/raw.",
+            pytrace=False,
+        )
+    return str(home)
+
+
+class MNISTSplit(NamedTuple):
+    """Flattened MNIST subsets, in ``train_test_split`` order."""
+
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist_data_home) -> MNISTSplit:
+    """2000 training and 500 test images, flattened to (n, 784), stratified, fixed seeds."""
+    X_train, y_train = load_mnist(mnist_data_home, train=True, n_samples=2000,
+                                  flatten=True, random_state=0, download=False)
+    X_test, y_test = load_mnist(mnist_data_home, train=False, n_samples=500,
+                                flatten=True, random_state=1, download=False)
+    return MNISTSplit(X_train, X_test, y_train, y_test)
+
+
+@pytest.fixture(scope="session")
+def sinc_data():
+    """200 noiseless samples ``(X, y)`` of sinc on [-1, 1], each of shape (200, 1) float32."""
+    return make_function_dataset("sinc", n_samples=200, random_state=0)

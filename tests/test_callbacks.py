@@ -1,0 +1,213 @@
+"""Tests for hw1sk.callbacks: WeightTrace and GradNormTrace against independent computations."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from torch import nn
+
+from hw1sk.callbacks import GradNormTrace, WeightTrace, global_grad_norm
+from hw1sk.estimators import NeuralClassifier, NeuralRegressor
+from hw1sk.models import MLP
+from hw1sk.parameters import (
+    assign_flat_parameters,
+    flatten_parameters,
+    functional_loss,
+    layer_slices,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny nets: extra threads only add start-up and contention costs
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def curve():
+    X = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+    return X, (X[:, 0] ** 2).astype(np.float32)
+
+
+@pytest.fixture
+def two_classes():
+    rng = np.random.RandomState(1)
+    X = rng.randn(50, 3).astype(np.float32)
+    return X, (X[:, 0] - X[:, 1] > 0).astype(np.int64)
+
+
+def regressor(**kwargs):
+    params = dict(module__hidden=(5,), batch_size=-1, lr=1e-2, random_state=0)
+    params.update(kwargs)
+    return NeuralRegressor(**params)
+
+
+def mse_at(module, flat, X, y):
+    """Full-batch MSE of ``module`` with parameters ``flat`` (independent of the callbacks)."""
+    probe = MLP(module.n_in, module.hidden, module.n_out)
+    assign_flat_parameters(probe, torch.as_tensor(flat))
+    with torch.no_grad():
+        out = probe(torch.from_numpy(X))
+    return float(((out - torch.from_numpy(y).reshape(-1, 1)) ** 2).mean())
+
+
+# ---------------------------------------------------------------- WeightTrace
+@pytest.mark.parametrize("include_initial, expected", [(True, [0, 3, 6, 9]), (False, [3, 6, 9])])
+def test_snapshot_epochs_follow_every(curve, include_initial, expected):
+    X, y = curve
+    trace = WeightTrace(every=3, include_initial=include_initial)
+    reg = regressor(max_epochs=10, callbacks=[trace]).fit(X, y)
+    assert trace.epochs_ == expected
+    assert trace.to_array().shape == (len(expected), 16)
+    assert all(s.dtype == np.float32 for s in trace.snapshots_)
+    assert trace.to_frame()["epoch"].tolist() == expected
+    # epoch 9 is the last snapshot; epoch 10's parameters are the module's
+    assert not np.array_equal(trace.snapshots_[-1], flatten_parameters(reg.module_).numpy())
+
+
+def test_last_and_initial_snapshots_are_the_module_parameters(curve):
+    X, y = curve
+    trace = WeightTrace(every=2)
+    reg = regressor(max_epochs=4, callbacks=[trace]).fit(X, y)
+    np.testing.assert_array_equal(trace.snapshots_[-1], flatten_parameters(reg.module_).numpy())
+    untrained = regressor(max_epochs=0).fit(X, y)  # same seed, no step
+    np.testing.assert_array_equal(trace.snapshots_[0],
+                                  flatten_parameters(untrained.module_).numpy())
+    # snapshots are copies, not views of the live parameters
+    assert not np.array_equal(trace.snapshots_[0], trace.snapshots_[-1])
+
+
+def test_layers_select_and_slice(curve):
+    X, y = curve
+    full, part = WeightTrace(), WeightTrace(layers=["net.3"])
+    reg = regressor(max_epochs=2, callbacks=[("full", full), ("part", part)]).fit(X, y)
+    slices = layer_slices(reg.module_)
+    assert list(full.layer_slices_) == ["net.1", "net.3"]
+    assert full.to_array(layer="net.1").shape == (3, 10)
+    np.testing.assert_array_equal(full.to_array("net.1"), full.to_array()[:, slices["net.1"]])
+    assert part.layer_slices_ == {"net.3": slice(0, 6)}
+    np.testing.assert_array_equal(part.to_array(), full.to_array("net.3"))
+    with pytest.raises(ValueError, match="Unknown layer 'net.7'"):
+        full.to_array("net.7")
+    with pytest.raises(ValueError, match=r"Unknown layers \['net.9'\]"):
+        regressor(max_epochs=1, callbacks=[WeightTrace(layers="net.9")]).fit(X, y)
+
+
+def test_snapshot_loss_is_the_full_batch_loss_before_the_last_step(curve):
+    X, y = curve
+    trace = WeightTrace()
+    reg = regressor(max_epochs=5, callbacks=[trace]).fit(X, y)
+    frame = trace.to_frame()
+    # initial snapshot: the first batch (all data) at the initial parameters
+    assert frame["train_loss"][0] == pytest.approx(mse_at(reg.module_, trace.snapshots_[0], X, y),
+                                                   rel=1e-5)
+    # epoch e: the history's loss, evaluated at the parameters of epoch e - 1
+    for k in range(1, 6):
+        assert frame["train_loss"][k] == reg.history[k - 1]["train_loss"]
+        assert frame["train_loss"][k] == pytest.approx(
+            mse_at(reg.module_, trace.snapshots_[k - 1], X, y), rel=1e-5)
+    assert frame["train_accuracy"].isna().all()  # regressor
+
+
+def test_snapshot_accuracy_for_a_classifier(two_classes):
+    X, y = two_classes
+    trace = WeightTrace()
+    clf = NeuralClassifier(module__hidden=(4,), batch_size=-1, lr=5e-2, max_epochs=4,
+                           random_state=0, callbacks=[trace]).fit(X, y)
+    probe = MLP(3, (4,), 2)
+    for k in range(5):
+        # snapshot k's accuracy was measured with the parameters of snapshot k - 1 (k = 0: itself)
+        assign_flat_parameters(probe, torch.as_tensor(trace.snapshots_[max(k - 1, 0)]))
+        with torch.no_grad():
+            acc = (probe(torch.from_numpy(X)).argmax(1).numpy() == y).mean()
+        assert trace.train_accuracy_[k] == pytest.approx(acc)
+    assert trace.train_accuracy_[1:] == clf.history_["train_acc"].tolist()
+
+
+def test_weight_trace_requires_positive_every_and_records(curve):
+    X, y = curve
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        regressor(max_epochs=1, callbacks=[WeightTrace(every=0)]).fit(X, y)
+    with pytest.raises(NotFittedError, match="no snapshots"):
+        WeightTrace().to_frame()
+
+
+# --------------------------------------------------------------- GradNormTrace
+def test_global_grad_norm_analytic():
+    grads = [torch.tensor([3.0]), torch.tensor([[0.0, 4.0]]), torch.tensor(12.0)]
+    assert float(global_grad_norm(grads)) == pytest.approx(13.0)
+    assert float(global_grad_norm([])) == 0.0
+
+
+def test_grad_norms_equal_the_gradient_at_the_recorded_parameters(curve):
+    X, y = curve
+    weights, grads = WeightTrace(), GradNormTrace()
+    reg = regressor(max_epochs=6, callbacks=[weights, grads]).fit(X, y)
+    loss_fn, _ = functional_loss(reg.module_, nn.MSELoss(), torch.from_numpy(X),
+                                 torch.from_numpy(y).reshape(-1, 1))
+    for i in range(6):
+        # full batch: iteration i's gradient is taken at snapshot i (the params after i steps)
+        theta = torch.as_tensor(weights.snapshots_[i])
+        expected = torch.linalg.vector_norm(torch.func.grad(loss_fn)(theta))
+        assert grads.grad_norms_[i] == pytest.approx(float(expected), rel=1e-5)
+        assert grads.losses_[i] == pytest.approx(float(loss_fn(theta)), rel=1e-6)
+    assert grads.iterations_ == list(range(6)) and grads.epochs_ == [1, 2, 3, 4, 5, 6]
+
+
+def test_grad_trace_aligns_with_minibatch_history(two_classes):
+    X, y = two_classes
+    grads = GradNormTrace()
+    clf = NeuralClassifier(module__hidden=(4,), batch_size=16, max_epochs=3, random_state=0,
+                           callbacks=[grads]).fit(X, y)
+    batch_losses = [b["train_loss"] for row in clf.history for b in row["batches"]]
+    assert grads.losses_ == batch_losses
+    assert grads.epochs_ == [1] * 4 + [2] * 4 + [3] * 4
+    assert grads.iterations_ == list(range(12))
+    frame = grads.to_frame()
+    assert frame.columns.tolist() == ["iteration", "epoch", "grad_norm", "loss"]
+    assert (frame["grad_norm"] > 0).all()
+
+
+def test_one_record_per_step_with_lbfgs(curve):
+    X, y = curve
+    grads = GradNormTrace()
+    regressor(optimizer=torch.optim.LBFGS, optimizer__max_iter=4, lr=0.5, max_epochs=3,
+              callbacks=[grads]).fit(X, y)
+    assert grads.iterations_ == [0, 1, 2] and len(grads.losses_) == 3
+
+
+def test_records_continue_on_partial_fit_and_reset_on_fit(curve):
+    X, y = curve
+    grads, weights = GradNormTrace(), WeightTrace()
+    reg = regressor(max_epochs=2, batch_size=20, callbacks=[grads, weights])
+    reg.partial_fit(X, y)
+    reg.partial_fit(X, y)
+    assert grads.iterations_ == list(range(8)) and grads.epochs_ == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert weights.epochs_ == [0, 1, 2, 3, 4]
+    reg.fit(X, y)
+    assert grads.iterations_ == list(range(4)) and weights.epochs_ == [0, 1, 2]
+
+
+def test_records_survive_pickling(curve):
+    X, y = curve
+    reg = regressor(max_epochs=3, callbacks=[("w", WeightTrace()), ("g", GradNormTrace())])
+    reg.fit(X, y)
+    loaded = pickle.loads(pickle.dumps(reg))
+    old, new = dict(reg.callbacks_), dict(loaded.callbacks_)
+    assert new["g"].to_frame().equals(old["g"].to_frame())
+    assert new["w"].to_frame().equals(old["w"].to_frame())
+    np.testing.assert_array_equal(new["w"].to_array(), old["w"].to_array())
+    # a pickled trace in the middle of its records flushes them first
+    trace = GradNormTrace().initialize()
+    trace._pending_norms_.append(torch.tensor(2.0))
+    trace._pending_losses_.append(torch.tensor(0.5))
+    trace._pending_epochs_.append(1)
+    copy = pickle.loads(pickle.dumps(trace))
+    assert copy.grad_norms_ == [2.0] and copy.losses_ == [0.5] and copy.iterations_ == [0]
+    with pytest.raises(NotFittedError, match="no records"):
+        GradNormTrace().initialize().to_frame()

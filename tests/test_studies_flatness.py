@@ -1,0 +1,342 @@
+"""Tests of the HW1-3 flatness studies: InterpolationStudy and SensitivityStudy."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from torch import nn
+from torch.func import functional_call
+
+from hw1sk.estimators import NeuralClassifier
+from hw1sk.evaluation import evaluate_estimator
+from hw1sk.generalization import sharpness
+from hw1sk.studies._base import train_run
+from hw1sk.studies.interpolation import InterpolationStudy, default_flatness_classifier
+from hw1sk.studies.sensitivity import SensitivityStudy
+
+RESULT_COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "train_loss",
+                  "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
+                  "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Three classes in 6-D: 160 training and 40 held-out samples."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(200, 6).astype(np.float32)
+    y = (X @ rng.randn(6, 3)).argmax(1).astype(np.int64)
+    return X[:160], y[:160], X[160:], y[160:]
+
+
+def _net(**params):
+    kwargs = dict(module__hidden=(4,), max_epochs=2)
+    kwargs.update(params)
+    return NeuralClassifier(**kwargs)
+
+
+def _interpolation(**params):
+    kwargs = dict(estimator=_net(), batch_sizes=(8, 64), lrs=(1e-3, 1e-2), max_epochs=2,
+                  alphas=np.linspace(-1, 2, 7), backend="sequential")
+    kwargs.update(params)
+    return InterpolationStudy(**kwargs)
+
+
+def _sensitivity(**params):
+    kwargs = dict(estimator=_net(), batch_sizes=(4, 16, 160), max_epochs=2, n_eval=30,
+                  sharpness_steps=3, sharpness_restarts=2, hessian_max_iter=43,
+                  backend="sequential")
+    kwargs.update(params)
+    return SensitivityStudy(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def interp_study(data):
+    X, y, X_test, y_test = data
+    return _interpolation().fit(X, y, X_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def sens_study(data):
+    X, y, X_test, y_test = data
+    return _sensitivity().fit(X, y, X_test, y_test)
+
+
+# --------------------------------------------------------------------------- interpolation
+def test_interpolation_results_layout(interp_study):
+    res = interp_study.results_
+    assert list(res.columns) == ["pair", "alpha", "split", "loss", "accuracy"]
+    assert len(res) == 2 * 7 * 2
+    assert list(pd.unique(res["pair"])) == ["batch_size", "lr"]
+    assert set(res["split"]) == {"train", "test"}
+    assert np.allclose(sorted(set(res["alpha"])), np.linspace(-1, 2, 7))
+    assert (res["loss"] > 0).all() and res["accuracy"].between(0, 1).all()
+    assert interp_study.diverged_.empty
+    assert list(interp_study.summary_["pair"]) == ["batch_size", "batch_size", "lr", "lr"]
+    assert set(interp_study.interpolators_) == {"batch_size", "lr"}
+    assert set(interp_study.histories_["endpoint"]) == {1, 2}
+    s = interp_study.settings_
+    assert s["n_train"] == 160 and s["n_test"] == 40 and s["max_epochs"] == 2
+    assert s["n_params"] == 6 * 4 + 4 + 4 * 3 + 3 and s["model"] == "MLP 6-4-3"
+
+
+def test_interpolation_end_point_settings_and_exact_end_points(interp_study, data):
+    X, y, X_test, y_test = data
+    est = interp_study.estimators_
+    # batch pair: batch_sizes at lrs[0]; lr pair: lrs at batch_sizes[0]
+    assert [(est[("batch_size", k)].batch_size, est[("batch_size", k)].lr) for k in (1, 2)] == \
+        [(8, 1e-3), (64, 1e-3)]
+    assert [(est[("lr", k)].batch_size, est[("lr", k)].lr) for k in (1, 2)] == \
+        [(8, 1e-3), (8, 1e-2)]
+    res = interp_study.results_.set_index(["pair", "alpha", "split"])
+    summary = interp_study.summary_.set_index(["pair", "split"])
+    for pair in ("batch_size", "lr"):
+        for alpha, k in ((0.0, 1), (1.0, 2)):
+            for split, Xs, ys in (("train", X, y), ("test", X_test, y_test)):
+                own = evaluate_estimator(est[(pair, k)], Xs, ys)
+                assert res.loc[(pair, alpha, split), "loss"] == own["loss"]
+                assert res.loc[(pair, alpha, split), "accuracy"] == own["accuracy"]
+                assert summary.loc[(pair, split), f"loss_{k}"] == own["loss"]
+        # barrier: the largest loss on [0, 1] above the worse end point
+        rows = interp_study.results_
+        part = rows[(rows["pair"] == pair) & (rows["split"] == "train")
+                    & rows["alpha"].between(0, 1)]
+        ends = part[part["alpha"].isin([0.0, 1.0])]["loss"]
+        assert summary.loc[(pair, "train"), "loss_barrier"] == pytest.approx(
+            part["loss"].max() - ends.max())
+
+
+def test_interpolation_same_init_and_equal_settings_give_a_flat_line(data):
+    X, y, X_test, y_test = data
+    same = _interpolation(pairs="lr", lrs=(1e-3, 1e-3), same_init=True,
+                          alphas=[-1.0, 0.5, 2.0]).fit(X, y, X_test, y_test)
+    # one seed and equal settings: the two runs are identical, so theta(alpha) does not move
+    assert (same.results_.groupby("split")["loss"].nunique() == 1).all()
+    seeds = {same.settings_[f"lr pair, model {k}"].split("seed ")[1] for k in (1, 2)}
+    assert len(seeds) == 1
+    other = _interpolation(pairs="lr", lrs=(1e-3, 1e-3), same_init=False,
+                           alphas=[-1.0, 0.5, 2.0]).fit(X, y, X_test, y_test)
+    assert (other.results_.groupby("split")["loss"].nunique() == 3).all()
+
+
+def test_interpolation_splits_off_a_test_set_reproducibly(data):
+    X, y, _, _ = data
+    first = _interpolation(pairs="batch_size", test_size=0.25, alphas=[0.0, 1.0]).fit(X, y)
+    assert first.settings_["n_train"] == 120 and first.settings_["n_test"] == 40
+    again = _interpolation(pairs="batch_size", test_size=0.25, alphas=[0.0, 1.0]).fit(X, y)
+    pd.testing.assert_frame_equal(first.results_, again.results_)
+    other = _interpolation(pairs="batch_size", test_size=0.25, alphas=[0.0, 1.0],
+                           random_state=1).fit(X, y)
+    assert not first.results_["loss"].equals(other.results_["loss"])
+
+
+def test_interpolation_records_and_excludes_diverged_pairs(data):
+    X, y, X_test, y_test = data
+    study = _interpolation(lrs=(1e-3, 1e30), alphas=[0.0, 1.0])
+    with pytest.warns(RuntimeWarning, match="1 of 4 runs diverged"):
+        study.fit(X, y, X_test, y_test)
+    assert len(study.diverged_) == 1
+    row = study.diverged_.iloc[0]
+    assert (row["pair"], row["endpoint"], row["lr"]) == ("lr", 2, 1e30)
+    assert set(study.results_["pair"]) == {"batch_size"}
+    assert ("lr", 1) in study.estimators_ and ("lr", 2) not in study.estimators_
+
+
+def test_interpolation_get_params_and_clone():
+    study = _interpolation(pairs=("lr",), same_init=True)
+    params = study.get_params()
+    assert params["pairs"] == ("lr",) and params["same_init"] is True
+    assert params["estimator__module__hidden"] == (4,)
+    copy = clone(study)
+    assert copy.get_params()["lrs"] == (1e-3, 1e-2) and copy is not study
+    assert not hasattr(copy, "results_")
+    with pytest.raises(NotFittedError):
+        copy._check_fitted()
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"pairs": "depth"}, "pairs must be"),
+    ({"pairs": ("lr", "lr")}, "pairs must be"),
+    ({"pairs": ()}, "pairs must be"),
+    ({"batch_sizes": (64,)}, "batch_sizes must be a pair"),
+    ({"batch_sizes": (64, 0)}, r"batch_sizes\[i\] must be a positive integer"),
+    ({"lrs": (1e-3, -1.0)}, r"lrs\[i\] must be a positive number"),
+    ({"lrs": 0.1}, "lrs must be a pair"),
+    ({"same_init": "yes"}, "same_init must be True or False"),
+    ({"max_epochs": 0}, "max_epochs must be a positive integer"),
+    ({"alphas": [[0.0]]}, "alphas must be a non-empty 1-D array"),
+])
+def test_interpolation_bad_parameters(data, params, match):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        _interpolation(**params).fit(X, y)
+
+
+def test_bad_data(data):
+    X, y, X_test, y_test = data
+    with pytest.raises(ValueError, match="both X_test and y_test"):
+        _interpolation().fit(X, y, X_test)
+    with pytest.raises(ValueError, match="X_test has samples of shape"):
+        _sensitivity().fit(X, y, X_test[:, :5], y_test)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        _sensitivity().fit(X, y[:10])
+
+
+def test_default_estimator_is_the_documented_mlp():
+    est = default_flatness_classifier()
+    assert (est.module, est.module__hidden, est.lr, est.batch_size, est.max_epochs) == \
+        ("mlp", (128,), 1e-3, 64, 5)
+    assert InterpolationStudy().get_params()["estimator"] is None
+
+
+# --------------------------------------------------------------------------- sensitivity
+def test_sensitivity_results_layout(sens_study):
+    res = sens_study.results_
+    assert list(res.columns) == RESULT_COLUMNS
+    assert res["batch_size"].tolist() == [4, 16, 160]
+    # equal epochs: the number of optimizer steps scales as 1 / batch size
+    assert res["n_steps"].tolist() == [2 * 40, 2 * 10, 2 * 1]
+    assert res["n_params"].eq(6 * 4 + 4 + 4 * 3 + 3).all()
+    assert res["seed"].nunique() == 1  # one seed: the same initial weights for all
+    assert res[["sensitivity", "loss_input_gradient_norm", "sharpness"]].ge(0).all().all()
+    assert list(sens_study.summary_.columns) == [
+        "batch_size", "test_accuracy", "loss_gap", "accuracy_gap", "sensitivity", "sharpness",
+        "top_hessian_eigenvalue"]
+    np.testing.assert_allclose(sens_study.summary_["loss_gap"], res["test_loss"] - res["train_loss"])
+    assert set(sens_study.histories_["batch_size"]) == {4, 16, 160}
+    assert {"test_loss", "test_acc"} <= set(sens_study.histories_.columns)
+    assert [len(i) for i in sens_study.eval_indices_.values()] == [30, 30]
+    assert sens_study.settings_["n_train"] == 160 and "30 test samples" in \
+        sens_study.settings_["sensitivity"]
+
+
+def _jacobian_norms(module, X, softmax=True):
+    """Per-sample Frobenius norms of d output / d input, one autograd Jacobian per sample."""
+    module = module.eval()
+    norms = []
+    for x in torch.from_numpy(X):
+        def f(inp):
+            out = module(inp.unsqueeze(0))[0]
+            return torch.softmax(out, 0) if softmax else out
+        norms.append(torch.autograd.functional.jacobian(f, x).norm().item())
+    return np.array(norms)
+
+
+def _loss_input_gradient_norms(module, X, y):
+    norms = []
+    for x, t in zip(torch.from_numpy(X), torch.from_numpy(y)):
+        x = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(module.eval()(x.unsqueeze(0)), t.unsqueeze(0))
+        (g,) = torch.autograd.grad(loss, x)
+        norms.append(g.norm().item())
+    return np.array(norms)
+
+
+def _top_hessian_eigenvalue(module, X, y):
+    """Largest eigenvalue of the full (float64) Hessian of the mean cross-entropy."""
+    module = module.double().eval()
+    names = [n for n, _ in module.named_parameters()]
+    shapes = [p.shape for _, p in module.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    Xt, yt = torch.from_numpy(X).double(), torch.from_numpy(y)
+
+    def loss(flat):
+        params, start = {}, 0
+        for n, s in zip(names, shapes):
+            params[n] = flat[start:start + s.numel()].reshape(s)
+            start += s.numel()
+        return nn.functional.cross_entropy(functional_call(module, params, (Xt,)), yt)
+
+    H = torch.autograd.functional.hessian(loss, theta)
+    return torch.linalg.eigvalsh(H)[-1].item()
+
+
+def test_sensitivity_measures_match_independent_computations(sens_study, data):
+    X, y, X_test, y_test = data
+    sens_idx = sens_study.eval_indices_["sensitivity"]
+    curv_idx = sens_study.eval_indices_["curvature"]
+    for _, row in sens_study.results_.iterrows():
+        template = _net(batch_size=int(row["batch_size"]), lr=row["lr"])
+        # the same seed retrains the very same model
+        net = train_run(template, X, y, seed=int(row["seed"]))["estimator"]
+        module, criterion = net.module_, net.criterion_
+        assert row["train_loss"] == pytest.approx(evaluate_estimator(net, X, y)["loss"], rel=1e-6)
+        assert row["test_accuracy"] == pytest.approx(
+            evaluate_estimator(net, X_test, y_test)["accuracy"])
+        assert row["sensitivity"] == pytest.approx(
+            _jacobian_norms(module, X_test[sens_idx]).mean(), rel=1e-4)
+        assert row["loss_input_gradient_norm"] == pytest.approx(
+            _loss_input_gradient_norms(module, X_test[sens_idx], y_test[sens_idx]).mean(),
+            rel=1e-4)
+        assert row["sharpness"] == pytest.approx(sharpness(
+            module, criterion, X[curv_idx], y[curv_idx], epsilon=1e-3, n_steps=3,
+            n_restarts=2, random_state=int(row["seed"])), rel=1e-4, abs=1e-6)
+        assert row["top_hessian_eigenvalue"] == pytest.approx(
+            _top_hessian_eigenvalue(module, X[curv_idx], y[curv_idx]), rel=1e-3)
+
+
+def test_sensitivity_options_logits_train_split_and_switches(data):
+    X, y, X_test, y_test = data
+    study = _sensitivity(batch_sizes=(160,), output="logits", sensitivity_on="train",
+                         n_eval=None, sharpness=False, hessian_top=False)
+    study.fit(X, y, X_test, y_test)
+    row = study.results_.iloc[0]
+    assert math.isnan(row["sharpness"]) and math.isnan(row["top_hessian_eigenvalue"])
+    np.testing.assert_array_equal(study.eval_indices_["sensitivity"], np.arange(160))
+    net = train_run(_net(batch_size=160), X, y, seed=int(row["seed"]))["estimator"]
+    assert row["sensitivity"] == pytest.approx(
+        _jacobian_norms(net.module_, X, softmax=False).mean(), rel=1e-4)
+    assert study.settings_["sharpness"] == "off"
+
+
+def test_sensitivity_reproducible_and_independent_of_n_jobs(sens_study, data):
+    X, y, X_test, y_test = data
+    again = _sensitivity().fit(X, y, X_test, y_test)
+    pd.testing.assert_frame_equal(sens_study.results_, again.results_)
+    parallel = _sensitivity(n_jobs=2, backend="loky").fit(X, y, X_test, y_test)
+    pd.testing.assert_frame_equal(sens_study.results_, parallel.results_,
+                                  check_exact=False, rtol=1e-5)
+
+
+def test_sensitivity_all_diverged(data):
+    X, y, X_test, y_test = data
+    study = _sensitivity(batch_sizes=(16, 160), lr=1e30)
+    with pytest.warns(RuntimeWarning, match="2 of 2 runs diverged"):
+        study.fit(X, y, X_test, y_test)
+    assert study.results_.empty and list(study.results_.columns) == RESULT_COLUMNS
+    assert study.diverged_["batch_size"].tolist() == [16, 160]
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"batch_sizes": ()}, "batch_sizes must be a non-empty sequence of distinct"),
+    ({"batch_sizes": (16, 16)}, "batch_sizes must be a non-empty sequence of distinct"),
+    ({"batch_sizes": (16, -1)}, r"batch_sizes\[i\] must be a positive integer"),
+    ({"lr": 0}, "lr must be a positive number or None"),
+    ({"max_epochs": 1.5}, "max_epochs must be a positive integer or None"),
+    ({"output": "probs"}, "output must be 'softmax' or 'logits'"),
+    ({"sensitivity_on": "valid"}, "sensitivity_on must be 'train' or 'test'"),
+    ({"n_eval": 0}, "n_eval must be a positive integer or None"),
+    ({"sharpness": 1}, "sharpness must be True or False"),
+    ({"hessian_top": None}, "hessian_top must be True or False"),
+    ({"sharpness_epsilon": -1e-3}, "sharpness_epsilon must be a positive number"),
+    ({"sharpness_steps": 0}, "sharpness_steps must be a positive integer"),
+    ({"sharpness_restarts": 0}, "sharpness_restarts must be a positive integer"),
+    ({"hessian_max_iter": 0}, "hessian_max_iter must be a positive integer"),
+])
+def test_sensitivity_bad_parameters(data, params, match):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        _sensitivity(**params).fit(X, y)
+
+
+def test_sensitivity_get_params_and_clone():
+    study = _sensitivity(sharpness_epsilon=1e-2)
+    copy = clone(study)
+    assert copy.get_params()["sharpness_epsilon"] == 1e-2
+    assert copy.get_params()["batch_sizes"] == (4, 16, 160)
+    assert SensitivityStudy().get_params()["batch_sizes"] == (16, 64, 256, 1024, 4096)
+    with pytest.raises(NotFittedError):
+        copy._check_fitted()

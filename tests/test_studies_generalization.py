@@ -1,0 +1,291 @@
+"""Tests of the HW1-3 generalization studies: RandomLabelStudy and ParamCountStudy."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import chisquare
+from sklearn.base import clone
+
+from hw1sk.estimators import NeuralClassifier
+from hw1sk.evaluation import evaluate_estimator
+from hw1sk.models import CNN, count_params
+from hw1sk.seeding import spawn_seeds
+from hw1sk.studies._base import train_run
+from hw1sk.studies.param_count import DEFAULT_WIDTHS, ParamCountStudy
+from hw1sk.studies.random_labels import RandomLabelStudy, generalization_data
+
+RANDOM_COLUMNS = ["epoch", "split", "loss", "accuracy"]
+SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
+                   "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
+PARAM_COLUMNS = ["family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
+                 "train_accuracy", "test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Four classes in 8-D: 240 training and 60 held-out samples."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 8).astype(np.float32)
+    y = (X @ rng.randn(8, 4)).argmax(1).astype(np.int64)
+    return X[:240], y[:240], X[240:], y[240:]
+
+
+def _random_label_study(**params):
+    kwargs = dict(estimator=NeuralClassifier(module__hidden=(16,)), n_train=None, n_test=None,
+                  max_epochs=3, batch_size=32, backend="sequential")
+    kwargs.update(params)
+    return RandomLabelStudy(**kwargs)
+
+
+def _param_study(**params):
+    kwargs = dict(widths=(2, 4, 8), max_epochs=2, batch_size=32, n_train=None,
+                  backend="sequential")
+    kwargs.update(params)
+    return ParamCountStudy(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def random_study(data):
+    X, y, X_test, y_test = data
+    return _random_label_study().fit(X, y, X_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def param_study(data):
+    X, y, X_test, y_test = data
+    return _param_study().fit(X, y, X_test, y_test)
+
+
+# ----------------------------------------------------------------- RandomLabelStudy
+def test_random_label_results_follow_the_history(random_study):
+    res, hist = random_study.results_, random_study.history_
+    assert list(res.columns) == RANDOM_COLUMNS
+    assert len(res) == 2 * 3
+    assert res["epoch"].tolist() == [1, 1, 2, 2, 3, 3]
+    assert res["split"].tolist() == ["test", "train"] * 3
+    train, test = res[res["split"] == "train"], res[res["split"] == "test"]
+    np.testing.assert_array_equal(train["loss"], hist["train_loss"])
+    np.testing.assert_array_equal(train["accuracy"], hist["train_acc"])
+    np.testing.assert_array_equal(test["loss"], hist["test_loss"])
+    np.testing.assert_array_equal(test["accuracy"], hist["test_acc"])
+
+
+def test_random_label_summary_is_an_independent_evaluation(random_study, data):
+    X, _, X_test, y_test = data
+    s = random_study.summary_
+    assert list(s.columns) == SUMMARY_COLUMNS and len(s) == 1
+    row = s.iloc[0]
+    assert (row["n_train"], row["n_test"], row["n_epochs"]) == (240, 60, 3)
+    assert row["chance_accuracy"] == 0.25 and row["fit_time"] > 0
+    # n_train=None with X_test given: the training set is X itself, in order
+    train = evaluate_estimator(random_study.estimator_, X, random_study.random_labels_)
+    test = evaluate_estimator(random_study.estimator_, X_test, y_test)
+    assert row["train_loss"] == pytest.approx(train["loss"], rel=1e-6)
+    assert row["train_accuracy"] == train["accuracy"]
+    assert row["test_loss"] == pytest.approx(test["loss"], rel=1e-6)
+    assert row["test_accuracy"] == test["accuracy"]
+    # the end-of-training held-out score in the history is the same evaluation
+    last_test = random_study.results_.query("split == 'test'").iloc[-1]
+    assert last_test["loss"] == pytest.approx(test["loss"], rel=1e-5)
+    assert last_test["accuracy"] == test["accuracy"]
+    settings = random_study.settings_
+    assert settings["n_params"] == count_params(random_study.estimator_.module_) == \
+        (8 + 1) * 16 + (16 + 1) * 4
+    assert settings["n_train"] == 240 and settings["label_method"] == "shuffle"
+
+
+def test_shuffled_labels_are_a_reproducible_permutation(random_study, data):
+    X, y, X_test, y_test = data
+    np.testing.assert_array_equal(random_study.y_train_, y)
+    labels = random_study.random_labels_
+    # a permutation: the label histogram is exactly the true one
+    np.testing.assert_array_equal(np.bincount(labels, minlength=4), np.bincount(y, minlength=4))
+    # no relation to the inputs: about 1 / k of the labels stay (binomial, 240 draws)
+    assert abs(np.mean(labels == y) - np.sum(np.bincount(y) ** 2) / len(y) ** 2) < 0.1
+    again = _random_label_study().fit(X, y, X_test, y_test)
+    np.testing.assert_array_equal(again.random_labels_, labels)
+    pd.testing.assert_frame_equal(again.results_, random_study.results_)
+    other = _random_label_study(random_state=1).fit(X, y, X_test, y_test)
+    assert not np.array_equal(other.random_labels_, labels)
+
+
+def test_uniform_labels_have_a_uniform_histogram():
+    rng = np.random.RandomState(0)
+    X = rng.randn(3000, 2).astype(np.float32)
+    y = np.zeros(3000, dtype=np.int64)  # all one class: a permutation would stay all zeros
+    y[:10] = np.arange(10)  # declare 10 classes
+    study = _random_label_study(label_method="uniform", max_epochs=1, batch_size=3000,
+                                n_test=100).fit(X, y)
+    counts = np.bincount(study.random_labels_, minlength=10)
+    assert counts.sum() == len(study.y_train_) == 2900
+    assert chisquare(counts).pvalue > 1e-3  # uniform over the 10 classes
+    assert study.settings_["n_classes"] == 10
+
+
+def test_random_labels_are_memorized_on_mnist(mnist_small):
+    study = RandomLabelStudy(NeuralClassifier(module__hidden=(512,)), n_train=300,
+                             n_test=500, max_epochs=40, batch_size=64, lr=1e-3,
+                             backend="sequential").fit(*mnist_small[::2], *mnist_small[1::2])
+    s = study.summary_.iloc[0]
+    assert s["train_accuracy"] >= 0.9  # memorized
+    assert s["test_accuracy"] <= 0.2  # chance is 0.1 (500 test images: sd 0.013)
+    assert study.results_.query("split == 'train'")["loss"].iloc[-1] < 0.5
+
+
+def test_random_label_study_splits_off_a_test_set(data):
+    X, y, _, _ = data
+    study = _random_label_study(n_train=100, n_test=50, max_epochs=1).fit(X, y)
+    s = study.summary_.iloc[0]
+    assert (s["n_train"], s["n_test"]) == (100, 50)
+    assert len(study.y_train_) == len(study.random_labels_) == 100
+
+
+def test_generalization_data_subsets_are_disjoint_and_reproducible(data):
+    X, y, _, _ = data
+    ids = np.arange(len(X))
+    Xi = np.column_stack([X, ids]).astype(np.float64)  # carry each row's id
+    Xa, ya, Xta, yta = generalization_data(Xi, y, n_train=100, n_test=50, random_state=3)
+    Xb, _, Xtb, _ = generalization_data(Xi, y, n_train=100, n_test=50, random_state=3)
+    np.testing.assert_array_equal(Xa, Xb)
+    np.testing.assert_array_equal(Xta, Xtb)
+    train_ids, test_ids = Xa[:, -1].astype(int), Xta[:, -1].astype(int)
+    assert len(set(train_ids)) == 100 and len(set(test_ids)) == 50
+    assert not set(train_ids) & set(test_ids)
+    np.testing.assert_array_equal(ya, y[train_ids])
+    np.testing.assert_array_equal(yta, y[test_ids])
+
+
+def test_random_label_get_params_and_clone():
+    study = _random_label_study(n_train=7, label_method="uniform")
+    params = study.get_params()
+    assert params["n_train"] == 7 and params["label_method"] == "uniform"
+    assert clone(study).get_params()["n_train"] == 7
+    assert not hasattr(study, "results_")
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"label_method": "flip"}, "label_method must be one of"),
+    ({"n_train": 0}, "n_train must be a positive integer"),
+    ({"n_train": 1000}, r"n_train=1000 is larger than the 240 samples"),
+    ({"n_test": 61}, r"n_test=61 is larger than the 60 samples"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"max_epochs": 1.5}, "max_epochs must be a positive integer"),
+    ({"batch_size": True}, "batch_size must be a positive integer"),
+])
+def test_random_label_bad_parameters(data, params, match):
+    X, y, X_test, y_test = data
+    with pytest.raises(ValueError, match=match):
+        _random_label_study(**params).fit(X, y, X_test, y_test)
+
+
+def test_random_label_bad_data(data):
+    X, y, X_test, y_test = data
+    with pytest.raises(ValueError, match="Pass both X_test and y_test"):
+        _random_label_study().fit(X, y, X_test)
+    with pytest.raises(ValueError, match="y must hold integer class labels"):
+        _random_label_study().fit(X, y.astype(float), X_test, y_test)
+    with pytest.raises(ValueError, match="X_test has samples of shape"):
+        _random_label_study().fit(X, y, X_test[:, :3], y_test)
+    with pytest.raises(ValueError, match="n_test=240 leaves no training data"):
+        _random_label_study(n_test=240).fit(X, y)
+
+
+def test_random_label_diverged_run_is_recorded(data):
+    X, y, X_test, y_test = data
+    with pytest.warns(RuntimeWarning, match="1 of 1 runs diverged"):
+        study = _random_label_study(lr=1e30).fit(X, y, X_test, y_test)
+    assert len(study.diverged_) == 1 and "non-finite" in study.diverged_["message"].iloc[0]
+    assert study.results_.empty and list(study.results_.columns) == RANDOM_COLUMNS
+    assert study.summary_.empty and study.estimator_ is None
+
+
+# ----------------------------------------------------------------- ParamCountStudy
+def test_param_count_results(param_study, data):
+    res = param_study.results_
+    assert list(res.columns) == PARAM_COLUMNS
+    assert res["width"].tolist() == [2, 4, 8]
+    assert res["family"].tolist() == ["mlp"] * 3 and res["depth"].tolist() == [1] * 3
+    # 8 -> w -> 4, one hidden layer
+    assert res["n_params"].tolist() == [(8 + 1) * w + (w + 1) * 4 for w in (2, 4, 8)]
+    assert res["seed"].tolist() == spawn_seeds(0, 4)[1:]
+    assert param_study.diverged_.empty
+    assert set(param_study.histories_["width"]) == {2, 4, 8}
+
+
+def test_param_count_scores_match_a_run_by_hand(param_study, data):
+    X, y, X_test, y_test = data
+    row = param_study.results_.iloc[1]
+    est = NeuralClassifier(module="mlp", module__hidden=(4,), lr=1e-3, batch_size=32,
+                           max_epochs=2)
+    run = train_run(est, X, y, seed=int(row["seed"]))
+    assert row["train_loss"] == pytest.approx(run["train"]["loss"], rel=1e-6)
+    assert row["train_accuracy"] == run["train"]["accuracy"]
+    test = evaluate_estimator(run["estimator"], X_test, y_test)
+    assert row["test_loss"] == pytest.approx(test["loss"], rel=1e-6)
+    assert row["test_accuracy"] == test["accuracy"]
+
+
+def test_param_count_summary_and_settings(param_study):
+    s = param_study.summary_
+    assert s["model"].tolist() == ["smallest", "best test accuracy", "largest"]
+    res = param_study.results_
+    assert s.iloc[0]["width"] == 2 and s.iloc[2]["width"] == 8
+    assert s.iloc[1]["test_accuracy"] == res["test_accuracy"].max()
+    settings = param_study.settings_
+    assert settings["n_models"] == 3 and settings["n_train"] == 240
+    assert f"w=8: {(8 + 1) * 8 + (8 + 1) * 4}" in settings["models"]
+
+
+def test_param_count_deeper_mlp_and_cnn():
+    rng = np.random.RandomState(0)
+    images = rng.rand(60, 1, 8, 8).astype(np.float32)
+    y = rng.randint(0, 3, 60)
+    mlp = _param_study(widths=(3, 5), depth=2, max_epochs=1, n_test=20).fit(images, y)
+    assert mlp.results_["n_params"].tolist() == [
+        (64 + 1) * w + (w + 1) * w + (w + 1) * 3 for w in (3, 5)]
+    cnn = _param_study(family="cnn", widths=(2, 3), depth=1, max_epochs=1, n_test=20).fit(images, y)
+    assert cnn.results_["n_params"].tolist() == [
+        count_params(CNN(1, 8, (w,), n_out=3)) for w in (2, 3)]
+    assert cnn.results_["family"].tolist() == ["cnn", "cnn"]
+    assert len(DEFAULT_WIDTHS["mlp"]) >= 10 and len(DEFAULT_WIDTHS["cnn"]) >= 10
+
+
+def test_param_count_reproducible_whatever_n_jobs(data, param_study):
+    X, y, X_test, y_test = data
+    again = _param_study().fit(X, y, X_test, y_test)
+    pd.testing.assert_frame_equal(again.results_, param_study.results_)
+    parallel = _param_study(widths=(2, 8), n_jobs=2, backend="loky").fit(X, y, X_test, y_test)
+    sequential = _param_study(widths=(2, 8)).fit(X, y, X_test, y_test)
+    pd.testing.assert_frame_equal(parallel.results_, sequential.results_)
+
+
+def test_param_count_get_params_and_clone():
+    study = ParamCountStudy(widths=(1, 2), family="cnn", depth=3)
+    assert clone(study).get_params()["widths"] == (1, 2)
+    assert study.get_params()["family"] == "cnn" and study.get_params()["depth"] == 3
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"family": "rnn"}, "family must be one of"),
+    ({"widths": (4,)}, "at least two different widths"),
+    ({"widths": (4, 4)}, "at least two different widths"),
+    ({"widths": (4, -1)}, "each of widths must be a positive integer"),
+    ({"widths": 4}, "widths must be a sequence"),
+    ({"depth": 0}, "depth must be a positive integer"),
+    ({"family": "cnn"}, "family='cnn' needs images"),
+    ({"n_train": 500}, "n_train=500 is larger"),
+])
+def test_param_count_bad_parameters(data, params, match):
+    X, y, X_test, y_test = data
+    with pytest.raises(ValueError, match=match):
+        _param_study(**params).fit(X, y, X_test, y_test)
+
+
+def test_param_count_diverged_runs_are_excluded(data):
+    X, y, X_test, y_test = data
+    with pytest.warns(RuntimeWarning, match="2 of 2 runs diverged"):
+        study = _param_study(widths=(2, 4), lr=1e30).fit(X, y, X_test, y_test)
+    assert study.diverged_["width"].tolist() == [2, 4]
+    assert study.results_.empty and list(study.results_.columns) == PARAM_COLUMNS
+    assert study.summary_.empty
+    assert "w=2: diverged" in study.settings_["models"]
