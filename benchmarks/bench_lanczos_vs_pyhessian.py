@@ -29,35 +29,17 @@ import torch
 from torch import nn
 
 from hw1sk.curvature import top_hessian_eigenvalues
+from hw1sk.datasets import load_mnist
 from hw1sk.models import MLP
 
 DATA_ROOT = os.environ.get("HW1SK_DATA", "/work/shared/data")
 
 
 def load_images(n_images, seed=0):
-    """``n_images`` MNIST training images (flattened, in [0, 1]) and labels."""
-    try:
-        from hw1sk.datasets import load_mnist
-    except ImportError:
-        load_mnist = None
-    if load_mnist is not None:
-        try:
-            X, y = load_mnist(root=DATA_ROOT, train=True)
-            X, y = torch.as_tensor(np.asarray(X)), torch.as_tensor(np.asarray(y))
-        except Exception:  # a different signature: fall back to the raw files
-            X = None
-    else:
-        X = None
-    if X is None:
-        from torchvision.datasets import MNIST
-
-        ds = MNIST(root=DATA_ROOT, train=True, download=False)
-        X, y = ds.data, ds.targets
-    X = X.reshape(X.shape[0], -1).float()
-    if X.max() > 1:
-        X = X / 255.0
-    idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:n_images]
-    return X[idx].contiguous(), y[idx].long().contiguous()
+    """``n_images`` MNIST training images (flattened, in [0, 1]) and labels, as tensors."""
+    X, y = load_mnist(DATA_ROOT, train=True, n_samples=n_images, flatten=True,
+                      random_state=seed, download=False)
+    return torch.from_numpy(X), torch.from_numpy(y)
 
 
 def pyhessian_top(model, criterion, X, y, seed):

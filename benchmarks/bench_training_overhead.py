@@ -57,7 +57,8 @@ def load_mnist_arrays(data_home, n_samples):
     if load_mnist is not None:
         X, y = load_mnist(data_home, train=True, n_samples=n_samples, flatten=True,
                           random_state=0, download=False)
-        return np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1), np.asarray(y, dtype=np.int64)
+        X = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
+        return X, np.asarray(y, dtype=np.int64)
     import torchvision
 
     ds = torchvision.datasets.MNIST(data_home, train=True, download=False)

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import inspect
 import math
-import time
 import warnings
 from collections.abc import Mapping
-from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -47,7 +45,7 @@ from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback, EpochTimer, PrintLog
 from skorch.dataset import Dataset
 from skorch.history import History
-from skorch.utils import TeeGenerator, is_dataset, to_tensor
+from skorch.utils import TeeGenerator, is_dataset
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
@@ -118,7 +116,13 @@ def _tensor_of(data):
     if isinstance(data, torch.Tensor):
         return data
     if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
-        return torch.from_numpy(np.ascontiguousarray(data))
+        data = np.ascontiguousarray(data)
+        if data.flags.writeable:
+            return torch.from_numpy(data)
+        with warnings.catch_warnings():
+            # read-only inputs (memory maps) are only ever read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(data)
     return None
 
 
@@ -266,7 +270,7 @@ class _NeuralNetMixin:
     _EVENTS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
                "on_batch_begin", "on_batch_end", "on_grad_computed")
     # caches rebuilt on demand, left out of pickles
-    _TRANSIENT = ("_notify_cache_", "_learnable_params_cache_")
+    _TRANSIENT = ("_notify_cache_", "_learnable_params_cache_", "_device_cache_")
 
     @property
     def _default_callbacks(self):
@@ -523,7 +527,8 @@ class _NeuralNetMixin:
         kwargs.setdefault("batch_size", self.batch_size)
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
-        known = isinstance(iterator, type) and issubclass(iterator, (TensorBatchIterator, DataLoader))
+        known = (isinstance(iterator, type)
+                 and issubclass(iterator, (TensorBatchIterator, DataLoader)))
         if known and training:
             kwargs.setdefault("shuffle", True)
             generator = getattr(self, "_shuffle_generator_", None)
@@ -568,7 +573,10 @@ class _NeuralNetMixin:
 
     def infer(self, x, **fit_params):
         if isinstance(x, torch.Tensor):  # skip skorch's to_tensor type dispatch
-            return self.module_(x.to(self.device), **fit_params)
+            device = self.__dict__.get("_device_cache_")  # set during fit_loop
+            if device is None or x.device != device:
+                x = x if self.device is None else x.to(self.device)
+            return self.module_(x, **fit_params)
         return super().infer(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, *args, **kwargs):
@@ -596,8 +604,8 @@ class _NeuralNetMixin:
         self._step_optimizer(step_fn)
         return accumulator.get_step()
 
-    def _count_correct(self, y_pred, batch):
-        """Number of correct predictions in a batch as a 0-d tensor, or None (regressors)."""
+    def _batch_labels(self, y_pred, batch):
+        """``(predicted labels, targets)`` of a batch, or None (regressors)."""
         return None
 
     def fit_loop(self, X, y=None, epochs=None, *, _routing_method="fit", **fit_params):
@@ -634,6 +642,8 @@ class _NeuralNetMixin:
             iterator_valid = self.get_iterator(dataset_valid, training=False)
 
         self.__dict__["_learnable_params_cache_"] = list(self.get_all_learnable_params())
+        if self.device is not None:
+            self.__dict__["_device_cache_"] = torch.device(self.device)
         try:
             for _ in range(epochs):
                 self.notify("on_epoch_begin", **on_epoch_kwargs)
@@ -657,6 +667,7 @@ class _NeuralNetMixin:
                     break
         finally:
             self.__dict__.pop("_learnable_params_cache_", None)
+            self.__dict__.pop("_device_cache_", None)
         return self
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
@@ -683,7 +694,7 @@ class _NeuralNetMixin:
         row = self.history[-1]
         batches = row["batches"]
         loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
-        total, n_samples, n_batches, correct = 0.0, 0, 0, None
+        total, n_samples, n_batches, labels = 0.0, 0, 0, []
         diverged = False
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
@@ -693,9 +704,9 @@ class _NeuralNetMixin:
             batch_row = batches[-1]
             batch_row[loss_key] = loss
             batch_row[size_key] = size
-            c = self._count_correct(step["y_pred"], batch)
-            if c is not None:
-                correct = c if correct is None else correct + c
+            pair = self._batch_labels(step["y_pred"], batch)
+            if pair is not None:
+                labels.append(pair)  # compared once at the end: one op per batch, no sync
             self.notify("on_batch_end", batch=batch, training=training, **step)
             total += loss * size
             n_samples += size
@@ -705,8 +716,11 @@ class _NeuralNetMixin:
                 break
         if n_samples:
             self._record_score(row, loss_key, total / n_samples, lower_is_better=True)
-            if correct is not None:
-                self._record_score(row, prefix + "_acc", correct.item() / n_samples,
+            if labels:
+                predicted, targets = zip(*labels)
+                predicted = torch.cat(predicted)
+                n_correct = (predicted == torch.cat(targets).to(predicted.device)).sum().item()
+                self._record_score(row, prefix + "_acc", n_correct / n_samples,
                                    lower_is_better=False)
         row[prefix + "_batch_count"] = n_batches
         if training:
@@ -882,14 +896,14 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
                              f"not in classes_ {classes.tolist()}.")
         return encoded.astype(np.int64)
 
-    def _count_correct(self, y_pred, batch):
+    def _batch_labels(self, y_pred, batch):
         yb = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         if isinstance(y_pred, tuple):
             y_pred = y_pred[0]
         if (not isinstance(yb, torch.Tensor) or y_pred.ndim != 2
                 or yb.shape != y_pred.shape[:1]):
             return None
-        return (y_pred.argmax(1) == yb).sum()
+        return y_pred.argmax(1), yb
 
     def predict_proba(self, X):
         """Class probabilities (softmax of the logits).

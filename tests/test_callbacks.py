@@ -211,3 +211,24 @@ def test_records_survive_pickling(curve):
     assert copy.grad_norms_ == [2.0] and copy.losses_ == [0.5] and copy.iterations_ == [0]
     with pytest.raises(NotFittedError, match="no records"):
         GradNormTrace().initialize().to_frame()
+
+
+class DeviceStyleGradNormTrace(GradNormTrace):
+    """Takes the accelerator path on CPU: tensors kept, moved to the host in blocks of 3."""
+
+    _BLOCK = 3
+
+    def on_train_begin(self, net, **kwargs):
+        super().on_train_begin(net, **kwargs)
+        self._on_cpu_ = False
+
+
+def test_device_path_records_the_same_norms_and_losses(two_classes):
+    X, y = two_classes
+    host, device = GradNormTrace(), DeviceStyleGradNormTrace()
+    NeuralClassifier(module__hidden=(4,), batch_size=16, max_epochs=2, random_state=0,
+                     callbacks=[("host", host), ("device", device)]).fit(X, y)
+    assert device.iterations_ == host.iterations_ == list(range(8))
+    assert device.epochs_ == host.epochs_
+    np.testing.assert_allclose(device.grad_norms_, host.grad_norms_, rtol=1e-6)
+    assert device.losses_ == host.losses_

@@ -215,6 +215,19 @@ def test_predefined_validation_loss_equals_loss_of_final_module(wave):
     assert est.history_["valid_batch_count"].tolist() == [1, 1]
 
 
+def test_classifier_validation_accuracy_and_verbose_log(blobs, capsys):
+    X, y = blobs
+    Xv, yv = X[:30].astype(np.float32), y[:30]
+    clf = NeuralClassifier(module__hidden=(6,), max_epochs=2, random_state=0,
+                           train_split=predefined_split(Dataset(Xv, yv))).fit(X, y)
+    assert capsys.readouterr().out == ""  # verbose=0 prints nothing
+    assert clf.history_["valid_acc"].iloc[-1] == pytest.approx((clf.predict(Xv) == yv).mean())
+    clf.set_params(verbose=1).fit(X, y)
+    log = capsys.readouterr().out
+    epoch_rows = [line for line in log.splitlines() if line.strip()[:1].isdigit()]
+    assert "train_loss" in log and "valid_acc" in log and len(epoch_rows) == 2
+
+
 # ------------------------------------------------------------------- seeding
 def test_random_state_reproducible_and_leaves_global_rng(blobs):
     X, y = blobs

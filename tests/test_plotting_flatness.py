@@ -134,7 +134,8 @@ def test_plot_sensitivity():
 def test_plot_sharpness():
     fig = plot_sharpness(_sensitivity_frame())
     assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
-    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), np.log2([16, 64, 256, 1024, 4096]))
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(),
+                               np.log2([16, 64, 256, 1024, 4096]))
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(),
                                3 * np.log2([16, 64, 256, 1024, 4096]))
     only = plot_sharpness(_sensitivity_frame(sharp=False))

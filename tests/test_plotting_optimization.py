@@ -123,8 +123,14 @@ def test_gradient_norm_running_mean_and_frames(study):
     fig = plot_gradient_norm(one, smooth=4)
     top = fig.axes[0]
     assert len(top.lines) == 2
-    expected = one["grad_norm"].rolling(4, min_periods=1).mean()
+    expected = np.exp(np.log(one["grad_norm"]).rolling(4, min_periods=1).mean())
     np.testing.assert_allclose(top.lines[1].get_ydata(), expected)
+    # a loss that reaches 0 stays on a linear axis, with an arithmetic running mean
+    shifted = one.assign(loss=one["loss"] - one["loss"].min())
+    bottom = plot_gradient_norm(shifted, smooth=4).axes[1]
+    assert bottom.get_yscale() == "linear"
+    np.testing.assert_allclose(bottom.lines[1].get_ydata(),
+                               shifted["loss"].rolling(4, min_periods=1).mean())
     # 16 iterations: "auto" does not smooth below 200
     assert len(plot_gradient_norm(study, smooth="auto").axes[0].lines) == 1
 

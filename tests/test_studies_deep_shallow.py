@@ -132,7 +132,7 @@ def test_fit_equals_fit_functions_for_one_function(function_study):
                                   both[both["function"] == "sinc"].reset_index(drop=True))
 
 
-def test_same_random_state_same_numbers_whatever_n_jobs():
+def test_same_random_state_same_numbers_whatever_n_jobs(image_data, image_study):
     X, y = make_function_dataset("sinc", n_samples=30, random_state=1)
     params = dict(TINY, max_epochs=10)
     a = DeepShallowStudy(**params).fit(X, y)
@@ -141,6 +141,10 @@ def test_same_random_state_same_numbers_whatever_n_jobs():
     pd.testing.assert_frame_equal(a.summary_, b.summary_)
     c = DeepShallowStudy(**{**params, "random_state": 1}).fit(X, y)
     assert not np.allclose(a.results_["train_loss"], c.results_["train_loss"])
+    # convolutions too (their kernels depend on the thread count, pinned to one per run)
+    parallel = clone(image_study).set_params(backend="loky", n_jobs=2).fit(*image_data,
+                                                                           name="halves")
+    pd.testing.assert_frame_equal(parallel.results_, image_study.results_)
 
 
 def test_classification_study(image_study, image_data):

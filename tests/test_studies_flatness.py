@@ -205,7 +205,8 @@ def test_sensitivity_results_layout(sens_study):
     assert list(sens_study.summary_.columns) == [
         "batch_size", "test_accuracy", "loss_gap", "accuracy_gap", "sensitivity", "sharpness",
         "top_hessian_eigenvalue"]
-    np.testing.assert_allclose(sens_study.summary_["loss_gap"], res["test_loss"] - res["train_loss"])
+    np.testing.assert_allclose(sens_study.summary_["loss_gap"],
+                               res["test_loss"] - res["train_loss"])
     assert set(sens_study.histories_["batch_size"]) == {4, 16, 160}
     assert {"test_loss", "test_acc"} <= set(sens_study.histories_.columns)
     assert [len(i) for i in sens_study.eval_indices_.values()] == [30, 30]
@@ -297,8 +298,7 @@ def test_sensitivity_reproducible_and_independent_of_n_jobs(sens_study, data):
     again = _sensitivity().fit(X, y, X_test, y_test)
     pd.testing.assert_frame_equal(sens_study.results_, again.results_)
     parallel = _sensitivity(n_jobs=2, backend="loky").fit(X, y, X_test, y_test)
-    pd.testing.assert_frame_equal(sens_study.results_, parallel.results_,
-                                  check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(sens_study.results_, parallel.results_, check_exact=True)
 
 
 def test_sensitivity_all_diverged(data):

@@ -123,9 +123,11 @@ def test_uniform_labels_have_a_uniform_histogram():
 
 
 def test_random_labels_are_memorized_on_mnist(mnist_small):
-    study = RandomLabelStudy(NeuralClassifier(module__hidden=(512,)), n_train=300,
-                             n_test=500, max_epochs=40, batch_size=64, lr=1e-3,
-                             backend="sequential").fit(*mnist_small[::2], *mnist_small[1::2])
+    # 200 images, 203,530 parameters: memorized in 20 epochs (train acc 0.98-1.0, seeds 0, 1)
+    study = RandomLabelStudy(NeuralClassifier(module__hidden=(256,)), n_train=200,
+                             n_test=500, max_epochs=20, batch_size=50, lr=2e-3,
+                             backend="sequential")
+    study.fit(mnist_small.X_train, mnist_small.y_train, mnist_small.X_test, mnist_small.y_test)
     s = study.summary_.iloc[0]
     assert s["train_accuracy"] >= 0.9  # memorized
     assert s["test_accuracy"] <= 0.2  # chance is 0.1 (500 test images: sd 0.013)
@@ -190,6 +192,7 @@ def test_random_label_bad_data(data):
         _random_label_study(n_test=240).fit(X, y)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_random_label_diverged_run_is_recorded(data):
     X, y, X_test, y_test = data
     with pytest.warns(RuntimeWarning, match="1 of 1 runs diverged"):
@@ -281,6 +284,7 @@ def test_param_count_bad_parameters(data, params, match):
         _param_study(**params).fit(X, y, X_test, y_test)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_param_count_diverged_runs_are_excluded(data):
     X, y, X_test, y_test = data
     with pytest.warns(RuntimeWarning, match="2 of 2 runs diverged"):

@@ -1,4 +1,4 @@
-"""Tests of the HW1-2 studies: OptimizationStudy (trajectories, gradient norm) and ErrorSurfaceStudy."""
+"""Tests of the HW1-2 studies: OptimizationStudy and ErrorSurfaceStudy."""
 
 import numpy as np
 import pandas as pd
@@ -299,7 +299,8 @@ def test_surface_layout(pca_surface):
     assert list(s.line_.columns) == ["alpha", "loss", "accuracy"] and len(s.line_) == 5
     assert list(s.trajectory_coords_.columns) == ["epoch", "alpha", "beta", "loss", "off_plane"]
     assert s.trajectory_coords_["epoch"].tolist() == [0, 1, 2, 3, 4]
-    assert s.directions_.shape == (2, s.origin_.size) and s.history_["epoch"].tolist() == [1, 2, 3, 4]
+    assert s.directions_.shape == (2, s.origin_.size)
+    assert s.history_["epoch"].tolist() == [1, 2, 3, 4]
     assert s.summary_["directions"].iloc[0] == "pca"
     assert s.settings_["n_eval"] == 120
 

@@ -270,6 +270,7 @@ def test_reset_batchnorm_matches_torch_update_bn_over_the_same_chunks(bn_pair, b
     for k in ("net.1.running_mean", "net.1.running_var"):
         torch.testing.assert_close(ours.state_dict()[k], theirs.state_dict()[k])
     # training flags are restored
-    assert [m.training for m in ours.modules()] == [m.training for m in bn_pair[0].module_.modules()]
+    flags = [m.training for m in bn_pair[0].module_.modules()]
+    assert [m.training for m in ours.modules()] == flags
     # a single leftover sample would crash BatchNorm in train mode; near-equal chunks avoid it
     _reset_batchnorm(copy.deepcopy(bn_pair[0].module_), X[:21], batch_size=20)

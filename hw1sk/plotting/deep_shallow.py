@@ -61,7 +61,7 @@ def _model_label(model, rows):
     return str(model)
 
 
-def _axes_row(n, width=5.0, height=3.8):
+def _axes_row(n, width=5.5, height=3.8):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False,
@@ -193,6 +193,8 @@ def plot_training_curves(study, dataset=None):
     results, names = _select(results, column, dataset, column)
     if len(names) != 1:
         raise ValueError(f"the results hold several data sets {names}; choose one with dataset=.")
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     results = _keep_restarts(results, "best")
     fig, (ax_loss, ax_acc) = _axes_row(2)
     has_test = "test_acc" in results.columns
@@ -200,28 +202,24 @@ def plot_training_curves(study, dataset=None):
         color = f"C{i}"
         ax_loss.plot(run["epoch"], run["train_loss"], color=color,
                      marker="o", ms=3, label=_model_label(model, run))
+        test = run.dropna(subset=["test_acc"]) if has_test else run.iloc[:0]
+        # one legend entry per model: the final test accuracy when there is one
         ax_acc.plot(run["epoch"], run["train_acc"], color=color, marker="o", ms=3,
-                    label=f"{model} train")
-        if has_test:
-            test = run.dropna(subset=["test_acc"])
-            if len(test):
-                ax_acc.plot(test["epoch"], test["test_acc"], color=color, ls="--",
-                            marker="s", ms=3,
-                            label=f"{model} test ({test['test_acc'].iloc[-1]:.2%})")
+                    label=None if len(test) else f"{model}: train")
+        if len(test):
+            ax_acc.plot(test["epoch"], test["test_acc"], color=color, ls="--", marker="s",
+                        ms=3, label=f"{model}: test {test['test_acc'].iloc[-1]:.1%}")
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title(f"{names[0]}: training loss")
     ax_acc.set_ylabel("accuracy")
-    ax_acc.set_title(f"{names[0]}: accuracy" + (" (dashed: test)" if has_test else ""))
+    ax_acc.set_title(f"{names[0]}: accuracy" + (" (solid: train, dashed: test)"
+                                                if has_test else " (train)"))
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    ax_acc.yaxis.set_major_formatter(_percent())
+    ax_loss.legend(fontsize="small")
+    ax_acc.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
-
-
-def _percent():
-    from matplotlib.ticker import PercentFormatter
-
-    return PercentFormatter(xmax=1.0)

@@ -116,7 +116,8 @@ def plot_interpolation(study, pair=None):
         title = f"interpolation: models differing in {name}" if name else "interpolation"
         ends = [settings.get(f"{name} pair, model {k}") for k in (1, 2)]
         if all(ends):
-            title += "\nθ₁: " + ends[0].split(", seed")[0] + " | θ₂: " + ends[1].split(", seed")[0]
+            first, second = (e.split(", seed")[0] for e in ends)
+            title += f"\nθ₁: {first} | θ₂: {second}"
         ax.set_title(title, fontsize=10)
         handles = ax.get_legend_handles_labels()
         twin_handles = acc_ax.get_legend_handles_labels()

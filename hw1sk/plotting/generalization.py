@@ -16,6 +16,7 @@ __all__ = ["plot_random_labels", "plot_param_count"]
 _SPLIT_STYLE = {"train": "-", "test": "--"}
 _SPLIT_COLOR = {"train": "tab:blue", "test": "tab:red"}
 _SPLIT_LABEL = {"train": "train (random labels)", "test": "test (true labels)"}
+_METHOD_WORDS = {"shuffle": "shuffled", "uniform": "uniformly drawn"}
 
 
 def plot_random_labels(study, chance=None):
@@ -48,7 +49,11 @@ def plot_random_labels(study, chance=None):
     if chance is None:
         chance = settings.get("chance_accuracy")
     fig, (loss_ax, acc_ax) = _subplots(2, width=5.0)
-    for split in pd.unique(frame["split"]):
+    present = list(pd.unique(frame["split"]))
+    # train before test in the legends, whatever the row order
+    splits = [s for s in ("train", "test") if s in present] + \
+        [s for s in present if s not in ("train", "test")]
+    for split in splits:
         part = frame[frame["split"] == split].sort_values("epoch")
         style = dict(linestyle=_SPLIT_STYLE.get(split, ":"), color=_SPLIT_COLOR.get(split),
                      label=_SPLIT_LABEL.get(split, split))
@@ -67,7 +72,8 @@ def plot_random_labels(study, chance=None):
     if settings.get("model"):
         fig.suptitle(f"{settings['model']} ({settings.get('n_params', 0):,} parameters), "
                      f"{settings.get('n_train', '?')} training images with "
-                     f"{settings.get('label_method', 'random')} labels", fontsize=10)
+                     f"{_METHOD_WORDS.get(settings.get('label_method'), 'random')} labels",
+                     fontsize=10)
     note = _diverged_note(study, ["seed", "lr", "batch_size"])
     if note:
         fig.suptitle(note, fontsize=8, color="tab:red")

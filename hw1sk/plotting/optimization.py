@@ -68,7 +68,8 @@ def plot_trajectories(study, scope="both", annotate="loss", runs=None):
 
     Parameters
     ----------
-    study : fitted OptimizationStudy or its ``results_`` DataFrame
+    study : OptimizationStudy or pandas.DataFrame
+        A fitted study or its ``results_``.
     scope : {"model", "layer", "both"}, default="both"
         The PCA of all parameters, of the study's layer, or both side by side.
     annotate : {"loss", "accuracy"} or None, default="loss"
@@ -140,7 +141,9 @@ def plot_trajectories(study, scope="both", annotate="loss", runs=None):
         ax.set_title(f"Weight trajectories, PCA of {what}"
                      + (f"\n(annotated: training {annotate})" if annotate else ""))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="x-small", ncol=2, title="■ start, ★ end", title_fontsize="x-small")
+    # one legend for all panels, outside the data
+    axes[-1].legend(fontsize="x-small", title="■ start, ★ end", title_fontsize="x-small",
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0))
     note = _diverged_note(study)
     if note:
         fig.suptitle(note, fontsize="small", color="tab:red")
@@ -162,14 +165,16 @@ def plot_gradient_norm(study, run=0, smooth="auto"):
 
     Parameters
     ----------
-    study : fitted OptimizationStudy, its ``grad_norms_`` DataFrame, or a
-        frame of one run (columns ``iteration``, ``grad_norm``, ``loss``, such
-        as :meth:`hw1sk.callbacks.GradNormTrace.to_frame`)
+    study : OptimizationStudy or pandas.DataFrame
+        A fitted study, its ``grad_norms_``, or the frame of one run (columns
+        ``iteration``, ``grad_norm``, ``loss``, as
+        :meth:`hw1sk.callbacks.GradNormTrace.to_frame` gives).
     run : int, default=0
         The run to draw, when the frame has a ``run`` column.
     smooth : "auto", int or None, default="auto"
         Also draw the running mean over this many iterations (thick line over
-        the faint raw values); ``"auto"`` uses 1% of the iterations when
+        the faint raw values; the geometric mean for positive values, which
+        are drawn on a log axis); ``"auto"`` uses 1% of the iterations when
         there are more than 200, None draws the raw values only.
 
     Returns
@@ -201,13 +206,19 @@ def plot_gradient_norm(study, run=0, smooth="auto"):
     panels = (("grad_norm", "gradient norm ‖∇L‖₂", "tab:blue"), ("loss", "loss", "tab:red"))
     for ax, (column, label, color) in zip(axes, panels):
         it, values = frame["iteration"].to_numpy(), frame[column].to_numpy()
+        positive = bool(np.all(values > 0))
         ax.plot(it, values, color=color, lw=0.6, alpha=0.35 if window else 1.0,
                 label="per iteration")
         if window:
-            mean = pd.Series(values).rolling(window, min_periods=1).mean().to_numpy()
-            ax.plot(it, mean, color=color, lw=1.6, label=f"running mean ({window} iterations)")
+            # on a log axis the geometric mean is the line through the middle of the band
+            series = pd.Series(np.log(values) if positive else values)
+            mean = series.rolling(window, min_periods=1).mean().to_numpy()
+            mean = np.exp(mean) if positive else mean
+            kind = "geometric mean" if positive else "mean"
+            ax.plot(it, mean, color=color, lw=1.6,
+                    label=f"running {kind} ({window} iterations)")
             ax.legend(fontsize="x-small")
-        if np.all(values > 0):
+        if positive:
             ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
@@ -222,8 +233,9 @@ def plot_error_surface(study, levels=20, annotate_epochs=True):
 
     Parameters
     ----------
-    study : fitted ErrorSurfaceStudy, or its ``results_`` DataFrame
-        (``alpha``, ``beta``, ``loss``; then only the contour is drawn)
+    study : ErrorSurfaceStudy or pandas.DataFrame
+        A fitted study, or its ``results_`` (``alpha``, ``beta``, ``loss``;
+        then only the contour is drawn).
     levels : int, default=20
         Contour levels, log-spaced when every loss is positive.
     annotate_epochs : bool, default=True
@@ -271,7 +283,8 @@ def plot_error_surface(study, levels=20, annotate_epochs=True):
         filled = ax.contourf(alphas, betas, losses.T, levels=levels, cmap="viridis")
     ax.contour(alphas, betas, losses.T, levels=filled.levels, colors="white",
                linewidths=0.4, alpha=0.6)
-    fig.colorbar(filled, ax=ax, label="loss")
+    fig.colorbar(filled, ax=ax, label="loss", format="%.3g",
+                 ticks=filled.levels[::max(1, len(filled.levels) // 8)])
     labels = ("α", "β")
     if is_study:
         kind = study.directions
@@ -289,15 +302,18 @@ def plot_error_surface(study, levels=20, annotate_epochs=True):
         ax.plot(path["alpha"].iloc[-1:], path["beta"].iloc[-1:], "*", color="tab:red",
                 mec="white", ms=13)
         if annotate_epochs:
+            middle = 0.5 * (alphas.min() + alphas.max())
             for k in (0, len(path) - 1):
-                ax.annotate(f"epoch {int(path['epoch'].iloc[k])}",
-                            (path["alpha"].iloc[k], path["beta"].iloc[k]),
-                            textcoords="offset points", xytext=(5, 5), fontsize=7,
-                            color="white")
+                a, b = path["alpha"].iloc[k], path["beta"].iloc[k]
+                right = a > middle  # write towards the centre so the label stays inside
+                ax.annotate(f"epoch {int(path['epoch'].iloc[k])}", (a, b),
+                            textcoords="offset points", xytext=(-6 if right else 6, 6),
+                            ha="right" if right else "left", fontsize=7, color="white")
         ax.set_xlim(alphas.min(), alphas.max())
         ax.set_ylim(betas.min(), betas.max())
         ax.legend(fontsize="x-small", loc="lower right")
-        ax.set_title(f"Error surface ({'trajectory PCA plane' if kind == 'pca' else 'random plane'})")
+        plane = "trajectory PCA plane" if kind == "pca" else "random plane"
+        ax.set_title(f"Error surface ({plane})")
         line = study.line_
         ax_line = axes[1]
         ax_line.plot(line["alpha"], line["loss"], "o-", ms=3, color="tab:blue")
@@ -306,7 +322,7 @@ def plot_error_surface(study, levels=20, annotate_epochs=True):
             ax_line.set_yscale("log")
         ax_line.set_xlabel(labels[0])
         ax_line.set_ylabel("loss")
-        ax_line.set_title("Loss along the first direction (0 = trained model)")
+        ax_line.set_title("Loss along the first direction (0: trained)")
         ax_line.grid(True, alpha=0.3)
     else:
         ax.set_title("Error surface")

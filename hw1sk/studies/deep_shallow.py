@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -43,9 +42,6 @@ _TASK_DEFAULTS = {
 
 # largest relative spread of the models' parameter counts before a warning
 _PARAM_SPREAD = {"regression": 0.01, "classification": 0.1}
-
-# input values per batch below which a run uses one torch thread (torch's GRAIN_SIZE)
-_SMALL_BATCH = 32768
 
 _HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -210,7 +206,8 @@ def default_models(task, n_params=None, depths=None):
     depths = tuple(depths)
     if not depths or not all(isinstance(d, Integral) and not isinstance(d, bool) and d >= 1
                              for d in depths):
-        raise ValueError(f"depths must be a non-empty sequence of positive integers, got {depths!r}.")
+        raise ValueError(
+            f"depths must be a non-empty sequence of positive integers, got {depths!r}.")
     families = {"MLP": "mlp_budget"}
     if task == "classification":
         families = {"CNN": cnn_for_budget_flat, **families}
@@ -231,7 +228,7 @@ def _as_1d(y, name):
 
 
 def _encode_labels(X, y, X_test, y_test):
-    """Labels as ``0..k-1`` in the sorted order of ``np.unique(y)`` (what the classifier trains on)."""
+    """Labels as ``0..k-1`` in the order of ``np.unique(y)``, as the classifier encodes them."""
     classes = np.unique(y)
     encoded = []
     for labels, name in ((y, "y"), (y_test, "y_test")):
@@ -254,7 +251,7 @@ def _n_weight_layers(module):
 
 
 def _model_estimator(template, spec, name):
-    """The estimator of one model: ``template`` with the model's module (or the spec's own estimator)."""
+    """The estimator of one model: ``template`` with its module, or the model's own estimator."""
     if isinstance(spec, BaseEstimator):
         return clone(spec)
     est = clone(template)
@@ -278,11 +275,9 @@ def _fit_one(estimator, X, y, X_test, y_test, seed, classify, test_every):
     """One (data set, model, restart) run: train, score, predict (top level for joblib)."""
     scored = classify and X_test is not None
     n_threads = torch.get_num_threads()
-    batch = len(X) if estimator.batch_size in (-1, None) else min(estimator.batch_size, len(X))
-    if batch * int(np.prod(X.shape[1:])) < _SMALL_BATCH:
-        # below torch's parallel grain the intra-op pool only adds synchronisation
-        # (5x slower on a loaded 2-core machine)
-        torch.set_num_threads(1)
+    # one intra-op thread: convolution and matmul results depend on the thread count, so a
+    # fixed count keeps the numbers independent of n_jobs (and small nets gain nothing from more)
+    torch.set_num_threads(1)
     try:
         run = train_run(estimator, X, y, X_test if scored else None,
                         y_test if scored else None, seed=seed, test_every=test_every,
@@ -296,7 +291,6 @@ def _fit_one(estimator, X, y, X_test, y_test, seed, classify, test_every):
         "history": history[[c for c in _HISTORY_COLUMNS if c in history.columns]],
         "n_params": run["n_params"],
         "n_layers": _n_weight_layers(est.module_),
-        "architecture": repr(est.module_),
         "train": run["train"],
         "test": run["test"],
         "stopped_on_plateau": bool(plateau is not None and plateau.stopped_epoch_ is not None),
@@ -326,7 +320,9 @@ class DeepShallowStudy(Study):
     the output is constant and the loss stays at the variance of the target,
     about 0.087 for sinc); every restart is therefore kept, flagged
     ``constant_output``, and the one with the lowest final training loss per
-    (data set, model) is marked ``best``.
+    (data set, model) is marked ``best``.  The models' parameter counts are
+    compared after training: a ``UserWarning`` says when they differ by
+    more than 1% (regression) or 10% (classification).
 
     Parameters
     ----------
@@ -336,8 +332,9 @@ class DeepShallowStudy(Study):
         ``nn.Module`` instance (each run trains a re-initialised copy), a dict
         of estimator parameters such as ``{"module": "mlp_budget",
         "module__depth": 4}`` (may also set ``lr`` etc. for that model), or a
-        whole unfitted estimator.  None: :func:`default_models` for the task
-        with ``n_params`` and ``depths``.
+        whole unfitted estimator (trained as it is: the study's training
+        settings and plateau stop do not apply to it).  None:
+        :func:`default_models` for the task with ``n_params`` and ``depths``.
     estimator : NeuralRegressor, NeuralClassifier or None, default=None
         Template of the training runs (optimizer, callbacks, ...), cloned for
         every run; its ``module`` is replaced by each model's.  None: a
@@ -371,7 +368,9 @@ class DeepShallowStudy(Study):
         (``test_loss`` / ``test_acc`` in ``results_``).  Function fits score
         the test grid once, at the end.
     n_jobs : int, default=1
-        Parallel runs (:func:`hw1sk.sweep.run_sweep`).
+        Parallel runs (:func:`hw1sk.sweep.run_sweep`).  Each run uses one
+        torch thread, so that its numbers do not depend on ``n_jobs``; use
+        ``n_jobs`` (not threads) to occupy the cores.
     backend : {"loky", "threading", "sequential", "dask"}, default="loky"
     scheduler : str or distributed.Client, optional
         Dask scheduler, with ``backend="dask"``.
@@ -424,9 +423,9 @@ class DeepShallowStudy(Study):
     >>> import numpy as np
     >>> from hw1sk.studies.deep_shallow import DeepShallowStudy
     >>> X = np.linspace(-1, 1, 40)[:, None]; y = np.sin(3 * X[:, 0])
-    >>> study = DeepShallowStudy(n_params=60, depths=(1, 3), max_epochs=30).fit(X, y)
+    >>> study = DeepShallowStudy(n_params=200, depths=(1, 3), max_epochs=30).fit(X, y)
     >>> study.summary_[["model", "n_params", "epochs"]].values.tolist()
-    [['MLP-1', 61, 30], ['MLP-3', 61, 30]]
+    [['MLP-1', 199, 30], ['MLP-3', 199, 30]]
     """
 
     def __init__(self, models=None, estimator=None, *, task="auto", n_params=None, depths=None,
@@ -521,7 +520,7 @@ class DeepShallowStudy(Study):
         for function in functions:
             label = function if isinstance(function, str) else getattr(function, "__name__", "f")
             if label in datasets:
-                raise ValueError(f"functions names {label!r} twice.")
+                raise ValueError(f"functions lists {label!r} twice.")
             train_kw = dict(common, noise=noise, random_state=self.random_state)
             if n_samples is not None:
                 train_kw["n_samples"] = n_samples
@@ -689,7 +688,8 @@ class DeepShallowStudy(Study):
         results = results[front + [c for c in results.columns if c not in front]]
 
         self.task_ = task
-        self.n_params_ = dict(summary.groupby("model", sort=False)["n_params"].first())
+        self.n_params_ = {model: int(n) for model, n in
+                          summary.groupby("model", sort=False)["n_params"].first().items()}
         self._check_parameter_counts(task)
         self.summary_ = summary
         self.results_ = results

@@ -55,7 +55,8 @@ def _check_positive_int(value, name, allow_none=False):
 def _check_positive_real(value, name, allow_none=False):
     if allow_none and value is None:
         return None
-    if not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
+    if (not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value)
+            or value <= 0):
         raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, "
                          f"got {value!r}.")
     return float(value)
@@ -109,6 +110,17 @@ def _train_endpoint(estimator, X, y, seed, pair, endpoint, batch_size, lr):
     """
     est = clone(estimator).set_params(batch_size=int(batch_size), lr=float(lr))
     return train_run(est, X, y, seed=seed, keep_estimator=True)
+
+
+def _evaluate_pair(estimator1, estimator2, alphas, recompute_batchnorm, X, y, X_test, y_test,
+                   pair):
+    """Evaluate the line between two trained end points (a module-level sweep task)."""
+    from ..transformers import ParameterInterpolator
+
+    interp = ParameterInterpolator(estimator1, estimator2, alphas=alphas,
+                                   recompute_batchnorm=recompute_batchnorm).fit()
+    frame = interp.evaluate(X, y, X_test, y_test).assign(pair=pair)
+    return {"frame": frame, "interpolator": interp}
 
 
 class InterpolationStudy(Study):
@@ -279,28 +291,27 @@ class InterpolationStudy(Study):
         -------
         self : InterpolationStudy
         """
-        from ..transformers import ParameterInterpolator
-
         pairs, batch_sizes, lrs, alphas, max_epochs = self._check_params()
         master = as_seed(self.random_state)
         split_seed, *run_seeds = spawn_seeds(master, 1 + 2 * len(PAIR_KINDS))
         X, y, X_test, y_test = study_data(X, y, X_test, y_test, self.test_size, split_seed)
         template = self._template(max_epochs)
 
-        tasks, labels = [], []
+        tasks = []
         for pair in pairs:
             k = PAIR_KINDS.index(pair)  # seeds by pair kind: independent of which pairs run
             for end in (0, 1):
-                settings = {"batch_size": batch_sizes[end] if pair == "batch_size" else batch_sizes[0],
-                            "lr": lrs[end] if pair == "lr" else lrs[0]}
+                settings = {
+                    "batch_size": batch_sizes[end] if pair == "batch_size" else batch_sizes[0],
+                    "lr": lrs[end] if pair == "lr" else lrs[0],
+                }
                 seed = run_seeds[2 * k] if self.same_init else run_seeds[2 * k + end]
                 tasks.append({"estimator": template, "X": X, "y": y, "seed": seed,
                               "pair": pair, "endpoint": end + 1, **settings})
-                labels.append((pair, end + 1))
         runs = self._run_tasks(_train_endpoint, tasks, desc="InterpolationStudy")
 
-        frames, histories = [], []
-        self.estimators_, self.interpolators_ = {}, {}
+        histories, eval_tasks = [], []
+        self.estimators_ = {}
         for i, pair in enumerate(pairs):
             first, second = runs[2 * i], runs[2 * i + 1]
             for end, run in ((1, first), (2, second)):
@@ -309,12 +320,17 @@ class InterpolationStudy(Study):
                     histories.append(run["history"].assign(pair=pair, endpoint=end))
             if first is None or second is None:
                 continue  # a diverged end point: no line to evaluate (listed in diverged_)
-            interp = ParameterInterpolator(
-                first["estimator"], second["estimator"], alphas=alphas,
-                recompute_batchnorm=self.recompute_batchnorm,
-            ).fit()
-            frames.append(interp.evaluate(X, y, X_test, y_test).assign(pair=pair))
-            self.interpolators_[pair] = interp
+            eval_tasks.append({
+                "estimator1": first["estimator"], "estimator2": second["estimator"],
+                "alphas": alphas, "recompute_batchnorm": self.recompute_batchnorm,
+                "X": X, "y": y, "X_test": X_test, "y_test": y_test, "pair": pair,
+            })
+        diverged = self.diverged_  # _run_tasks resets it; evaluations cannot diverge
+        # one task per pair: the forward passes over the data run in parallel too
+        evaluated = self._run_tasks(_evaluate_pair, eval_tasks, desc="InterpolationStudy eval")
+        self.diverged_ = diverged
+        frames = [e["frame"] for e in evaluated]
+        self.interpolators_ = {t["pair"]: e["interpolator"] for t, e in zip(eval_tasks, evaluated)}
 
         columns = ["pair", "alpha", "split", "loss", "accuracy"]
         self.results_ = (pd.concat(frames, ignore_index=True)[columns] if frames

@@ -1,4 +1,4 @@
-"""HW1-3 flatness, part 2: sensitivity (and sharpness) of models trained with different batch sizes."""
+"""HW1-3 flatness, part 2: sensitivity and sharpness of models trained with varied batch sizes."""
 
 from __future__ import annotations
 
@@ -326,7 +326,7 @@ class SensitivityStudy(Study):
 
 
 def _subset_indices(n_samples, n, rng):
-    """Sorted indices of ``n`` samples drawn without replacement (all if n is None or >= n_samples)."""
+    """Sorted indices of ``n`` samples drawn without replacement (all when n is None or too big)."""
     if n is None or n >= n_samples:
         return np.arange(n_samples)
     return np.sort(rng.choice(n_samples, n, replace=False))

@@ -1,0 +1,38 @@
+"""
+Minimal ratio at near-zero gradient
+===================================
+
+HW1-2 asks what the points where training stops look like: minima or
+saddles? Each run trains a 481-parameter tanh MLP on sin(5πx)/(5πx) with
+full-batch Adam, then minimizes the gradient norm until ‖∇L‖ < 1e-3, takes the
+exact float64 Hessian of the loss with respect to all parameters and counts
+its positive eigenvalues: the *minimal ratio* is their fraction, 1 at a strict
+local minimum. Runs whose gradient phase hits its step cap are kept and drawn
+as hollow markers.
+"""
+
+# %%
+# Sixteen runs of the default study (the HW1 figure uses 100: ``n_runs=100``,
+# about 75 s on two cores). Every run sees the same 1,000 points, drawn once
+# from ``random_state``, and gets its own seed.
+from hw1sk.studies.minimal_ratio import MinimalRatioStudy
+
+study = MinimalRatioStudy(n_runs=16, random_state=0).fit()
+study.results_[["run", "loss", "grad_norm_after", "converged", "minimal_ratio",
+                "n_positive", "n_negative", "n_zero"]].head()
+
+# %%
+# The headline numbers, by group of runs.
+study.summary_
+
+# %%
+# Minimal ratio (x) against the training loss (y), one point per run.
+from hw1sk.plotting.curvature import plot_hessian_spectrum, plot_minimal_ratio
+
+fig = plot_minimal_ratio(study)
+
+# %%
+# The spectrum of one run on symmetric log scales: a few large positive
+# eigenvalues, many tiny ones of both signs, and a band that float64 cannot
+# tell from zero (gray).
+fig = plot_hessian_spectrum(study, run=0)

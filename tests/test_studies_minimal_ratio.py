@@ -1,0 +1,222 @@
+"""Tests of the HW1-2 minimal-ratio study: runs, results_, checks against direct computations."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+import hw1sk.studies.minimal_ratio as mr
+from hw1sk.datasets import make_function_dataset
+from hw1sk.estimators import NeuralRegressor
+from hw1sk.parameters import functional_loss
+from hw1sk.studies.minimal_ratio import RESULT_COLUMNS, MinimalRatioStudy, minimal_ratio_run
+from hw1sk.sweep import RunDiverged
+
+# a few seconds in all: 61 parameters, 60 points
+TINY = dict(n_samples=60, hidden=(6, 6), train_epochs=150, lr=2e-2, max_grad_steps=30,
+            backend="sequential")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return MinimalRatioStudy(n_runs=3, **TINY).fit()
+
+
+def _direct_hessian(module, X, y):
+    """Hessian of the float64 MSE by torch.autograd.functional.hessian (not hw1sk.curvature)."""
+    X, y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    loss_fn, theta = functional_loss(module, torch.nn.MSELoss(), X, y)
+    theta = theta.detach().requires_grad_(True)
+    loss = loss_fn(theta)
+    (grad,) = torch.autograd.grad(loss, theta)
+    H = torch.autograd.functional.hessian(loss_fn, theta.detach())
+    return float(loss.detach()), float(grad.norm()), H.numpy()
+
+
+def test_results_layout(study):
+    res = study.results_
+    assert list(res.columns) == list(RESULT_COLUMNS)
+    assert res["run"].tolist() == [0, 1, 2] and res["seed"].nunique() == 3
+    assert (res["n_params"] == 61).all()  # (1+1)*6 + (6+1)*6 + (6+1)*1
+    total = res["n_positive"] + res["n_negative"] + res["n_zero"]
+    assert (total == res["n_params"]).all()
+    np.testing.assert_allclose(res["minimal_ratio"], res["n_positive"] / res["n_params"])
+    assert (res["converged"] == (res["grad_norm_after"] < study.grad_tol)).all()
+    assert (res["grad_norm_after"] <= res["grad_norm_before"]).all()
+    assert set(study.spectra_) == {0, 1, 2}
+    for run, lam in study.spectra_.items():
+        row = res.set_index("run").loc[run]
+        assert lam.shape == (61,) and np.all(np.diff(lam) >= 0)
+        assert (lam[0], lam[-1]) == (row["min_eigenvalue"], row["max_eigenvalue"])
+        assert int(np.sum(lam > row["eigen_tol_used"])) == row["n_positive"]
+        assert int(np.sum(lam < -row["eigen_tol_used"])) == row["n_negative"]
+    assert study.diverged_.empty and list(study.diverged_.columns) == ["run", "seed", "message"]
+    assert study.settings_["n_params"] == 61 and study.settings_["n_runs"] == 3
+
+
+def test_data_are_generated_once_from_random_state(study):
+    X, y = make_function_dataset("sinc", n_samples=60, random_state=0)
+    np.testing.assert_array_equal(study.X_, X)
+    np.testing.assert_array_equal(study.y_, y)
+
+
+def test_run_matches_direct_computation(study):
+    """Retrain run 1 by hand; loss, gradient norm and spectrum agree with autograd + numpy."""
+    from hw1sk.curvature import minimize_gradient_norm
+
+    seed = int(study.results_.loc[1, "seed"])
+    est = NeuralRegressor(module="mlp", module__hidden=(6, 6), module__activation="tanh",
+                          batch_size=-1, max_epochs=150, lr=2e-2, random_state=seed)
+    est.fit(study.X_, study.y_)
+    module = est.module_.double()
+    X, y = study.X_.astype(np.float64), study.y_.astype(np.float64)
+    minimize_gradient_norm(module, torch.nn.MSELoss(), X, y, tol=1e-3, max_steps=30)
+    loss, grad_norm, H = _direct_hessian(module, X, y)
+    lam = np.linalg.eigvalsh((H + H.T) / 2)
+    row = study.results_.loc[1]
+    assert row["loss"] == pytest.approx(loss, rel=1e-12)
+    assert row["grad_norm_after"] == pytest.approx(grad_norm, rel=1e-8)
+    scale = np.abs(lam).max()
+    np.testing.assert_allclose(study.spectra_[1], lam, rtol=0, atol=1e-10 * scale)
+    t = lam.size * np.finfo(np.float64).eps * scale  # the documented default zero band
+    assert row["n_positive"] == int(np.sum(lam > t))
+    assert row["n_negative"] == int(np.sum(lam < -t))
+
+
+def test_linear_model_is_a_minimum():
+    """No hidden layer: the MSE is a convex quadratic with Hessian 2/n A^T A, A = [x, 1]."""
+    X, y = make_function_dataset("sin", n_samples=40, random_state=3)
+    study = MinimalRatioStudy(n_runs=1, hidden=(), train_epochs=5, grad_tol=1e-10,
+                              backend="sequential").fit(X, y)
+    row = study.results_.iloc[0]
+    A = np.hstack([X, np.ones_like(X)]).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(A, y.astype(np.float64), rcond=None)
+    best = float(np.mean((A @ coef - y) ** 2))
+    assert row["converged"] and row["loss"] == pytest.approx(best, rel=1e-9)
+    np.testing.assert_allclose(study.spectra_[0], np.linalg.eigvalsh(2 / len(X) * A.T @ A),
+                               rtol=1e-10)
+    assert (row["minimal_ratio"], row["n_positive"], row["n_negative"], row["n_zero"]) == \
+        (1.0, 2, 0, 0)
+
+
+def test_given_data_with_1d_target_and_two_features():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, (30, 2))
+    y = X[:, 0] * X[:, 1]
+    study = MinimalRatioStudy(n_runs=1, hidden=(3,), train_epochs=20,
+                              backend="sequential").fit(X, y)
+    assert study.results_["n_params"].iloc[0] == (2 + 1) * 3 + (3 + 1) * 1
+    assert study.y_.shape == (30, 1)
+    assert study.settings_["data"].startswith("30 given samples")
+
+
+def test_reproducible_and_independent_of_n_jobs(study):
+    again = MinimalRatioStudy(n_runs=3, **TINY).fit()
+    pd.testing.assert_frame_equal(study.results_, again.results_)
+    parallel = MinimalRatioStudy(n_runs=3, **{**TINY, "backend": "loky"}, n_jobs=2).fit()
+    pd.testing.assert_frame_equal(study.results_, parallel.results_)
+    for run in study.spectra_:
+        np.testing.assert_array_equal(study.spectra_[run], parallel.spectra_[run])
+
+
+def test_unconverged_runs_are_kept_and_flagged():
+    study = MinimalRatioStudy(n_runs=2, max_grad_steps=0, grad_tol=1e-12, keep_spectrum=False,
+                              **{k: v for k, v in TINY.items() if k != "max_grad_steps"}).fit()
+    res = study.results_
+    assert len(res) == 2 and not res["converged"].any() and (res["n_steps"] == 0).all()
+    np.testing.assert_array_equal(res["grad_norm_before"], res["grad_norm_after"])
+    assert study.spectra_ == {}
+    summary = study.summary_.set_index("group")
+    assert summary.loc["not converged", "n_runs"] == 2
+    assert summary.loc["converged", "n_runs"] == 0
+    assert summary.loc["finished", "mean_minimal_ratio"] == pytest.approx(
+        res["minimal_ratio"].mean())
+
+
+def test_summary_counts(study):
+    summary = study.summary_.set_index("group")
+    res = study.results_
+    n_conv = int(res["converged"].sum())
+    assert summary.loc["converged", "n_runs"] == n_conv
+    assert summary.loc["not converged", "n_runs"] == 3 - n_conv
+    assert summary.loc["diverged", "n_runs"] == 0
+    assert summary.loc["converged", "fraction"] == pytest.approx(n_conv / 3)
+    assert summary.loc["finished", "max_minimal_ratio"] == res["minimal_ratio"].max()
+
+
+def test_diverged_runs_are_recorded_and_excluded(monkeypatch):
+    original = mr._run
+    seeds = {}
+
+    def flaky(estimator, X, y, seed, *args):
+        if seed == seeds["bad"]:
+            raise RunDiverged("loss is nan at epoch 3")
+        return original(estimator, X, y, seed, *args)
+
+    from hw1sk.seeding import spawn_seeds
+
+    seeds["bad"] = spawn_seeds(0, 3)[1]
+    monkeypatch.setattr(mr, "_run", flaky)
+    with pytest.warns(RuntimeWarning, match="1 of 3 runs diverged"):
+        study = MinimalRatioStudy(n_runs=3, **{**TINY, "train_epochs": 10}).fit()
+    assert study.results_["run"].tolist() == [0, 2]
+    assert study.diverged_.to_dict("records") == [
+        {"run": 1, "seed": seeds["bad"], "message": "loss is nan at epoch 3"}]
+    assert set(study.spectra_) == {0, 2}
+    assert study.summary_.set_index("group").loc["diverged", "n_runs"] == 1
+
+
+def test_every_run_diverged_raises():
+    study = MinimalRatioStudy(n_runs=2, n_samples=20, hidden=(3,), train_epochs=5, lr=1e30,
+                              backend="sequential")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="every run diverged"):
+            study.fit()
+    assert len(study.diverged_) == 2
+
+
+def test_run_restores_thread_count():
+    X, y = make_function_dataset("sinc", n_samples=20, random_state=0)
+    est = NeuralRegressor(module__hidden=(3,), module__activation="tanh", batch_size=-1,
+                          max_epochs=5)
+    before = torch.get_num_threads()
+    run = minimal_ratio_run(est, X, y, seed=0, n_threads=1, keep_spectrum=False)
+    assert torch.get_num_threads() == before and run["eigenvalues"] is None
+
+
+def test_params_and_clone():
+    study = MinimalRatioStudy(n_runs=7, hidden=(5,), eigen_tol=1e-9)
+    params = study.get_params()
+    assert params["n_runs"] == 7 and params["hidden"] == (5,) and params["eigen_tol"] == 1e-9
+    assert params["n_jobs"] == 1 and params["backend"] == "loky" and params["random_state"] == 0
+    twin = clone(study)
+    assert twin.get_params() == params and not hasattr(twin, "results_")
+    assert twin.set_params(lr=0.5).lr == 0.5
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"n_runs": 0}, "n_runs"),
+    ({"hidden": "20"}, "hidden"),
+    ({"activation": "nope"}, "activation"),
+    ({"train_epochs": 0}, "train_epochs"),
+    ({"lr": 0.0}, "lr"),
+    ({"grad_tol": -1e-3}, "grad_tol"),
+    ({"max_grad_steps": -1}, "max_grad_steps"),
+    ({"grad_optimizer": "sgd"}, "grad_optimizer"),
+    ({"eigen_tol": -1.0}, "eigen_tol"),
+    ({"keep_spectrum": "yes"}, "keep_spectrum"),
+    ({"n_samples": 0}, "n_samples"),
+    ({"function": "cosine"}, "Unknown function"),
+])
+def test_bad_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        MinimalRatioStudy(**{"n_runs": 1, **params}).fit()
+
+
+def test_x_without_y():
+    with pytest.raises(ValueError, match="X and y must be given together"):
+        MinimalRatioStudy(n_runs=1).fit(np.zeros((5, 1)))
