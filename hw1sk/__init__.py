@@ -22,10 +22,40 @@ _EXPORTS = {
     "flatten_parameters": "parameters",
     "assign_flat_parameters": "parameters",
     "spawn_seeds": "seeding",
+    # data
+    "load_mnist": "datasets",
+    "load_cifar10": "datasets",
+    "make_function_dataset": "datasets",
+    "random_labels": "datasets",
+    "add_label_noise": "datasets",
+    # estimators and tracing callbacks
+    "NeuralClassifier": "estimators",
+    "NeuralRegressor": "estimators",
+    "WeightTrace": "callbacks",
+    "GradNormTrace": "callbacks",
+    # curvature and generalization measures
+    "loss_hessian": "curvature",
+    "hessian_eigenvalues": "curvature",
+    "minimal_ratio": "curvature",
+    "hessian_minimal_ratio": "curvature",
+    "top_hessian_eigenvalues": "curvature",
+    "minimize_gradient_norm": "curvature",
+    "input_jacobian_norm": "generalization",
+    "loss_input_gradient_norm": "generalization",
+    "sharpness": "generalization",
     # evaluation and transformers
     "evaluate_estimator": "evaluation",
     "TrajectoryPCA": "transformers",
     "ParameterInterpolator": "transformers",
+    # studies
+    "DeepShallowStudy": "studies.deep_shallow",
+    "OptimizationStudy": "studies.optimization",
+    "MinimalRatioStudy": "studies.minimal_ratio",
+    "ErrorSurfaceStudy": "studies.error_surface",
+    "RandomLabelStudy": "studies.random_labels",
+    "ParamCountStudy": "studies.param_count",
+    "InterpolationStudy": "studies.interpolation",
+    "SensitivityStudy": "studies.sensitivity",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

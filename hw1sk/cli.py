@@ -70,6 +70,8 @@ def _check_environment(args, ids):
 
     from .experiments import EXPERIMENTS
 
+    if args.scheduler is not None and args.backend != "dask":
+        raise ValueError(f"--scheduler needs --backend dask (got --backend {args.backend})")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
     try:
@@ -117,7 +119,10 @@ def _run_report(args, only, overrides=None):
     if not args.quiet:
         print(f"report: {paths['html']} ({paths['wall_time']:.1f} s, profile {args.profile}, "
               f"{len(ids)} item(s), {len(paths['figures']) // 2} figure(s))")
-    return 0
+    failed = [res for res in paths["results"] if res.error]
+    for res in failed:
+        print(f"hw1sk: error: {res.id} failed: {res.error.splitlines()[0]}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def sweep_main(part, overrides=None, argv=None, description=None):
@@ -140,10 +145,15 @@ def sweep_main(part, overrides=None, argv=None, description=None):
     -------
     status : int
     """
+    args = _sweep_parser(part, description).parse_args(argv)
+    return _run_report(args, [part], overrides)
+
+
+def _sweep_parser(part, description=None):
+    """The options of a sweep script: the report's, with the full profile and a cache."""
     parser = _ArgumentParser(description=description)
     _add_run_options(parser, f"hw1sk_output/hw{part.replace('-', '_')}", ".sweep_cache", "full")
-    args = parser.parse_args(argv)
-    return _run_report(args, [part], overrides)
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

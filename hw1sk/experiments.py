@@ -16,8 +16,17 @@ from typing import Callable
 
 import pandas as pd
 
-__all__ = ["EXPERIMENTS", "PROFILES", "ExperimentResult", "run_experiment",
-           "select_experiments", "fit_experiment_study"]
+__all__ = ["EXPERIMENTS", "PROFILES", "Experiment", "ExperimentResult", "ExperimentSkipped",
+           "run_experiment", "select_experiments", "experiment_settings", "build_experiment_study",
+           "fit_experiment_study", "register"]
+
+
+class ExperimentSkipped(RuntimeError):
+    """Raised by an experiment's build when its data is not there (e.g. CIFAR-10).
+
+    :func:`run_experiment` turns it into a result with the message as its
+    only note, so the rest of the report still runs.
+    """
 
 
 @dataclass
@@ -26,7 +35,7 @@ class ExperimentResult:
 
     id: str
     title: str
-    study: object
+    study: object = None
     figures: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
@@ -34,6 +43,8 @@ class ExperimentResult:
     diverged: pd.DataFrame | None = None
     notes: list = field(default_factory=list)
     wall_time: float = 0.0
+    skipped: bool = False
+    error: str | None = None  # set when the experiment raised: "<type>: <message>"
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class Experiment:
     needs_mnist: bool
     build: Callable  # (settings: dict, context: dict) -> (study, fit_kwargs)
     render: Callable  # (study) -> (figures: dict, tables: dict)
+    fit_method: str = "fit"  # the study's method that runs the experiment
 
 
 EXPERIMENTS: dict = {}
@@ -82,10 +94,29 @@ def select_experiments(only=None) -> list:
     return [i for i in ids if i in chosen]
 
 
-def fit_experiment_study(exp_id, profile="quick", *, data_home=None, n_jobs=1, device="cpu",
-                         seed=0, backend="loky", scheduler=None, cache_dir=None,
-                         progress=False, overrides=None):
-    """Build and fit the study of one experiment; return it fitted.
+def experiment_settings(exp_id, profile="quick", overrides=None) -> dict:
+    """The study parameters of one experiment under a profile, with ``overrides`` on top.
+
+    Keys starting with ``data_`` size the data (or are passed to the fit);
+    the others are study parameters.
+
+    Raises
+    ------
+    ValueError
+        For an unknown experiment id or profile.
+    """
+    _load_registry()
+    if exp_id not in EXPERIMENTS:
+        raise ValueError(f"unknown item {exp_id!r}; choose from: {', '.join(EXPERIMENTS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
+    return {**PROFILES[profile][exp_id], **(overrides or {})}
+
+
+def build_experiment_study(exp_id, profile="quick", *, data_home=None, n_jobs=1,
+                           device="cpu", seed=0, backend="loky", scheduler=None,
+                           cache_dir=None, progress=False, overrides=None):
+    """The unfitted study of one experiment and a function that fits it.
 
     Parameters
     ----------
@@ -98,49 +129,92 @@ def fit_experiment_study(exp_id, profile="quick", *, data_home=None, n_jobs=1, d
 
     Returns
     -------
-    study : fitted study
+    study : unfitted study
+    fit : callable
+        ``fit()`` fits ``study`` on the experiment's data and returns it.
+
+    Raises
+    ------
+    ExperimentSkipped
+        When the experiment's data is not there.
     """
-    _load_registry()
-    if exp_id not in EXPERIMENTS:
-        raise ValueError(f"unknown item {exp_id!r}; choose from: {', '.join(EXPERIMENTS)}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
-    settings = {**PROFILES[profile][exp_id], **(overrides or {})}
+    settings = experiment_settings(exp_id, profile, overrides)
     context = {"data_home": data_home, "n_jobs": n_jobs, "device": device, "random_state": seed,
                "backend": backend, "scheduler": scheduler, "cache_dir": cache_dir,
                "progress": progress}
-    study, fit_kwargs = EXPERIMENTS[exp_id].build(settings, context)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        study.fit(**fit_kwargs)
-    return study
+    exp = EXPERIMENTS[exp_id]
+    study, fit_kwargs = exp.build(settings, context)
+
+    def fit():
+        with warnings.catch_warnings():
+            # the report states parameter spreads and similar notes in its settings
+            warnings.simplefilter("ignore", UserWarning)
+            return getattr(study, exp.fit_method)(**fit_kwargs)
+
+    return study, fit
 
 
-def run_experiment(exp_id, profile="quick", **kwargs) -> ExperimentResult:
-    """Fit one experiment's study and render its figures and tables.
+def fit_experiment_study(exp_id, profile="quick", **kwargs):
+    """Build and fit the study of one experiment; return it fitted.
 
     Parameters
     ----------
     exp_id : str
     profile : {"quick", "full"}
     **kwargs
-        As :func:`fit_experiment_study`.
+        As :func:`build_experiment_study`.
+
+    Returns
+    -------
+    study : fitted study
+    """
+    study, fit = build_experiment_study(exp_id, profile, **kwargs)
+    fit()
+    return study
+
+
+def run_experiment(exp_id, profile="quick", **kwargs) -> ExperimentResult:
+    """Fit one experiment's study and render its figures and tables.
+
+    An experiment whose data is missing comes back ``skipped``; one that
+    raises while it fits or renders comes back with ``error`` set (and the
+    runs that diverged before, if any), so that a report still shows the
+    other items.
+
+    Parameters
+    ----------
+    exp_id : str
+    profile : {"quick", "full"}
+    **kwargs
+        As :func:`build_experiment_study`.
 
     Returns
     -------
     result : ExperimentResult
     """
     start = time.perf_counter()
-    study = fit_experiment_study(exp_id, profile, **kwargs)
+    settings = {"profile": profile, "report seed": kwargs.get("seed", 0),
+                **experiment_settings(exp_id, profile, kwargs.get("overrides"))}
     exp = EXPERIMENTS[exp_id]
-    figures, tables = exp.render(study)
-    return ExperimentResult(
-        id=exp_id, title=exp.title, study=study, figures=figures, tables=tables,
-        settings=dict(getattr(study, "settings_", {})),
-        numbers=getattr(study, "summary_", None),
-        diverged=getattr(study, "diverged_", None),
-        wall_time=time.perf_counter() - start,
-    )
+    result = ExperimentResult(id=exp_id, title=exp.title, settings=settings)
+    study = None
+    try:
+        study, fit = build_experiment_study(exp_id, profile, **kwargs)
+        fit()
+        result.figures, result.tables = exp.render(study)
+    except ExperimentSkipped as exc:
+        result.skipped, result.notes = True, [str(exc)]
+    except Exception as exc:  # one broken item must not lose the others' results
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.notes = [f"This item failed and has no results: {result.error}"]
+        result.figures, result.tables = {}, {}
+    if study is not None:
+        result.study = study
+        result.settings.update(getattr(study, "settings_", {}))
+        result.numbers = None if result.error else getattr(study, "summary_", None)
+        result.diverged = getattr(study, "diverged_", None)
+    result.wall_time = time.perf_counter() - start
+    return result
 
 
 def _load_registry():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["build_report", "write_report", "contents_frame"]
 
 
 def _atomic_write_text(path: Path, text: str):
@@ -55,6 +55,34 @@ def _png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
+
+
+def _status(res) -> str:
+    if res.error:
+        return "failed"
+    if res.skipped:
+        return "skipped"
+    if res.diverged is not None and len(res.diverged):
+        return f"{len(res.diverged)} run(s) diverged"
+    return "ok"
+
+
+def contents_frame(results) -> pd.DataFrame:
+    """One row per experiment: id, title, status (ok, n diverged, skipped, failed), wall time.
+
+    Parameters
+    ----------
+    results : list of hw1sk.experiments.ExperimentResult
+
+    Returns
+    -------
+    contents : pandas.DataFrame
+        Columns ``item``, ``title``, ``status``, ``figures``, ``wall time (s)``.
+    """
+    return pd.DataFrame([{"item": r.id, "title": r.title, "status": _status(r),
+                          "figures": len(r.figures), "wall time (s)": round(r.wall_time, 1)}
+                         for r in results],
+                        columns=["item", "title", "status", "figures", "wall time (s)"])
 
 
 def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta=None):
@@ -94,6 +122,10 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         meta_frame = _settings_frame(meta)
         html_parts.append(meta_frame.to_html(index=False))
         md_parts += [_markdown_table(meta_frame), ""]
+    if results:
+        contents = contents_frame(results)
+        html_parts += ["<h2>Contents</h2>", contents.to_html(index=False)]
+        md_parts += ["## Contents", "", _markdown_table(contents, max_rows=len(contents)), ""]
 
     for res in results:
         anchor = res.id
@@ -103,8 +135,9 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         html_parts.append(f"<p>{html.escape(timing)}</p>")
         md_parts += [timing, ""]
         for note in res.notes:
-            html_parts.append(f"<p>{html.escape(note)}</p>")
-            md_parts += [note, ""]
+            css = " class='diverged'" if res.error else ""
+            html_parts.append(f"<p{css}>{html.escape(note)}</p>")
+            md_parts += [f"**{note}**" if res.error else note, ""]
         if res.diverged is not None and len(res.diverged):
             msg = f"{len(res.diverged)} run(s) diverged (non-finite loss) and are left out of the figures:"
             html_parts.append(f"<p class='diverged'>{html.escape(msg)}</p>")
@@ -169,7 +202,9 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
     Returns
     -------
     paths : dict
-        What :func:`write_report` returns, plus ``"results"`` (the experiment results).
+        What :func:`write_report` returns, plus ``"results"`` (the experiment
+        results; an item that raised has its ``error`` set and no figures)
+        and ``"wall_time"`` (seconds).
     """
     from tqdm.auto import tqdm
 
@@ -183,7 +218,7 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
         bar.set_postfix_str(exp_id)
         results.append(run_experiment(
             exp_id, profile, data_home=data_home, n_jobs=n_jobs, device=device, seed=seed,
-            backend=backend, scheduler=scheduler, cache_dir=cache_dir, progress=False,
+            backend=backend, scheduler=scheduler, cache_dir=cache_dir, progress=progress,
             overrides=(overrides or {}).get(exp_id)))
     total = time.perf_counter() - start
     meta = {

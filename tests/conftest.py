@@ -6,6 +6,7 @@ Session-scoped arrays are shared by all tests: copy them before editing in place
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,3 +73,36 @@ def mnist_small(mnist_data_home) -> MNISTSplit:
 def sinc_data():
     """200 noiseless samples ``(X, y)`` of sinc on [-1, 1], each of shape (200, 1) float32."""
     return make_function_dataset("sinc", n_samples=200, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def write_tiny_cifar10():
+    """A function that writes a tiny CIFAR-10 (see :func:`_write_tiny_cifar10`)."""
+    return _write_tiny_cifar10
+
+
+def _write_tiny_cifar10(home, n_per_batch=6, n_test=10, seed=0):
+    """Write a CIFAR-10 of random images in torchvision's on-disk layout under ``home``.
+
+    Five training batches of ``n_per_batch`` images and a test batch of
+    ``n_test`` (labels cycle through the ten classes); no md5 matches, of
+    course.  Returns the batches as written.
+    """
+    folder = Path(home) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def batch(n, first_label):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [(first_label + i) % 10 for i in range(n)]
+        return {"batch_label": "tiny", "data": data, "labels": labels, "filenames": [""] * n}
+
+    batches = {f"data_batch_{i}": batch(n_per_batch, first_label=n_per_batch * (i - 1))
+               for i in range(1, 6)}
+    batches["test_batch"] = batch(n_test, first_label=3)
+    batches["batches.meta"] = {"label_names": [f"class{i}" for i in range(10)],
+                               "num_cases_per_batch": n_per_batch, "num_vis": 3072}
+    for name, content in batches.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump(content, f, protocol=2)
+    return batches

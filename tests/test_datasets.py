@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 
 import numpy as np
@@ -43,27 +42,11 @@ def no_network(monkeypatch):
     return attempts
 
 
-def _cifar_batch(rng, n, first_label):
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = [(first_label + i) % 10 for i in range(n)]
-    return {"batch_label": "tiny", "data": data, "labels": labels, "filenames": [""] * n}
-
-
 @pytest.fixture(scope="module")
-def tiny_cifar_home(tmp_path_factory):
+def tiny_cifar_home(tmp_path_factory, write_tiny_cifar10):
     """A 6-per-batch CIFAR-10 in torchvision's on-disk layout (no md5 match, of course)."""
     home = tmp_path_factory.mktemp("cifar_home")
-    folder = home / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    batches = {f"data_batch_{i}": _cifar_batch(rng, 6, first_label=6 * (i - 1))
-               for i in range(1, 6)}
-    batches["test_batch"] = _cifar_batch(rng, 10, first_label=3)
-    batches["batches.meta"] = {"label_names": [f"class{i}" for i in range(10)],
-                               "num_cases_per_batch": 6, "num_vis": 3072}
-    for name, content in batches.items():
-        with open(folder / name, "wb") as f:
-            pickle.dump(content, f, protocol=2)
+    batches = write_tiny_cifar10(home, n_per_batch=6, n_test=10)
     return str(home), batches
 
 

@@ -1,0 +1,341 @@
+"""The HW1 items of the report: each one's study, data, profiles and figures.
+
+Every item is registered with :func:`hw1sk.experiments.register` under an id
+(``"1-2-minimal-ratio"``) with two profiles of study parameters: ``quick``
+(every item at reduced sizes, the whole report in a few minutes on a laptop
+CPU) and ``full`` (the assignment's sizes).  A *build* function turns the
+profile's settings and the run context (data home, ``n_jobs``, backend,
+seed, ...) into an unfitted study and the arguments of its fit; a *render*
+function turns the fitted study into figures and tables.  Nothing here
+computes science: the studies do, and the plotting functions draw.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+
+from .experiments import Experiment, ExperimentSkipped, register
+
+__all__ = []
+
+# study parameters every study takes from the run context
+_CONTEXT_KEYS = ("n_jobs", "backend", "scheduler", "cache_dir", "progress", "device",
+                 "random_state")
+
+
+def _study_kwargs(settings, context, drop=()):
+    """The profile's study parameters plus the run context (context wins)."""
+    kwargs = {k: v for k, v in settings.items() if not k.startswith("data_") and k not in drop}
+    kwargs.update({k: context[k] for k in _CONTEXT_KEYS})
+    return kwargs
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist_split(data_home, train, n_samples, flatten, random_state):
+    from .datasets import load_mnist
+
+    X, y = load_mnist(data_home, train=train, n_samples=n_samples, flatten=flatten,
+                      random_state=random_state)
+    X.setflags(write=False)  # shared between items: nobody may edit it in place
+    y.setflags(write=False)
+    return X, y
+
+
+def _mnist(settings, context, flatten):
+    """MNIST train and test arrays at the profile's sizes (``data_n_train``, ``data_n_test``).
+
+    The subsets are stratified draws seeded by the run's seed; None keeps the
+    whole split.
+    """
+    seed = context["random_state"]
+    X, y = _mnist_split(context["data_home"], True, settings.get("data_n_train"), flatten, seed)
+    X_test, y_test = _mnist_split(context["data_home"], False, settings.get("data_n_test"),
+                                  flatten, seed + 1)
+    return X, y, X_test, y_test
+
+
+def _tables(study, **extra):
+    """``results`` and ``summary`` of a study, plus ``extra`` frames; only DataFrames."""
+    tables = {"results": study.results_, "summary": getattr(study, "summary_", None), **extra}
+    return {name: frame for name, frame in tables.items() if isinstance(frame, pd.DataFrame)}
+
+
+# --------------------------------------------------------------------- 1-1
+def _build_functions(settings, context):
+    from .studies.deep_shallow import DeepShallowStudy
+
+    fit = {k[len("data_"):]: v for k, v in settings.items() if k.startswith("data_")}
+    return DeepShallowStudy(**_study_kwargs(settings, context)), fit
+
+
+def _render_functions(study):
+    from .plotting.deep_shallow import plot_loss_curves, plot_predictions
+
+    figures = {"loss_curves": plot_loss_curves(study, restarts="all"),
+               "predictions": plot_predictions(study)}
+    return figures, _tables(study, predictions=study.predictions_)
+
+
+register(
+    Experiment("1-1-functions", "Deep vs shallow: fitting 1-D functions with "
+               "parameter-matched MLPs", needs_mnist=False, build=_build_functions,
+               render=_render_functions, fit_method="fit_functions"),
+    quick={"depths": (1, 4, 7), "max_epochs": 1500, "lr": 1e-2, "n_restarts": 1,
+           "plateau_patience": 300, "data_functions": ("sinc", "sign"),
+           "data_n_samples": 300, "data_n_grid": 400},
+    full={"depths": (1, 4, 7), "max_epochs": 20000, "lr": 1e-3, "n_restarts": 3,
+          "plateau_patience": 1000, "data_functions": ("sinc", "sign"),
+          "data_n_samples": 1000, "data_n_grid": 1000},
+)
+
+
+def _build_mnist_task(settings, context):
+    from .studies.deep_shallow import DeepShallowStudy
+
+    X, y, X_test, y_test = _mnist(settings, context, flatten=False)
+    study = DeepShallowStudy(**_study_kwargs(settings, context))
+    return study, {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "name": "MNIST"}
+
+
+def _render_training(study):
+    from .plotting.deep_shallow import plot_training_curves
+
+    return {"training_curves": plot_training_curves(study)}, _tables(study)
+
+
+register(
+    Experiment("1-1-mnist", "Deep vs shallow: shallow and deep CNNs and DNNs of similar "
+               "size on MNIST", needs_mnist=True, build=_build_mnist_task,
+               render=_render_training),
+    quick={"depths": (1, 2, 4), "max_epochs": 2, "lr": 3e-3, "batch_size": 64,
+           "data_n_train": 2000, "data_n_test": 1000},
+    full={"depths": (1, 2, 4), "max_epochs": 10, "lr": 1e-3, "batch_size": 128,
+          "data_n_train": None, "data_n_test": None},
+)
+
+
+def _build_cifar10(settings, context):
+    from .datasets import DataNotFoundError, get_data_home, load_cifar10
+    from .studies.deep_shallow import DeepShallowStudy
+
+    seed = context["random_state"]
+    try:
+        X, y = load_cifar10(context["data_home"], train=True,
+                            n_samples=settings.get("data_n_train"), random_state=seed,
+                            download=False)
+        X_test, y_test = load_cifar10(context["data_home"], train=False,
+                                      n_samples=settings.get("data_n_test"),
+                                      random_state=seed + 1, download=False)
+    except DataNotFoundError:
+        raise ExperimentSkipped(
+            f"CIFAR-10 is not under {get_data_home(context['data_home'])} "
+            "(cifar-10-batches-py); this item was skipped. Put the data there to run it."
+        ) from None
+    study = DeepShallowStudy(**_study_kwargs(settings, context))
+    return study, {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "name": "CIFAR-10"}
+
+
+register(
+    Experiment("1-1-cifar10", "Deep vs shallow: shallow and deep CNNs and DNNs on "
+               "CIFAR-10 (when its data is there)", needs_mnist=False,
+               build=_build_cifar10, render=_render_training),
+    quick={"depths": (1, 2, 4), "n_params": 30000, "max_epochs": 2, "lr": 3e-3,
+           "batch_size": 64, "data_n_train": 2000, "data_n_test": 1000},
+    full={"depths": (1, 2, 4), "n_params": 30000, "max_epochs": 20, "lr": 1e-3,
+          "batch_size": 128, "data_n_train": None, "data_n_test": None},
+)
+
+
+# --------------------------------------------------------------------- 1-2
+def _build_trajectory(settings, context):
+    from .studies.optimization import OptimizationStudy
+
+    X, y, X_test, y_test = _mnist(settings, context, flatten=True)
+    study = OptimizationStudy(**_study_kwargs(settings, context))
+    return study, {"X": X, "y": y}
+
+
+def _render_trajectory(study):
+    from .plotting.optimization import plot_trajectories
+
+    figures = {"trajectories_loss": plot_trajectories(study, scope="both", annotate="loss"),
+               "trajectories_accuracy": plot_trajectories(study, scope="both",
+                                                          annotate="accuracy")}
+    return figures, _tables(study, history=study.history_)
+
+
+register(
+    Experiment("1-2-trajectory", "Optimization: weight trajectories of 8 runs under one "
+               "joint PCA (whole model and one layer)", needs_mnist=True,
+               build=_build_trajectory, render=_render_trajectory),
+    quick={"n_runs": 8, "every": 3, "max_epochs": 9, "hidden": (32, 16),
+           "data_n_train": 2000, "data_n_test": 10},
+    full={"n_runs": 8, "every": 3, "max_epochs": 30, "hidden": (64, 32),
+          "data_n_train": None, "data_n_test": 10},
+)
+
+
+def _build_gradient_norm(settings, context):
+    from .datasets import make_function_dataset
+    from .studies.optimization import OptimizationStudy
+
+    X, y = make_function_dataset(settings["data_function"], n_samples=settings["data_n_samples"],
+                                 random_state=context["random_state"])
+    return OptimizationStudy(**_study_kwargs(settings, context)), {"X": X, "y": y}
+
+
+def _render_gradient_norm(study):
+    from .plotting.optimization import plot_gradient_norm
+
+    return ({"gradient_norm": plot_gradient_norm(study, run=0)},
+            _tables(study, grad_norms=study.grad_norms_))
+
+
+register(
+    Experiment("1-2-gradient-norm", "Optimization: gradient norm and loss per iteration",
+               needs_mnist=False, build=_build_gradient_norm, render=_render_gradient_norm),
+    quick={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 1500,
+           "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 200},
+    full={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 5000,
+          "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 1000},
+)
+
+
+def _build_minimal_ratio(settings, context):
+    from .studies.minimal_ratio import MinimalRatioStudy
+
+    return MinimalRatioStudy(**_study_kwargs(settings, context)), {}
+
+
+def _render_minimal_ratio(study):
+    from .plotting.curvature import plot_hessian_spectrum, plot_minimal_ratio
+
+    figures = {"minimal_ratio_vs_loss": plot_minimal_ratio(study),
+               "hessian_spectrum": plot_hessian_spectrum(study, run=0)}
+    return figures, _tables(study)
+
+
+register(
+    Experiment("1-2-minimal-ratio", "Optimization: minimal ratio of the Hessian at points "
+               "of near-zero gradient, against the loss", needs_mnist=False,
+               build=_build_minimal_ratio, render=_render_minimal_ratio),
+    quick={"n_runs": 12, "train_epochs": 500},
+    full={"n_runs": 100},
+)
+
+
+def _build_error_surface(settings, context):
+    from .studies.error_surface import ErrorSurfaceStudy
+
+    X, y, _, _ = _mnist(settings, context, flatten=True)
+    return ErrorSurfaceStudy(**_study_kwargs(settings, context)), {"X": X, "y": y}
+
+
+def _render_error_surface(study):
+    from .plotting.optimization import plot_error_surface
+
+    return ({"error_surface": plot_error_surface(study)},
+            _tables(study, line=study.line_, trajectory=study.trajectory_coords_))
+
+
+register(
+    Experiment("1-2-error-surface", "Optimization (bonus): the error surface around a "
+               "trained model, with its trajectory", needs_mnist=True,
+               build=_build_error_surface, render=_render_error_surface),
+    quick={"directions": "pca", "max_epochs": 6, "n_eval": 1000, "surface_points": 15,
+           "line_points": 25, "data_n_train": 2000, "data_n_test": 10},
+    full={"directions": "pca", "max_epochs": 30, "n_eval": 10000, "surface_points": 31,
+          "line_points": 61, "data_n_train": None, "data_n_test": 10},
+)
+
+
+# --------------------------------------------------------------------- 1-3
+def _build_mnist_study(cls_path, flatten):
+    """A build function that fits the study ``cls_path`` on MNIST train and test."""
+
+    def build(settings, context):
+        module_name, cls_name = cls_path.rsplit(".", 1)
+        from importlib import import_module
+
+        cls = getattr(import_module(module_name, __package__), cls_name)
+        X, y, X_test, y_test = _mnist(settings, context, flatten=flatten)
+        return (cls(**_study_kwargs(settings, context)),
+                {"X": X, "y": y, "X_test": X_test, "y_test": y_test})
+
+    return build
+
+
+def _render_random_labels(study):
+    from .plotting.generalization import plot_random_labels
+
+    return {"random_labels": plot_random_labels(study)}, _tables(study)
+
+
+register(
+    Experiment("1-3-random-labels", "Generalization: fitting random labels (memorization)",
+               needs_mnist=True,
+               build=_build_mnist_study(".studies.random_labels.RandomLabelStudy", True),
+               render=_render_random_labels),
+    quick={"n_train": 1000, "n_test": 1000, "max_epochs": 25},
+    full={"n_train": 5000, "n_test": 2000, "max_epochs": 60},
+)
+
+
+def _render_param_count(study):
+    from .plotting.generalization import plot_param_count
+
+    figures = {"loss_vs_params": plot_param_count(study, metric="loss"),
+               "accuracy_vs_params": plot_param_count(study, metric="accuracy")}
+    return figures, _tables(study)
+
+
+register(
+    Experiment("1-3-param-count", "Generalization: number of parameters vs train and test "
+               "loss and accuracy", needs_mnist=True,
+               build=_build_mnist_study(".studies.param_count.ParamCountStudy", True),
+               render=_render_param_count),
+    quick={"widths": (2, 4, 6, 8, 12, 16, 24, 32, 64, 128), "max_epochs": 5,
+           "n_train": 1000, "n_test": 1000},
+    full={"widths": None, "max_epochs": 20, "n_train": 10000, "n_test": None},
+)
+
+
+def _render_interpolation(study):
+    from .plotting.flatness import plot_interpolation
+
+    pairs = list(pd.unique(study.results_["pair"]))
+    figures = {f"interpolation_{pair}": plot_interpolation(study, pair=pair) for pair in pairs}
+    return figures, _tables(study)
+
+
+register(
+    Experiment("1-3-interpolation", "Flatness vs generalization: interpolation between "
+               "two minima (batch size and learning rate pairs)", needs_mnist=True,
+               build=_build_mnist_study(".studies.interpolation.InterpolationStudy", False),
+               render=_render_interpolation),
+    quick={"max_epochs": 2, "data_n_train": 4000, "data_n_test": 1000},
+    full={"max_epochs": 5, "data_n_train": None, "data_n_test": None},
+)
+
+
+def _render_sensitivity(study):
+    from .plotting.flatness import plot_sensitivity, plot_sharpness
+
+    figures = {"sensitivity": plot_sensitivity(study),
+               "loss_gradient_sensitivity": plot_sensitivity(study,
+                                                             measure="loss_input_gradient_norm"),
+               "sharpness": plot_sharpness(study)}
+    return figures, _tables(study)
+
+
+register(
+    Experiment("1-3-sensitivity", "Flatness vs generalization: sensitivity and sharpness "
+               "vs batch size", needs_mnist=True,
+               build=_build_mnist_study(".studies.sensitivity.SensitivityStudy", False),
+               render=_render_sensitivity),
+    quick={"max_epochs": 1, "n_eval": 300, "sharpness_steps": 5, "sharpness_restarts": 1,
+           "hessian_max_iter": 20, "data_n_train": 3000, "data_n_test": 1000},
+    full={"max_epochs": 5, "n_eval": 1000, "data_n_train": None, "data_n_test": None},
+)

@@ -1,0 +1,139 @@
+"""Tests for hw1sk.experiments and hw1sk.hw1_items: the registry, profiles and every item."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from hw1sk.experiments import (
+    EXPERIMENTS,
+    PROFILES,
+    experiment_settings,
+    fit_experiment_study,
+    run_experiment,
+    select_experiments,
+)
+
+# Every HW1 item of the brief, by the id it has in the report.
+HW1_ITEMS = ["1-1-functions", "1-1-mnist", "1-1-cifar10", "1-2-trajectory",
+             "1-2-gradient-norm", "1-2-minimal-ratio", "1-2-error-surface",
+             "1-3-random-labels", "1-3-param-count", "1-3-interpolation", "1-3-sensitivity"]
+
+# Sizes far below the quick profile, so that every item runs in a few seconds.
+TINY = {
+    "1-1-functions": {"depths": (1, 3), "n_params": 100, "max_epochs": 30,
+                      "data_n_samples": 40, "data_n_grid": 30},
+    "1-1-mnist": {"depths": (1, 2), "n_params": 2000, "max_epochs": 1, "data_n_train": 200,
+                  "data_n_test": 100},
+    "1-2-trajectory": {"n_runs": 2, "max_epochs": 3, "hidden": (8,), "data_n_train": 200},
+    "1-2-gradient-norm": {"max_epochs": 40, "every": 10, "data_n_samples": 40},
+    "1-2-minimal-ratio": {"n_runs": 2, "hidden": (5,), "n_samples": 50, "train_epochs": 30},
+    "1-2-error-surface": {"hidden": (8,), "max_epochs": 2, "n_eval": 100, "surface_points": 5,
+                          "line_points": 5, "data_n_train": 200},
+    "1-3-random-labels": {"n_train": 200, "n_test": 100, "max_epochs": 2},
+    "1-3-param-count": {"widths": (2, 4), "max_epochs": 1, "n_train": 200, "n_test": 100},
+    "1-3-interpolation": {"max_epochs": 1, "alphas": [-1.0, 0.0, 0.5, 1.0, 2.0],
+                          "data_n_train": 300, "data_n_test": 100},
+    "1-3-sensitivity": {"batch_sizes": (32, 64), "max_epochs": 1, "n_eval": 50,
+                        "sharpness_steps": 2, "sharpness_restarts": 1, "hessian_max_iter": 5,
+                        "data_n_train": 300, "data_n_test": 100},
+}
+
+
+def test_every_hw1_item_is_registered_in_report_order():
+    assert select_experiments(None) == HW1_ITEMS
+    assert set(PROFILES["quick"]) == set(PROFILES["full"]) == set(EXPERIMENTS)
+
+
+def test_selection_by_prefix_and_errors():
+    assert select_experiments(["1-2"]) == [i for i in HW1_ITEMS if i.startswith("1-2-")]
+    # the report order wins over the order of the selectors, and repeats are dropped
+    assert select_experiments(["1-3-sensitivity", "1-1-functions", "1-1"]) == [
+        "1-1-functions", "1-1-mnist", "1-1-cifar10", "1-3-sensitivity"]
+    with pytest.raises(ValueError, match="unknown item '1-9'"):
+        select_experiments(["1-9"])
+    with pytest.raises(ValueError, match="unknown item"):
+        experiment_settings("nope")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        experiment_settings("1-1-functions", "huge")
+
+
+def test_full_profile_has_the_assignments_sizes():
+    full = PROFILES["full"]
+    assert full["1-2-trajectory"]["n_runs"] == 8 and full["1-2-trajectory"]["every"] == 3
+    assert full["1-2-trajectory"]["max_epochs"] == 30
+    assert full["1-2-trajectory"]["data_n_train"] is None  # full MNIST
+    assert full["1-2-minimal-ratio"]["n_runs"] == 100
+    assert len(full["1-1-functions"]["depths"]) >= 3
+    assert full["1-1-functions"]["max_epochs"] == 20000
+    # >= 10 models for parameter count, >= 5 batch sizes for sensitivity (study defaults)
+    from hw1sk.studies.param_count import DEFAULT_WIDTHS
+    from hw1sk.studies.sensitivity import SensitivityStudy
+
+    assert full["1-3-param-count"]["widths"] is None and len(DEFAULT_WIDTHS["mlp"]) >= 10
+    assert "batch_sizes" not in full["1-3-sensitivity"]
+    assert len(SensitivityStudy().batch_sizes) >= 5
+
+
+def test_overrides_go_on_top_of_the_profile():
+    settings = experiment_settings("1-2-minimal-ratio", "quick", {"n_runs": 3})
+    assert settings["n_runs"] == 3
+    assert settings["train_epochs"] == PROFILES["quick"]["1-2-minimal-ratio"]["train_epochs"]
+
+
+def test_context_reaches_the_study(mnist_data_home):
+    study = fit_experiment_study("1-2-minimal-ratio", "quick", data_home=mnist_data_home,
+                                 seed=7, backend="sequential",
+                                 overrides=TINY["1-2-minimal-ratio"])
+    assert study.random_state == 7 and study.backend == "sequential"
+    assert study.n_runs == 2 and len(study.results_) == 2
+
+
+@pytest.mark.parametrize("exp_id", [i for i in HW1_ITEMS if i != "1-1-cifar10"])
+def test_every_item_renders_figures_tables_settings(exp_id, mnist_data_home):
+    result = run_experiment(exp_id, "quick", data_home=mnist_data_home, seed=0,
+                            backend="sequential", overrides=TINY[exp_id])
+    assert not result.skipped and result.id == exp_id
+    assert result.figures and all(isinstance(f, Figure) for f in result.figures.values())
+    assert "results" in result.tables
+    for name, table in result.tables.items():
+        assert isinstance(table, pd.DataFrame) and len(table), name
+    assert result.settings["profile"] == "quick" and result.settings["report seed"] == 0
+    for key, value in TINY[exp_id].items():
+        # the study's own description of a setting wins over the profile's raw value
+        own = getattr(result.study, "settings_", {})
+        assert result.settings[key] == (own[key] if key in own else value)
+    assert isinstance(result.numbers, pd.DataFrame) and len(result.numbers)
+    assert result.wall_time > 0
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_cifar10_is_skipped_with_a_note_when_missing(tmp_path):
+    result = run_experiment("1-1-cifar10", "quick", data_home=str(tmp_path), seed=0)
+    assert result.skipped and not result.figures and result.study is None
+    assert "CIFAR-10 is not under" in result.notes[0] and str(tmp_path) in result.notes[0]
+
+
+def test_cifar10_item_runs_when_the_data_is_there(tmp_path, write_tiny_cifar10):
+    write_tiny_cifar10(tmp_path, n_per_batch=40, n_test=40)
+    result = run_experiment("1-1-cifar10", "quick", data_home=str(tmp_path), seed=0,
+                            backend="sequential",
+                            overrides={"depths": (1, 2), "n_params": 10000, "max_epochs": 1,
+                                       "data_n_train": 100, "data_n_test": 40})
+    assert not result.skipped
+    summary = result.numbers
+    assert set(summary["dataset"]) == {"CIFAR-10"}
+    assert np.all(summary["n_params"] > 9000)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_same_seed_same_numbers(mnist_data_home):
+    kwargs = dict(data_home=mnist_data_home, backend="sequential",
+                  overrides=TINY["1-2-minimal-ratio"])
+    a = fit_experiment_study("1-2-minimal-ratio", "quick", seed=3, **kwargs).results_
+    b = fit_experiment_study("1-2-minimal-ratio", "quick", seed=3, **kwargs).results_
+    pd.testing.assert_frame_equal(a, b)
