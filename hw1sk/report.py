@@ -7,6 +7,7 @@ This module only renders: the science is in the studies, which
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -40,7 +41,8 @@ def _markdown_table(frame: pd.DataFrame, max_rows=40) -> str:
     frame = frame.head(max_rows)
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
+    # itertuples keeps each column's type (iterrows would turn int seeds into floats)
+    for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
@@ -192,6 +194,8 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
         MNIST folder (see :func:`hw1sk.datasets.get_data_home`).
     n_jobs, backend, scheduler, cache_dir
         Passed to every study's runs (see :func:`hw1sk.sweep.run_sweep`).
+        With ``backend="dask"`` and no ``scheduler``, one dask
+        ``LocalCluster`` of ``n_jobs`` workers serves every item.
     device : str, default="cpu"
     seed : int, default=0
     progress : bool, default=True
@@ -214,16 +218,22 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
     start = time.perf_counter()
     results = []
     bar = tqdm(ids, desc=f"hw1sk report ({profile})", unit="item", disable=not progress)
-    for exp_id in bar:
-        bar.set_postfix_str(exp_id)
-        results.append(run_experiment(
-            exp_id, profile, data_home=data_home, n_jobs=n_jobs, device=device, seed=seed,
-            backend=backend, scheduler=scheduler, cache_dir=cache_dir, progress=progress,
-            overrides=(overrides or {}).get(exp_id)))
+    with contextlib.ExitStack() as stack:
+        if backend == "dask" and scheduler is None:
+            # one LocalCluster for every item: its start-up is paid once, not per study
+            from .sweep import start_local_cluster
+
+            scheduler = stack.enter_context(start_local_cluster(n_jobs))
+        for exp_id in bar:
+            bar.set_postfix_str(exp_id)
+            results.append(run_experiment(
+                exp_id, profile, data_home=data_home, n_jobs=n_jobs, device=device, seed=seed,
+                backend=backend, scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                overrides=(overrides or {}).get(exp_id)))
     total = time.perf_counter() - start
     meta = {
         "profile": profile, "experiments": ", ".join(ids), "seed": seed, "n_jobs": n_jobs,
-        "backend": backend, "device": device, "total wall time (s)": round(total, 1),
+        "backend": backend if not isinstance(scheduler, str) else f"{backend} ({scheduler})", "device": device, "total wall time (s)": round(total, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     }
     paths = write_report(results, out_dir, meta=meta)

@@ -77,3 +77,10 @@ def test_write_report_closes_its_figures(tmp_path):
     before = len(plt.get_fignums())
     write_report(results, tmp_path)
     assert len(plt.get_fignums()) == before - 2
+
+
+def test_markdown_keeps_integer_columns_integers(tmp_path):
+    res = ExperimentResult(id="1-x", title="t", numbers=pd.DataFrame(
+        {"seed": [1610069010], "loss": [0.123456789]}))
+    md = write_report([res], tmp_path)["markdown"].read_text()
+    assert "| 1610069010 | 0.1235 |" in md
