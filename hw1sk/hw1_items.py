@@ -43,7 +43,7 @@ def _mnist_split(data_home, train, n_samples, flatten, random_state):
     return X, y
 
 
-def _mnist(settings, context, flatten):
+def _mnist(settings, context, flatten, with_test=True):
     """MNIST train and test arrays at the profile's sizes (``data_n_train``, ``data_n_test``).
 
     The subsets are stratified draws seeded by the run's seed; None keeps the
@@ -51,6 +51,8 @@ def _mnist(settings, context, flatten):
     """
     seed = context["random_state"]
     X, y = _mnist_split(context["data_home"], True, settings.get("data_n_train"), flatten, seed)
+    if not with_test:
+        return X, y, None, None
     X_test, y_test = _mnist_split(context["data_home"], False, settings.get("data_n_test"),
                                   flatten, seed + 1)
     return X, y, X_test, y_test
@@ -60,6 +62,31 @@ def _tables(study, **extra):
     """``results`` and ``summary`` of a study, plus ``extra`` frames; only DataFrames."""
     tables = {"results": study.results_, "summary": getattr(study, "summary_", None), **extra}
     return {name: frame for name, frame in tables.items() if isinstance(frame, pd.DataFrame)}
+
+
+def _study_class(path):
+    """The study class at ``path``, e.g. ``".studies.sensitivity.SensitivityStudy"``."""
+    from importlib import import_module
+
+    module_name, cls_name = path.rsplit(".", 1)
+    return getattr(import_module(module_name, __package__), cls_name)
+
+
+def _mnist_builder(cls_path, flatten, with_test=True, **fit_extra):
+    """A build function that fits the study ``cls_path`` on MNIST.
+
+    ``flatten`` gives the study (n, 784) rows instead of (n, 1, 28, 28)
+    images; ``with_test`` passes the test split to the fit too; ``fit_extra``
+    are further fit arguments (such as the data set's name).
+    """
+
+    def build(settings, context):
+        X, y, X_test, y_test = _mnist(settings, context, flatten=flatten, with_test=with_test)
+        fit = {"X": X, "y": y, **({"X_test": X_test, "y_test": y_test} if with_test else {}),
+               **fit_extra}
+        return _study_class(cls_path)(**_study_kwargs(settings, context)), fit
+
+    return build
 
 
 # --------------------------------------------------------------------- 1-1
@@ -91,14 +118,6 @@ register(
 )
 
 
-def _build_mnist_task(settings, context):
-    from .studies.deep_shallow import DeepShallowStudy
-
-    X, y, X_test, y_test = _mnist(settings, context, flatten=False)
-    study = DeepShallowStudy(**_study_kwargs(settings, context))
-    return study, {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "name": "MNIST"}
-
-
 def _render_training(study):
     from .plotting.deep_shallow import plot_training_curves
 
@@ -107,7 +126,9 @@ def _render_training(study):
 
 register(
     Experiment("1-1-mnist", "Deep vs shallow: shallow and deep CNNs and DNNs of similar "
-               "size on MNIST", needs_mnist=True, build=_build_mnist_task,
+               "size on MNIST", needs_mnist=True,
+               build=_mnist_builder(".studies.deep_shallow.DeepShallowStudy", False,
+                                    name="MNIST"),
                render=_render_training),
     quick={"depths": (1, 2, 4), "max_epochs": 2, "lr": 3e-3, "batch_size": 64,
            "data_n_train": 2000, "data_n_test": 1000},
@@ -149,14 +170,6 @@ register(
 
 
 # --------------------------------------------------------------------- 1-2
-def _build_trajectory(settings, context):
-    from .studies.optimization import OptimizationStudy
-
-    X, y, X_test, y_test = _mnist(settings, context, flatten=True)
-    study = OptimizationStudy(**_study_kwargs(settings, context))
-    return study, {"X": X, "y": y}
-
-
 def _render_trajectory(study):
     from .plotting.optimization import plot_trajectories
 
@@ -169,11 +182,12 @@ def _render_trajectory(study):
 register(
     Experiment("1-2-trajectory", "Optimization: weight trajectories of 8 runs under one "
                "joint PCA (whole model and one layer)", needs_mnist=True,
-               build=_build_trajectory, render=_render_trajectory),
+               build=_mnist_builder(".studies.optimization.OptimizationStudy", True,
+                                    with_test=False), render=_render_trajectory),
     quick={"n_runs": 8, "every": 3, "max_epochs": 9, "hidden": (32, 16),
-           "data_n_train": 2000, "data_n_test": 10},
+           "data_n_train": 2000},
     full={"n_runs": 8, "every": 3, "max_epochs": 30, "hidden": (64, 32),
-          "data_n_train": None, "data_n_test": 10},
+          "data_n_train": None},
 )
 
 
@@ -226,13 +240,6 @@ register(
 )
 
 
-def _build_error_surface(settings, context):
-    from .studies.error_surface import ErrorSurfaceStudy
-
-    X, y, _, _ = _mnist(settings, context, flatten=True)
-    return ErrorSurfaceStudy(**_study_kwargs(settings, context)), {"X": X, "y": y}
-
-
 def _render_error_surface(study):
     from .plotting.optimization import plot_error_surface
 
@@ -243,30 +250,16 @@ def _render_error_surface(study):
 register(
     Experiment("1-2-error-surface", "Optimization (bonus): the error surface around a "
                "trained model, with its trajectory", needs_mnist=True,
-               build=_build_error_surface, render=_render_error_surface),
+               build=_mnist_builder(".studies.error_surface.ErrorSurfaceStudy", True,
+                                    with_test=False), render=_render_error_surface),
     quick={"directions": "pca", "max_epochs": 6, "n_eval": 1000, "surface_points": 15,
-           "line_points": 25, "data_n_train": 2000, "data_n_test": 10},
+           "line_points": 25, "data_n_train": 2000},
     full={"directions": "pca", "max_epochs": 30, "n_eval": 10000, "surface_points": 31,
-          "line_points": 61, "data_n_train": None, "data_n_test": 10},
+          "line_points": 61, "data_n_train": None},
 )
 
 
 # --------------------------------------------------------------------- 1-3
-def _build_mnist_study(cls_path, flatten):
-    """A build function that fits the study ``cls_path`` on MNIST train and test."""
-
-    def build(settings, context):
-        module_name, cls_name = cls_path.rsplit(".", 1)
-        from importlib import import_module
-
-        cls = getattr(import_module(module_name, __package__), cls_name)
-        X, y, X_test, y_test = _mnist(settings, context, flatten=flatten)
-        return (cls(**_study_kwargs(settings, context)),
-                {"X": X, "y": y, "X_test": X_test, "y_test": y_test})
-
-    return build
-
-
 def _render_random_labels(study):
     from .plotting.generalization import plot_random_labels
 
@@ -276,7 +269,7 @@ def _render_random_labels(study):
 register(
     Experiment("1-3-random-labels", "Generalization: fitting random labels (memorization)",
                needs_mnist=True,
-               build=_build_mnist_study(".studies.random_labels.RandomLabelStudy", True),
+               build=_mnist_builder(".studies.random_labels.RandomLabelStudy", True),
                render=_render_random_labels),
     quick={"n_train": 1000, "n_test": 1000, "max_epochs": 25},
     full={"n_train": 5000, "n_test": 2000, "max_epochs": 60},
@@ -294,7 +287,7 @@ def _render_param_count(study):
 register(
     Experiment("1-3-param-count", "Generalization: number of parameters vs train and test "
                "loss and accuracy", needs_mnist=True,
-               build=_build_mnist_study(".studies.param_count.ParamCountStudy", True),
+               build=_mnist_builder(".studies.param_count.ParamCountStudy", True),
                render=_render_param_count),
     quick={"widths": (2, 4, 6, 8, 12, 16, 24, 32, 64, 128), "max_epochs": 5,
            "n_train": 1000, "n_test": 1000},
@@ -313,7 +306,7 @@ def _render_interpolation(study):
 register(
     Experiment("1-3-interpolation", "Flatness vs generalization: interpolation between "
                "two minima (batch size and learning rate pairs)", needs_mnist=True,
-               build=_build_mnist_study(".studies.interpolation.InterpolationStudy", False),
+               build=_mnist_builder(".studies.interpolation.InterpolationStudy", False),
                render=_render_interpolation),
     quick={"max_epochs": 2, "data_n_train": 4000, "data_n_test": 1000},
     full={"max_epochs": 5, "data_n_train": None, "data_n_test": None},
@@ -333,7 +326,7 @@ def _render_sensitivity(study):
 register(
     Experiment("1-3-sensitivity", "Flatness vs generalization: sensitivity and sharpness "
                "vs batch size", needs_mnist=True,
-               build=_build_mnist_study(".studies.sensitivity.SensitivityStudy", False),
+               build=_mnist_builder(".studies.sensitivity.SensitivityStudy", False),
                render=_render_sensitivity),
     quick={"max_epochs": 1, "n_eval": 300, "sharpness_steps": 5, "sharpness_restarts": 1,
            "hessian_max_iter": 20, "data_n_train": 3000, "data_n_test": 1000},
