@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw1sk.datasets import load_mnist
+from hw1sk.datasets import get_data_home, load_mnist
 from hw1sk.models import MLP
 from hw1sk.seeding import spawn_seeds
 from hw1sk.studies.random_labels import RandomLabelStudy, generalization_data
@@ -67,13 +67,15 @@ def main():
                         help="torch threads of the baseline loop (default: torch's)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the hand-written PyTorch loop")
-    parser.add_argument("--data-home", default=os.environ.get("HW1SK_DATA"))
+    parser.add_argument("--data-home", default=None,
+                        help="folder with MNIST/raw (default: $HW1SK_DATA, else ~/hw1sk_data)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    X, y = load_mnist(args.data_home, flatten=True)
-    X_test, y_test = load_mnist(args.data_home, train=False, flatten=True)
+    data_home = get_data_home(args.data_home)
+    X, y = load_mnist(data_home, flatten=True)
+    X_test, y_test = load_mnist(data_home, train=False, flatten=True)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     study = RandomLabelStudy()

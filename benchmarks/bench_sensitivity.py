@@ -9,7 +9,7 @@ images at the same batch size (the baseline, measured in this process).
 Target: sensitivity within 3x the baseline.  Each figure is the best of
 ``--repeats`` interleaved runs.
 
-Run: ``python benchmarks/bench_sensitivity.py [--threads 1] [--repeats 5]``
+Run: ``python benchmarks/bench_sensitivity.py [--threads 1] [--repeats 5] [--data-home DIR]``
 """
 
 import argparse
@@ -19,27 +19,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from hw1sk.datasets import get_data_home
 from hw1sk.generalization import input_jacobian_norm, loss_input_gradient_norm
 from hw1sk.models import MLP
 
-DATA_ROOT = "/work/shared/data"
 
+def load_test_images(data_home=None):
+    """(X, y): 10,000 MNIST test images as float32 (n, 1, 28, 28) in [0, 1], int64 labels.
 
-def load_test_images():
-    """(X, y): 10,000 MNIST test images as float32 (n, 1, 28, 28) in [0, 1], int64 labels."""
+    ``data_home``: see :func:`hw1sk.datasets.get_data_home` (``None``: ``HW1SK_DATA``,
+    else ``~/hw1sk_data``).
+    """
+    data_home = get_data_home(data_home)
     try:
         from hw1sk.datasets import load_mnist
     except ImportError:
         load_mnist = None
     if load_mnist is not None:
-        X, y = load_mnist(DATA_ROOT, train=False, download=False)[:2]
+        X, y = load_mnist(data_home, train=False, download=False)[:2]
         X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
         if X.max() > 1:
             X = X / 255.0
         return X.reshape(-1, 1, 28, 28), torch.as_tensor(np.asarray(y), dtype=torch.int64)
     from torchvision.datasets import MNIST
 
-    test = MNIST(root=DATA_ROOT, train=False, download=False)
+    test = MNIST(root=data_home, train=False, download=False)
     return test.data.unsqueeze(1).float() / 255.0, test.targets.long()
 
 
@@ -55,11 +59,13 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--data-home", default=None,
+                        help="folder with MNIST/raw (default: $HW1SK_DATA, else ~/hw1sk_data)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    X, y = load_test_images()
+    X, y = load_test_images(args.data_home)
     torch.manual_seed(0)
     module = MLP(784, (128, 64), 10)
     criterion = nn.CrossEntropyLoss()

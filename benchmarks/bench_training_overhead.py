@@ -50,6 +50,9 @@ from hw1sk.seeding import spawn_seeds, torch_generator
 
 def load_mnist_arrays(data_home, n_samples):
     """MNIST training images as (n, 784) float32 in [0, 1] and int64 labels."""
+    from hw1sk.datasets import get_data_home
+
+    data_home = get_data_home(data_home)
     try:
         from hw1sk.datasets import load_mnist
     except ImportError:
@@ -168,7 +171,8 @@ def main(argv=None):
                         help="10k MNIST images, 500 function epochs, 3 repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-home", default="/work/shared/data")
+    parser.add_argument("--data-home", default=None,
+                        help="folder with MNIST/raw (default: $HW1SK_DATA, else ~/hw1sk_data)")
     parser.add_argument("--depth", type=int, default=1,
                         help="hidden layers of the 571-parameter MLP (1 is the hardest case)")
     parser.add_argument("--no-skorch", action="store_true", help="skip plain skorch")

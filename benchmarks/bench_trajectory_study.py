@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from hw1sk.datasets import load_mnist
+from hw1sk.datasets import get_data_home, load_mnist
 from hw1sk.studies.optimization import OptimizationStudy, default_trajectory_estimator
 
 BUDGET_S = 600.0
@@ -51,10 +51,11 @@ def main():
     parser.add_argument("--n-runs", type=int, default=8)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--data", default=os.environ.get("HW1SK_DATA", "/work/shared/data"))
+    parser.add_argument("--data-home", "--data", dest="data_home", default=None,
+                        help="folder with MNIST/raw (default: $HW1SK_DATA, else ~/hw1sk_data)")
     args = parser.parse_args()
 
-    X, y = load_mnist(args.data, train=True, flatten=True, download=False)
+    X, y = load_mnist(get_data_home(args.data_home), train=True, flatten=True, download=False)
     print(f"MNIST train {X.shape}, {args.n_runs} runs x {args.epochs} epochs, "
           f"batch {args.batch_size}, n_jobs={args.n_jobs}, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

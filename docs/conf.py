@@ -22,6 +22,9 @@ extensions = [
 ]
 
 autosummary_generate = True
+# hooks such as forward or on_epoch_end that have no docstring of their own are
+# left out instead of showing the torch/skorch base-class text
+autodoc_inherit_docstrings = False
 autodoc_default_options = {"members": True, "inherited-members": False}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -53,4 +56,18 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,
     "show_memory": False,
+    # "Examples using X" on the API pages (the minigallery of docs/_templates)
+    "backreferences_dir": "gen_modules/backreferences",
+    "doc_module": ("hw1sk",),
 }
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """Leave out the ``set_*_request`` methods scikit-learn's metadata routing adds."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_member)

@@ -4,6 +4,8 @@ Pure functions, no plotting.  Directions and points live in the flat layout of
 :mod:`hw1sk.parameters`.  Losses are evaluated in eval mode through
 :func:`torch.func.functional_call` (many grid points at once with
 :func:`torch.func.vmap`), so the caller's module is never written to.
+Random directions are filter-normalized, and the PCA plane of a trajectory
+is built, as in Li et al. [1]_.
 
 References
 ----------

@@ -63,7 +63,7 @@ def _check_positive_int(value, name):
 
 
 class MLP(nn.Module):
-    """Fully connected network: ``n_in -> hidden[0] -> ... -> hidden[-1] -> n_out``.
+    """Fully connected network: ``n_in -> hidden[0] -> … -> hidden[-1] -> n_out``.
 
     Inputs of any shape ``(n, ...)`` are flattened to ``(n, n_in)`` first, so the
     same module takes tabular data and images.
@@ -381,7 +381,7 @@ class RowRNN(nn.Module):
         return self.head(out[:, -1])
 
 
-#: Zoo names accepted wherever a module is expected (e.g. ``NeuralClassifier(module="mlp")``).
+#: Zoo names accepted wherever a module is expected, as in ``NeuralClassifier(module="mlp")``.
 MODEL_ZOO = {
     "mlp": MLP,
     "mlp_budget": mlp_for_budget,

@@ -12,8 +12,8 @@ with the mean squared error, to :math:`\\sin(5\\pi x)/(5\\pi x)` and to
 
 # %%
 # One study fits every model to every target function; each model is
-# restarted twice with its own seed, because narrow deep ReLU nets sometimes
-# die (constant output).
+# trained twice (``n_restarts=2``), each time with its own seed, because
+# narrow deep ReLU nets sometimes die (constant output).
 from hw1sk.plotting.deep_shallow import plot_loss_curves, plot_predictions
 from hw1sk.studies.deep_shallow import DeepShallowStudy
 

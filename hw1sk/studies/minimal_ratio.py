@@ -55,7 +55,7 @@ def minimal_ratio_run(estimator, X, y, seed=0, grad_tol=1e-3, max_grad_steps=50,
     ----------
     estimator : NeuralRegressor (unfitted template)
         Cloned and fitted with ``random_state=seed``
-        (:func:`~hw1sk.studies._base.train_run`).
+        (``hw1sk.studies._base.train_run``).
     X, y : ndarray
         Training data; ``y`` of shape ``(n_samples, n_outputs)``.
     seed : int, default=0
@@ -76,7 +76,7 @@ def minimal_ratio_run(estimator, X, y, seed=0, grad_tol=1e-3, max_grad_steps=50,
     Returns
     -------
     run : dict
-        The keys of :data:`RESULT_COLUMNS` except ``run`` and ``seed``, plus
+        The keys of ``RESULT_COLUMNS`` except ``run`` and ``seed``, plus
         ``eigenvalues`` (ascending float64 array, or None).
 
     Raises

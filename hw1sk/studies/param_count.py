@@ -123,7 +123,7 @@ class ParamCountStudy(Study):
 
     See Also
     --------
-    RandomLabelStudy
+    hw1sk.studies.random_labels.RandomLabelStudy
     hw1sk.plotting.generalization.plot_param_count
 
     Examples

@@ -215,7 +215,7 @@ class RandomLabelStudy(Study):
     --------
     hw1sk.datasets.random_labels
     hw1sk.plotting.generalization.plot_random_labels
-    ParamCountStudy
+    hw1sk.studies.param_count.ParamCountStudy
 
     References
     ----------
