@@ -109,8 +109,8 @@ register(
     Experiment("1-1-functions", "Deep vs shallow: fitting 1-D functions with "
                "parameter-matched MLPs", needs_mnist=False, build=_build_functions,
                render=_render_functions, fit_method="fit_functions"),
-    quick={"depths": (1, 4, 7), "max_epochs": 1500, "lr": 1e-2, "n_restarts": 1,
-           "plateau_patience": 300, "data_functions": ("sinc", "sign"),
+    quick={"depths": (1, 4, 7), "max_epochs": 4000, "lr": 1e-2, "n_restarts": 2,
+           "plateau_patience": 500, "data_functions": ("sinc", "sign"),
            "data_n_samples": 300, "data_n_grid": 400},
     full={"depths": (1, 4, 7), "max_epochs": 20000, "lr": 1e-3, "n_restarts": 3,
           "plateau_patience": 1000, "data_functions": ("sinc", "sign"),
@@ -130,8 +130,8 @@ register(
                build=_mnist_builder(".studies.deep_shallow.DeepShallowStudy", False,
                                     name="MNIST"),
                render=_render_training),
-    quick={"depths": (1, 2, 4), "max_epochs": 2, "lr": 3e-3, "batch_size": 64,
-           "data_n_train": 2000, "data_n_test": 1000},
+    quick={"depths": (1, 2, 4), "max_epochs": 4, "lr": 3e-3, "batch_size": 64,
+           "data_n_train": 6000, "data_n_test": 2000},
     full={"depths": (1, 2, 4), "max_epochs": 10, "lr": 1e-3, "batch_size": 128,
           "data_n_train": None, "data_n_test": None},
 )
@@ -184,8 +184,8 @@ register(
                "joint PCA (whole model and one layer)", needs_mnist=True,
                build=_mnist_builder(".studies.optimization.OptimizationStudy", True,
                                     with_test=False), render=_render_trajectory),
-    quick={"n_runs": 8, "every": 3, "max_epochs": 9, "hidden": (32, 16),
-           "data_n_train": 2000},
+    quick={"n_runs": 8, "every": 3, "max_epochs": 15, "hidden": (64, 32),
+           "data_n_train": 6000},
     full={"n_runs": 8, "every": 3, "max_epochs": 30, "hidden": (64, 32),
           "data_n_train": None},
 )
@@ -210,7 +210,7 @@ def _render_gradient_norm(study):
 register(
     Experiment("1-2-gradient-norm", "Optimization: gradient norm and loss per iteration",
                needs_mnist=False, build=_build_gradient_norm, render=_render_gradient_norm),
-    quick={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 1500,
+    quick={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 3000,
            "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 200},
     full={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 5000,
           "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 1000},
@@ -235,7 +235,7 @@ register(
     Experiment("1-2-minimal-ratio", "Optimization: minimal ratio of the Hessian at points "
                "of near-zero gradient, against the loss", needs_mnist=False,
                build=_build_minimal_ratio, render=_render_minimal_ratio),
-    quick={"n_runs": 12, "train_epochs": 500},
+    quick={"n_runs": 20, "train_epochs": 1000},
     full={"n_runs": 100},
 )
 
@@ -252,8 +252,8 @@ register(
                "trained model, with its trajectory", needs_mnist=True,
                build=_mnist_builder(".studies.error_surface.ErrorSurfaceStudy", True,
                                     with_test=False), render=_render_error_surface),
-    quick={"directions": "pca", "max_epochs": 6, "n_eval": 1000, "surface_points": 15,
-           "line_points": 25, "data_n_train": 2000},
+    quick={"directions": "pca", "max_epochs": 10, "n_eval": 2000, "surface_points": 21,
+           "line_points": 41, "data_n_train": 6000},
     full={"directions": "pca", "max_epochs": 30, "n_eval": 10000, "surface_points": 31,
           "line_points": 61, "data_n_train": None},
 )
@@ -271,7 +271,7 @@ register(
                needs_mnist=True,
                build=_mnist_builder(".studies.random_labels.RandomLabelStudy", True),
                render=_render_random_labels),
-    quick={"n_train": 1000, "n_test": 1000, "max_epochs": 25},
+    quick={"n_train": 2000, "n_test": 1000, "max_epochs": 40},
     full={"n_train": 5000, "n_test": 2000, "max_epochs": 60},
 )
 
@@ -289,8 +289,8 @@ register(
                "loss and accuracy", needs_mnist=True,
                build=_mnist_builder(".studies.param_count.ParamCountStudy", True),
                render=_render_param_count),
-    quick={"widths": (2, 4, 6, 8, 12, 16, 24, 32, 64, 128), "max_epochs": 5,
-           "n_train": 1000, "n_test": 1000},
+    quick={"widths": (2, 4, 6, 8, 12, 16, 32, 64, 128, 256), "max_epochs": 10,
+           "n_train": 3000, "n_test": 2000},
     full={"widths": None, "max_epochs": 20, "n_train": 10000, "n_test": None},
 )
 
@@ -308,7 +308,7 @@ register(
                "two minima (batch size and learning rate pairs)", needs_mnist=True,
                build=_mnist_builder(".studies.interpolation.InterpolationStudy", False),
                render=_render_interpolation),
-    quick={"max_epochs": 2, "data_n_train": 4000, "data_n_test": 1000},
+    quick={"max_epochs": 5, "data_n_train": 6000, "data_n_test": 2000},
     full={"max_epochs": 5, "data_n_train": None, "data_n_test": None},
 )
 
@@ -328,7 +328,7 @@ register(
                "vs batch size", needs_mnist=True,
                build=_mnist_builder(".studies.sensitivity.SensitivityStudy", False),
                render=_render_sensitivity),
-    quick={"max_epochs": 1, "n_eval": 300, "sharpness_steps": 5, "sharpness_restarts": 1,
-           "hessian_max_iter": 20, "data_n_train": 3000, "data_n_test": 1000},
+    quick={"max_epochs": 5, "n_eval": 500, "sharpness_steps": 10, "sharpness_restarts": 2,
+           "hessian_max_iter": 30, "data_n_train": 6000, "data_n_test": 2000},
     full={"max_epochs": 5, "n_eval": 1000, "data_n_train": None, "data_n_test": None},
 )
