@@ -222,11 +222,14 @@ def test_dask_local_cluster_gives_the_numbers_of_the_local_run(tmp_path, mnist_d
     tables = {}
     for backend in ("sequential", "dask"):
         out = tmp_path / backend
+        # a cache of its own for each backend, so that each one computes its numbers
         argv = ["--out", str(out), "--profile", "quick", "--backend", backend, "--n-jobs", "2",
-                "--data-home", mnist_data_home, "--quiet"]
+                "--data-home", mnist_data_home, "--quiet", "--cache-dir", str(tmp_path / backend)]
         assert sweep_main(FAST_ITEM, FAST_OVERRIDES, argv=argv) == 0
         tables[backend] = pd.read_csv(out / "tables" / f"{FAST_ITEM}_results.csv")
     assert len(tables["dask"]) == 4
+    for backend in tables:
+        assert len(list((tmp_path / backend).rglob("*.pkl"))) == 4
     pd.testing.assert_frame_equal(tables["dask"], tables["sequential"])
 
 
