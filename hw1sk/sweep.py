@@ -474,6 +474,7 @@ def run_sweep(
         initial=len(tasks) - len(pending),
         desc=desc,
         disable=not progress,
+        leave=None,  # stays on screen unless nested under another bar (hw1sk report's)
     )
     with bar:
         if not pending:
