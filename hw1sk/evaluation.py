@@ -10,7 +10,10 @@ from skorch.callbacks import Callback
 
 
 def _as_tensor(a, dtype=None, device="cpu"):
-    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    from .estimators import _tensor_of  # read-only arrays (joblib's memory maps) included
+
+    t = a if isinstance(a, torch.Tensor) else _tensor_of(np.asarray(a))
+    t = torch.as_tensor(np.asarray(a)) if t is None else t
     if dtype is not None:
         t = t.to(dtype)
     return t.to(device)

@@ -36,11 +36,10 @@ def _study_kwargs(settings, context, drop=()):
 def _mnist_split(data_home, train, n_samples, flatten, random_state):
     from .datasets import load_mnist
 
-    X, y = load_mnist(data_home, train=train, n_samples=n_samples, flatten=flatten,
+    # shared between the items of one report (the studies never write to their inputs);
+    # not made read-only, since torch warns on every non-writable array it wraps
+    return load_mnist(data_home, train=train, n_samples=n_samples, flatten=flatten,
                       random_state=random_state)
-    X.setflags(write=False)  # shared between items: nobody may edit it in place
-    y.setflags(write=False)
-    return X, y
 
 
 def _mnist(settings, context, flatten, with_test=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from joblib.hashing import NumpyHasher
 
 __all__ = ["run_sweep", "start_local_cluster", "RunDiverged", "DivergedRun", "BACKENDS"]
 
@@ -131,11 +133,55 @@ def _func_name(func):
     return f"{module}.{qualname}"
 
 
+class _StableHasher(NumpyHasher):
+    """joblib's hasher, with torch tensors and generators hashed by their content.
+
+    A tensor pickles through ``torch.save`` bytes that differ between two
+    equal copies, and an optimizer's state is keyed by parameter objects, so
+    an unpickled module or fitted estimator hashed differently each time and
+    tasks holding one never hit the cache.  Hashing dtype, shape and raw
+    bytes (optimizers by their state dict, skorch nets by their attributes)
+    gives equal keys for equal contents, in any process.
+    """
+
+    def save(self, obj):
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            obj = ("torch.Tensor", type(obj).__name__, str(obj.dtype), tuple(obj.shape),
+                   obj.requires_grad, flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, torch.Generator):
+            obj = ("torch.Generator", str(obj.device), obj.get_state().numpy().tobytes())
+        elif _is_skorch_net(obj):
+            # its __getstate__ goes through torch.save: hash what it holds instead
+            # (less the caches our estimators leave out of their pickles)
+            transient = set(getattr(obj, "_TRANSIENT", ()))
+            obj = ("skorch", f"{type(obj).__module__}.{type(obj).__qualname__}",
+                   {k: v for k, v in vars(obj).items() if k not in transient})
+        elif isinstance(obj, torch.optim.Optimizer):
+            # its state is keyed by the parameter objects (ordered by id); the state
+            # dict numbers them instead
+            obj = ("torch.optim.Optimizer", type(obj).__qualname__, obj.state_dict())
+        super().save(obj)
+
+
+def _is_skorch_net(obj):
+    skorch_net = sys.modules.get("skorch.net")
+    return skorch_net is not None and isinstance(obj, skorch_net.NeuralNet)
+
+
+def _hash(obj):
+    if "torch" not in sys.modules:  # nothing to special-case: joblib's own hash
+        return joblib.hash(obj)
+    return _StableHasher(hash_name="md5").hash(obj)
+
+
 def _cache_key(func, task):
     if isinstance(func, functools.partial):
         # arguments frozen in a partial change the result, so they are part of the key
-        return joblib.hash((_func_name(func), func.args, func.keywords, task))
-    return joblib.hash((_func_name(func), task))
+        return _hash((_func_name(func), func.args, func.keywords, task))
+    return _hash((_func_name(func), task))
 
 
 def _load_cached(path):
@@ -370,7 +416,10 @@ def run_sweep(
     cache_dir : str or path-like, optional
         If given, each finished task is written at once, atomically, to
         ``<cache_dir>/<module.qualname of func>/<key>.pkl`` with ``key =
-        joblib.hash((func name, task))``; the file also holds the task.
+        joblib.hash((func name, task))`` (torch tensors, generators,
+        optimizers and skorch nets in the task are hashed by their
+        content, so a task that holds a module or a fitted estimator gets
+        the same key in every process); the file also holds the task.
         Tasks whose file exists are loaded instead of rerun, so a killed
         sweep resumes where it stopped.  Unreadable files are recomputed.
     threads_per_worker : int, optional

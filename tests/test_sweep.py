@@ -311,3 +311,42 @@ def test_dask_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install hw1sk\[dask\]"):
         run_sweep(square_after, [{"x": 1}], backend="dask")
+
+
+def count_trainable(estimator, module, marker_dir=None):
+    """A task holding a fitted estimator and a module (as the interpolation study's do)."""
+    _mark(marker_dir, 0)
+    return sum(p.numel() for p in estimator.module_.parameters()) + sum(
+        p.numel() for p in module.parameters())
+
+
+def test_cache_keys_of_modules_and_fitted_estimators_are_stable(tmp_path):
+    from hw1sk.estimators import NeuralClassifier
+    from hw1sk.sweep import _cache_key
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = NeuralClassifier(module__hidden=(4,), max_epochs=2, random_state=0).fit(X, y)
+    module = MLP(n_in=3, hidden=(5,), n_out=2)
+    task = {"estimator": net, "module": module}
+    # two unpickled copies (another process, a later run) have the same key
+    first, second = pickle.loads(pickle.dumps(task)), pickle.loads(pickle.dumps(task))
+    assert _cache_key(count_trainable, first) == _cache_key(count_trainable, second)
+    assert _cache_key(count_trainable, first) == _cache_key(count_trainable, task)
+    # ... and any change of a weight changes it
+    with torch.no_grad():
+        next(second["module"].parameters())[0, 0] += 1e-6
+    assert _cache_key(count_trainable, first) != _cache_key(count_trainable, second)
+    refit = NeuralClassifier(module__hidden=(4,), max_epochs=3, random_state=0).fit(X, y)
+    assert _cache_key(count_trainable, {**task, "estimator": refit}) != \
+        _cache_key(count_trainable, task)
+
+    # a second sweep over unpickled copies of the tasks runs nothing
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir()
+    tasks = [{**task, "marker_dir": str(markers)}]
+    results = run_sweep(count_trainable, tasks, backend="sequential", cache_dir=cache)
+    again = run_sweep(count_trainable, pickle.loads(pickle.dumps(tasks)), backend="sequential",
+                      cache_dir=cache)
+    assert again == results and _calls(markers) == [0]
