@@ -50,26 +50,11 @@ from hw1sk.seeding import spawn_seeds, torch_generator
 
 def load_mnist_arrays(data_home, n_samples):
     """MNIST training images as (n, 784) float32 in [0, 1] and int64 labels."""
-    from hw1sk.datasets import get_data_home
+    from hw1sk.datasets import get_data_home, load_mnist
 
-    data_home = get_data_home(data_home)
-    try:
-        from hw1sk.datasets import load_mnist
-    except ImportError:
-        load_mnist = None
-    if load_mnist is not None:
-        X, y = load_mnist(data_home, train=True, n_samples=n_samples, flatten=True,
-                          random_state=0, download=False)
-        X = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
-        return X, np.asarray(y, dtype=np.int64)
-    import torchvision
-
-    ds = torchvision.datasets.MNIST(data_home, train=True, download=False)
-    X = (ds.data.numpy().reshape(-1, 784) / 255.0).astype(np.float32)
-    y = ds.targets.numpy().astype(np.int64)
-    if n_samples is not None:
-        X, y = X[:n_samples], y[:n_samples]
-    return X, y
+    X, y = load_mnist(get_data_home(data_home), train=True, n_samples=n_samples, flatten=True,
+                      random_state=0, download=False)
+    return np.ascontiguousarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
 def function_data(n):
