@@ -25,9 +25,9 @@ _CONTEXT_KEYS = ("n_jobs", "backend", "scheduler", "cache_dir", "progress", "dev
                  "random_state")
 
 
-def _study_kwargs(settings, context, drop=()):
+def _study_kwargs(settings, context):
     """The profile's study parameters plus the run context (context wins)."""
-    kwargs = {k: v for k, v in settings.items() if not k.startswith("data_") and k not in drop}
+    kwargs = {k: v for k, v in settings.items() if not k.startswith("data_")}
     kwargs.update({k: context[k] for k in _CONTEXT_KEYS})
     return kwargs
 
