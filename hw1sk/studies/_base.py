@@ -88,13 +88,23 @@ def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
     return run
 
 
+#: Torch/BLAS threads of every training run of a study, whatever ``n_jobs``.  Matrix
+#: products of large layers round differently on 1 and 2 threads, and over tens of epochs
+#: the runs drift apart (the random-label losses by up to 100%), so a fixed count keeps
+#: a study's numbers independent of ``n_jobs``; the cores are used by running runs in
+#: parallel (``n_jobs``) instead.
+THREADS_PER_RUN = 1
+
+
 class Study(BaseEstimator):
     """Base class of the HW1 studies (not for direct use).
 
     Subclasses take plain constructor parameters (including ``n_jobs``,
     ``backend``, ``scheduler``, ``cache_dir``, ``progress`` and
     ``random_state``), build a list of tasks in ``fit`` and run them through
-    :meth:`_run_tasks`, which goes through :func:`hw1sk.sweep.run_sweep`.
+    :meth:`_run_tasks`, which goes through :func:`hw1sk.sweep.run_sweep`
+    with :data:`THREADS_PER_RUN` threads per run, so that the same
+    ``random_state`` gives the same numbers whatever ``n_jobs`` and backend.
     """
 
     def _run_tasks(self, func, tasks, desc=None):
@@ -112,6 +122,7 @@ class Study(BaseEstimator):
             cache_dir=getattr(self, "cache_dir", None),
             progress=getattr(self, "progress", False),
             desc=desc or type(self).__name__,
+            threads_per_worker=THREADS_PER_RUN,
         )
         diverged, out = [], []
         for task, result in zip(tasks, results):
