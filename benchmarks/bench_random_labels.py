@@ -28,6 +28,7 @@ from torch import nn
 from hw1sk.datasets import get_data_home, load_mnist
 from hw1sk.models import MLP
 from hw1sk.seeding import spawn_seeds
+from hw1sk.studies._base import THREADS_PER_RUN
 from hw1sk.studies.random_labels import RandomLabelStudy, generalization_data
 
 BUDGET_S = 600.0
@@ -64,14 +65,15 @@ def hand_written_loop(X, y, X_test, y_test, hidden, lr, batch_size, epochs, seed
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of the baseline loop (default: torch's)")
+                        help="torch threads of the baseline loop (default: as many as each "
+                             "study run gets, hw1sk.studies._base.THREADS_PER_RUN)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the hand-written PyTorch loop")
     parser.add_argument("--data-home", default=None,
                         help="folder with MNIST/raw (default: $HW1SK_DATA, else ~/hw1sk_data)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # like with like: the study trains its run on THREADS_PER_RUN threads
+    torch.set_num_threads(args.threads or THREADS_PER_RUN or torch.get_num_threads())
 
     data_home = get_data_home(args.data_home)
     X, y = load_mnist(data_home, flatten=True)
