@@ -92,7 +92,7 @@ def test_trajectories_bad_arguments(study):
     regression = study.results_.assign(accuracy=np.nan)
     with pytest.raises(ValueError, match="needs classification results"):
         plot_trajectories(regression, annotate="accuracy")
-    with pytest.raises(ValueError, match="needs columns"):
+    with pytest.raises(ValueError, match="need columns"):
         plot_trajectories(study.results_.drop(columns="component_2"))
     with pytest.raises(NotFittedError):
         plot_trajectories(OptimizationStudy())
@@ -140,7 +140,7 @@ def test_gradient_norm_bad_arguments(study):
         plot_gradient_norm(study, run=3)
     with pytest.raises(ValueError, match="smooth must be"):
         plot_gradient_norm(study, smooth=0)
-    with pytest.raises(ValueError, match="needs columns"):
+    with pytest.raises(ValueError, match="need columns"):
         plot_gradient_norm(pd.DataFrame({"iteration": [0], "loss": [1.0]}))
     with pytest.raises(NotFittedError):
         plot_gradient_norm(OptimizationStudy())

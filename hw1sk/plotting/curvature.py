@@ -13,24 +13,11 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from ._frames import study_frame
+
 __all__ = ["plot_minimal_ratio", "plot_hessian_spectrum"]
 
 _RATIO_COLUMNS = ("minimal_ratio", "loss", "converged")
-
-
-def _results(obj):
-    """``results_`` of a fitted study, or ``obj`` itself when it is a DataFrame."""
-    if isinstance(obj, pd.DataFrame):
-        frame = obj
-    else:
-        check_is_fitted(obj, "results_")
-        frame = obj.results_
-    missing = [c for c in _RATIO_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"the DataFrame needs columns {missing}; it has {list(frame.columns)}.")
-    if frame.empty:
-        raise ValueError("the DataFrame is empty (did every run diverge? see diverged_).")
-    return frame
 
 
 def plot_minimal_ratio(study, log_loss=True):
@@ -70,7 +57,7 @@ def plot_minimal_ratio(study, log_loss=True):
     """
     import matplotlib.pyplot as plt
 
-    frame = _results(study)
+    frame = study_frame(study, "results_", _RATIO_COLUMNS)
     converged = frame["converged"].astype(bool).to_numpy()
     fig, ax = plt.subplots(figsize=(6.4, 4.8), layout="constrained")
     groups = (

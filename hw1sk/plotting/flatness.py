@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_is_fitted
+
+from ._frames import study_frame
 
 __all__ = ["plot_interpolation", "plot_sensitivity", "plot_sharpness"]
 
@@ -24,21 +25,6 @@ _MEASURE_LABELS = {
     "sharpness": "ε-sharpness",
     "top_hessian_eigenvalue": "top Hessian eigenvalue",
 }
-
-
-def _results(obj, required):
-    """``obj.results_`` of a fitted study, or ``obj`` itself when it is a DataFrame."""
-    if isinstance(obj, pd.DataFrame):
-        frame = obj
-    else:
-        check_is_fitted(obj, "results_")
-        frame = obj.results_
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"the results need columns {missing}; they have {list(frame.columns)}.")
-    if frame.empty:
-        raise ValueError("the results are empty (did every run diverge? see diverged_).")
-    return frame
 
 
 def _diverged_note(obj, columns):
@@ -83,7 +69,7 @@ def plot_interpolation(study, pair=None):
     --------
     hw1sk.studies.interpolation.InterpolationStudy
     """
-    frame = _results(study, ["alpha", "split", "loss", "accuracy"])
+    frame = study_frame(study, "results_", ["alpha", "split", "loss", "accuracy"])
     if "pair" not in frame.columns:
         frame = frame.assign(pair="")
     available = list(pd.unique(frame["pair"]))
@@ -130,7 +116,7 @@ def plot_interpolation(study, pair=None):
 
 
 def _batch_size_frame(study, measures):
-    return _results(study, ["batch_size", *measures]).sort_values("batch_size")
+    return study_frame(study, "results_", ["batch_size", *measures]).sort_values("batch_size")
 
 
 def _batch_size_axis(ax, batch_sizes):

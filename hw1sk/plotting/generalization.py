@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .flatness import _diverged_note, _results, _subplots
+from ._frames import study_frame
+from .flatness import _diverged_note, _subplots
 
 __all__ = ["plot_random_labels", "plot_param_count"]
 
@@ -44,7 +45,7 @@ def plot_random_labels(study, chance=None):
     --------
     hw1sk.studies.random_labels.RandomLabelStudy
     """
-    frame = _results(study, ["epoch", "split", "loss", "accuracy"])
+    frame = study_frame(study, "results_", ["epoch", "split", "loss", "accuracy"])
     settings = {} if isinstance(study, pd.DataFrame) else getattr(study, "settings_", {})
     if chance is None:
         chance = settings.get("chance_accuracy")
@@ -102,7 +103,7 @@ def plot_param_count(study, metric="loss"):
     """
     if metric not in ("loss", "accuracy"):
         raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}.")
-    frame = _results(study, ["n_params", f"train_{metric}", f"test_{metric}"])
+    frame = study_frame(study, "results_", ["n_params", f"train_{metric}", f"test_{metric}"])
     keys = [c for c in ("family", "depth") if c in frame.columns]
     groups = list(frame.groupby(keys, sort=False)) if keys else [((), frame)]
     several = len(groups) > 1

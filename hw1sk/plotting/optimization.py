@@ -12,7 +12,8 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_is_fitted
+
+from ._frames import study_frame
 
 __all__ = ["plot_trajectories", "plot_gradient_norm", "plot_error_surface"]
 
@@ -22,21 +23,6 @@ _TRAJECTORY_COLUMNS = ("scope", "run", "epoch", "component_1", "component_2", "l
                        "accuracy")
 _GRAD_COLUMNS = ("iteration", "grad_norm", "loss")
 _SURFACE_COLUMNS = ("alpha", "beta", "loss")
-
-
-def _frame(obj, attribute, required):
-    """``obj.<attribute>`` of a fitted study, or ``obj`` itself when it is a DataFrame."""
-    if isinstance(obj, pd.DataFrame):
-        frame = obj
-    else:
-        check_is_fitted(obj, attribute)
-        frame = getattr(obj, attribute)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"the DataFrame needs columns {missing}; it has {list(frame.columns)}.")
-    if frame.empty:
-        raise ValueError("the DataFrame is empty (did every run diverge? see diverged_).")
-    return frame
 
 
 def _diverged_note(obj):
@@ -98,7 +84,7 @@ def plot_trajectories(study, scope="both", annotate="loss", runs=None):
         raise ValueError(f"scope must be one of {list(_SCOPES)}, got {scope!r}.")
     if annotate not in _ANNOTATIONS:
         raise ValueError(f"annotate must be 'loss', 'accuracy' or None, got {annotate!r}.")
-    results = _frame(study, "results_", _TRAJECTORY_COLUMNS)
+    results = study_frame(study, "results_", _TRAJECTORY_COLUMNS)
     if annotate == "accuracy" and results["accuracy"].isna().all():
         raise ValueError("annotate='accuracy' needs classification results; these have no "
                          "accuracy (regression). Use annotate='loss'.")
@@ -193,7 +179,7 @@ def plot_gradient_norm(study, run=0, smooth="auto"):
     """
     import matplotlib.pyplot as plt
 
-    frame = _frame(study, "grad_norms_", _GRAD_COLUMNS)
+    frame = study_frame(study, "grad_norms_", _GRAD_COLUMNS)
     has_run = "run" in frame.columns
     if has_run:
         available = sorted(pd.unique(frame["run"]))
@@ -262,7 +248,7 @@ def plot_error_surface(study, levels=20, annotate_epochs=True):
 
     if not isinstance(levels, Integral) or isinstance(levels, bool) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}.")
-    frame = _frame(study, "results_", _SURFACE_COLUMNS)
+    frame = study_frame(study, "results_", _SURFACE_COLUMNS)
     is_study = not isinstance(study, pd.DataFrame)
     if is_study:
         alphas, betas, losses = study.surface_
