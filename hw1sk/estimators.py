@@ -26,6 +26,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Mapping
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils._param_validation import Interval, Options, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_array,
@@ -49,6 +51,7 @@ from skorch.utils import TeeGenerator, is_dataset
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from .interrupts import InterruptWatch, StopTraining
 from .models import resolve_module
 from .seeding import seed_everything, spawn_seeds, torch_generator
 
@@ -68,7 +71,12 @@ __all__ = [
 
 
 class DivergenceWarning(ConvergenceWarning):
-    """Training stopped because the training loss became NaN or infinite."""
+    """Training stopped because the training loss diverged.
+
+    Diverged means: a training batch loss that is NaN or infinite, or one
+    above ``divergence_factor`` times the starting loss (the loss of the
+    first training batch, at the initial weights).
+    """
 
 
 class TrainingHistory(History):
@@ -272,6 +280,18 @@ class _NeuralNetMixin:
     # caches rebuilt on demand, left out of pickles
     _TRANSIENT = ("_notify_cache_", "_learnable_params_cache_", "_device_cache_")
 
+    # checked at fit (scikit-learn's constraints, so the messages are the familiar ones)
+    _parameter_constraints = {
+        "lr": [Interval(Real, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1})],
+        "divergence_factor": [Interval(Real, 1, None, closed="neither"), None],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "device": [str, torch.device, None],
+    }
+
     @property
     def _default_callbacks(self):
         return [
@@ -337,9 +357,34 @@ class _NeuralNetMixin:
             init_seed, shuffle_seed = spawn_seeds(self.random_state, 2)
             self._init_seed_ = init_seed
             self._shuffle_generator_ = torch_generator(shuffle_seed)
+        self.__dict__.pop("_nll_log_input_", None)  # decided again for the new module
         super().initialize()
         self.diverged_ = False
+        self.divergence_reason_ = None
+        self.interrupted_ = False
+        self.initial_loss_ = None
         return self
+
+    def _check_params(self):
+        """Check the training parameters; a ``ValueError`` names the one that is wrong."""
+        params = {k: getattr(self, k) for k in self._parameter_constraints}
+        validate_parameter_constraints(self._parameter_constraints, params,
+                                       caller_name=type(self).__name__)
+        for name in ("max_epochs", "batch_size"):  # bool passes Integral
+            if isinstance(params[name], bool):
+                raise ValueError(f"The {name!r} parameter of {type(self).__name__} must be an "
+                                 f"int, got {params[name]!r}.")
+        device = params["device"]
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, ValueError):
+                raise ValueError(
+                    f"The 'device' parameter of {type(self).__name__} must be a torch device "
+                    f"such as 'cpu', 'cuda' or 'cuda:0'; got {params['device']!r}.") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"{type(self).__name__}(device={params['device']!r}): CUDA is "
+                                 "not available on this machine; use device='cpu'.")
 
     def initialize_module(self):
         """Build the module from a zoo name, class, factory or instance.
@@ -377,6 +422,9 @@ class _NeuralNetMixin:
         if shape is not None:
             if "n_in" in names:
                 out["n_in"] = int(np.prod(shape))
+            side = math.isqrt(shape[0]) if len(shape) == 1 else 0
+            if side > 1 and side * side == shape[0] and "image_size" in names:
+                out["image_size"] = side  # flattened grey square images, as MNIST's 784
             if len(shape) in (2, 3):  # (H, W) or (C, H, W) images
                 C, H, W = (1, *shape) if len(shape) == 2 else shape
                 if "in_channels" in names:
@@ -474,6 +522,7 @@ class _NeuralNetMixin:
         -------
         self
         """
+        self._check_params()
         first = not (self.warm_start and self.initialized_)
         X, y = self._validate_training_data(X, y, reset=first)
         if first:
@@ -500,6 +549,7 @@ class _NeuralNetMixin:
         -------
         self
         """
+        self._check_params()
         first = not self.initialized_
         X, y = self._validate_training_data(X, y, reset=first, classes=classes)
         if first:
@@ -507,8 +557,28 @@ class _NeuralNetMixin:
         return self._train(X, y, "partial_fit", **fit_params)
 
     def _train(self, X, y, routing_method, **fit_params):
-        # skorch's partial_fit on checked data: on_train_begin, fit_loop, on_train_end
-        return NeuralNet.partial_fit(self, X, y, _routing_method=routing_method, **fit_params)
+        """skorch's ``partial_fit`` on checked data, except for what ends training.
+
+        :class:`~hw1sk.interrupts.StopTraining` from a callback, and a
+        ``KeyboardInterrupt`` that a callback raises (skorch's
+        ``EarlyStopping``), end training normally.  The user's Ctrl-C is
+        not swallowed as in skorch: ``interrupted_`` is set and the
+        ``KeyboardInterrupt`` propagates, so a script or a sweep stops and
+        never takes the cut-short run for a finished one.
+        """
+        self.interrupted_ = False
+        self.notify("on_train_begin", X=X, y=y)
+        with InterruptWatch() as watch:
+            try:
+                self.fit_loop(X, y, _routing_method=routing_method, **fit_params)
+            except StopTraining:
+                pass
+            except KeyboardInterrupt:
+                if watch.interrupted:
+                    self.interrupted_ = True
+                    raise
+        self.notify("on_train_end", X=X, y=y)
+        return self
 
     def get_iterator(self, dataset, training=False):
         """Build ``iterator_train`` / ``iterator_valid`` on ``dataset``.
@@ -584,7 +654,42 @@ class _NeuralNetMixin:
                 and y_true.device == y_pred.device
                 and not isinstance(self.criterion_, nn.NLLLoss)):
             return self.criterion_(y_pred, y_true)
+        if isinstance(self.criterion_, nn.NLLLoss) and isinstance(y_pred, torch.Tensor):
+            if self._nll_takes_log_probabilities(y_pred):
+                return self.criterion_(y_pred, y_true.to(y_pred.device))
         return super().get_loss(y_pred, y_true, *args, **kwargs)
+
+    def _nll_takes_log_probabilities(self, y_pred):
+        """Whether the module feeds ``NLLLoss`` log-probabilities (PyTorch) or probabilities (skorch).
+
+        Decided on the first batch and kept: log-probabilities are all <= 0,
+        probabilities all >= 0; anything else is raw scores, for which
+        ``NLLLoss`` is the wrong criterion.
+        """
+        known = self.__dict__.get("_nll_log_input_")
+        if known is not None:
+            return known
+        out = y_pred.detach()
+        if bool((out <= 0).all()):
+            known = True
+        elif bool((out >= 0).all()):
+            known = False
+        else:
+            raise ValueError(
+                f"{type(self).__name__}: criterion=NLLLoss needs a module that outputs "
+                "log-probabilities (end it with nn.LogSoftmax(dim=1)) or probabilities "
+                "(nn.Softmax(dim=1)), but its outputs have both signs (raw scores). Use "
+                "criterion=nn.CrossEntropyLoss for a module that outputs logits.")
+        self.__dict__["_nll_log_input_"] = known
+        return known
+
+    def _get_predict_nonlinearity(self):
+        nonlin = super()._get_predict_nonlinearity()
+        if (self.predict_nonlinearity == "auto"
+                and isinstance(getattr(self, "criterion_", None), nn.NLLLoss)
+                and self.__dict__.get("_nll_log_input_")):
+            return torch.exp  # log-probabilities -> probabilities
+        return nonlin
 
     def train_step(self, batch, **fit_params):
         """One optimizer step (skorch's, without rebuilding the parameter list per step)."""
@@ -656,10 +761,8 @@ class _NeuralNetMixin:
                         step_fn=self.validation_step, **forward_params)
                 self.notify("on_epoch_end", **on_epoch_kwargs)
                 if diverged:
-                    epoch = self.history[-1]["epoch"]
                     warnings.warn(
-                        f"{type(self).__name__}: the training loss became "
-                        f"{self.history[-1]['train_loss']} in epoch {epoch}; training "
+                        f"{type(self).__name__}: {self.divergence_reason_}; training "
                         "stopped (diverged_ is True). Lower lr or rescale the targets.",
                         DivergenceWarning,
                         stacklevel=2,
@@ -696,6 +799,7 @@ class _NeuralNetMixin:
         loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
         total, n_samples, n_batches, labels = 0.0, 0, 0, []
         diverged = False
+        limit = self._divergence_limit() if training else math.inf
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
@@ -711,8 +815,12 @@ class _NeuralNetMixin:
             total += loss * size
             n_samples += size
             n_batches += 1
-            if training and not math.isfinite(loss):
+            if training and self.initial_loss_ is None and math.isfinite(loss):
+                self.initial_loss_ = loss  # the first batch, at the initial weights
+                limit = self._divergence_limit()
+            if training and not (math.isfinite(loss) and loss <= limit):
                 diverged = True
+                self.divergence_reason_ = self._divergence_message(loss, row["epoch"])
                 break
         if n_samples:
             self._record_score(row, loss_key, total / n_samples, lower_is_better=True)
@@ -728,6 +836,20 @@ class _NeuralNetMixin:
             if diverged:
                 self.diverged_ = True
         return diverged
+
+    def _divergence_limit(self):
+        """The largest training batch loss that does not count as diverged."""
+        factor, start = self.divergence_factor, self.initial_loss_
+        if factor is None or start is None or start <= 0:
+            return math.inf  # only a non-finite loss diverges
+        return factor * start
+
+    def _divergence_message(self, loss, epoch):
+        if not math.isfinite(loss):
+            return f"the training loss became {loss} in epoch {epoch}"
+        return (f"the training loss reached {loss:.4g} in epoch {epoch}, over "
+                f"divergence_factor={self.divergence_factor:g} times the starting loss "
+                f"{self.initial_loss_:.4g}")
 
     def _record_score(self, row, key, value, lower_is_better):
         best = self.__dict__.setdefault("_best_scores_", {})
@@ -789,6 +911,14 @@ _SHARED_DOC = """
     random_state : int, RandomState or None, default=None
         Seeds module initialisation and batch shuffling; the same value
         gives identical numbers on CPU.
+    divergence_factor : float > 1 or None, default=1e4
+        Training counts as diverged, and stops with a
+        :class:`DivergenceWarning` and ``diverged_`` set, when a training
+        batch loss is NaN or infinite, or above ``divergence_factor`` times
+        the starting loss (``initial_loss_``: the first training batch's
+        loss, at the initial weights).  None: only a non-finite loss
+        counts.  Studies leave diverged runs out of their results and list
+        them in ``diverged_``.
     **kwargs
         skorch's routed arguments: ``module__hidden``, ``optimizer__momentum``,
         ``callbacks__<name>__<arg>``, ``iterator_train__shuffle``, ...
@@ -822,7 +952,18 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
         over the epoch's batches), ``train_batch_count``, ``dur``,
         ``diverged`` (and ``valid_*`` with a ``train_split``).
     diverged_ : bool
-        Whether the training loss became NaN/inf (training then stopped).
+        Whether the training diverged (see ``divergence_factor``); training
+        then stopped, and ``divergence_reason_`` says when and how.
+    initial_loss_ : float or None
+        The loss of the first training batch, at the initial weights.
+    interrupted_ : bool
+        Whether the last fit was stopped by Ctrl-C (SIGINT).  Unlike
+        skorch, the ``KeyboardInterrupt`` is not swallowed: it propagates
+        out of ``fit`` (so scripts and sweeps stop), and the net keeps the
+        weights and history of the epochs it did train.  A
+        ``KeyboardInterrupt`` raised by a callback (skorch's
+        ``EarlyStopping``), or :class:`~hw1sk.interrupts.StopTraining`,
+        ends training normally.
 
     See Also
     --------
@@ -845,7 +986,7 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
                  iterator_train=TensorBatchIterator, iterator_valid=TensorBatchIterator,
                  dataset=Dataset, train_split=None, callbacks=None,
                  predict_nonlinearity="auto", warm_start=False, verbose=0, device="cpu",
-                 classes=None, random_state=None, **kwargs):
+                 classes=None, random_state=None, divergence_factor=1e4, **kwargs):
         super().__init__(
             module, criterion=criterion, optimizer=optimizer, lr=lr, max_epochs=max_epochs,
             batch_size=batch_size, iterator_train=iterator_train,
@@ -855,6 +996,7 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
             **kwargs,
         )
         self.random_state = random_state
+        self.divergence_factor = divergence_factor
 
     def _n_module_outputs(self):
         try:
@@ -957,7 +1099,18 @@ class NeuralRegressor(_NeuralNetMixin, NeuralNetRegressor):
         columns ``epoch``, ``train_loss``, ``train_batch_count``, ``dur``,
         ``diverged`` (and ``valid_loss`` with a ``train_split``).
     diverged_ : bool
-        Whether the training loss became NaN/inf (training then stopped).
+        Whether the training diverged (see ``divergence_factor``); training
+        then stopped, and ``divergence_reason_`` says when and how.
+    initial_loss_ : float or None
+        The loss of the first training batch, at the initial weights.
+    interrupted_ : bool
+        Whether the last fit was stopped by Ctrl-C (SIGINT).  Unlike
+        skorch, the ``KeyboardInterrupt`` is not swallowed: it propagates
+        out of ``fit`` (so scripts and sweeps stop), and the net keeps the
+        weights and history of the epochs it did train.  A
+        ``KeyboardInterrupt`` raised by a callback (skorch's
+        ``EarlyStopping``), or :class:`~hw1sk.interrupts.StopTraining`,
+        ends training normally.
 
     See Also
     --------
@@ -980,7 +1133,7 @@ class NeuralRegressor(_NeuralNetMixin, NeuralNetRegressor):
                  iterator_train=TensorBatchIterator, iterator_valid=TensorBatchIterator,
                  dataset=Dataset, train_split=None, callbacks=None,
                  predict_nonlinearity="auto", warm_start=False, verbose=0, device="cpu",
-                 random_state=None, **kwargs):
+                 random_state=None, divergence_factor=1e4, **kwargs):
         super().__init__(
             module, criterion=criterion, optimizer=optimizer, lr=lr, max_epochs=max_epochs,
             batch_size=batch_size, iterator_train=iterator_train,
@@ -989,6 +1142,7 @@ class NeuralRegressor(_NeuralNetMixin, NeuralNetRegressor):
             warm_start=warm_start, verbose=verbose, device=device, **kwargs,
         )
         self.random_state = random_state
+        self.divergence_factor = divergence_factor
 
     def _n_module_outputs(self):
         return getattr(self, "n_outputs_", None)

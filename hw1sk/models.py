@@ -298,6 +298,14 @@ class CNN(nn.Module):
 
     def forward(self, X):
         if X.ndim != 4:  # flattened (n, C*H*W) or grey (n, H, W) images; reshape copes with strides
+            expected = self.in_channels * self.image_size ** 2
+            if X[0].numel() != expected:
+                raise ValueError(
+                    f"CNN(in_channels={self.in_channels}, image_size={self.image_size}) takes "
+                    f"images of {expected} values, got samples of shape {tuple(X.shape[1:])}. "
+                    "Pass images shaped (n, C, H, W) (or flattened C*H*W with matching "
+                    "module__in_channels / module__image_size), or use an MLP for data "
+                    "that are not images.")
             X = X.reshape(X.shape[0], self.in_channels, self.image_size, self.image_size)
         return self.head(self.features(X))
 

@@ -382,7 +382,9 @@ def test_divergence_stops_training_and_is_recorded(wave):
     frame = reg.history_
     assert len(frame) < 100
     assert frame["diverged"].iloc[-1] and not frame["diverged"].iloc[:-1].any()
-    assert not np.isfinite(frame["train_loss"].iloc[-1])
+    last = frame["train_loss"].iloc[-1]
+    assert not np.isfinite(last) or last > reg.divergence_factor * reg.initial_loss_
+    assert "starting loss" in reg.divergence_reason_ or "became" in reg.divergence_reason_
     assert len(reg.callbacks[0].grad_norms_) == len(frame)
     healthy = NeuralRegressor(module__hidden=(8,), max_epochs=3, random_state=0).fit(X, y)
     assert healthy.diverged_ is False
@@ -507,3 +509,96 @@ def test_estimator_trains_on_the_seeded_permutations(wave):
         expected += [targets[perm[i:i + 20]] for i in range(0, len(y), 20)]
     assert len(recorder.batches_) == len(expected) == 8
     assert all(torch.equal(a, b) for a, b in zip(recorder.batches_, expected))
+
+
+# ------------------------------------------------------- parameter checks at fit
+@pytest.mark.parametrize("name, value", [
+    ("batch_size", 0), ("batch_size", -5), ("batch_size", 2.5), ("batch_size", True),
+    ("max_epochs", 0), ("max_epochs", -3), ("max_epochs", 1.5), ("lr", -1e-3),
+    ("divergence_factor", 0.5), ("device", "tpu"), ("device", 3),
+])
+def test_bad_training_parameters_fail_at_fit_naming_the_parameter(blobs, name, value):
+    X, y = blobs
+    clf = NeuralClassifier(module__hidden=(4,), max_epochs=2).set_params(**{name: value})
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of NeuralClassifier"):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of NeuralClassifier"):
+        clf.partial_fit(X, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is there")
+def test_cuda_without_cuda_is_a_clear_error(wave):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        NeuralRegressor(device="cuda", max_epochs=1).fit(*wave)
+
+
+# ------------------------------------------------------------ divergence rule
+def test_a_finite_but_exploding_loss_counts_as_diverged(blobs):
+    X, y = blobs
+    kw = dict(module__hidden=(16,), lr=1e6, max_epochs=30, batch_size=16, random_state=0)
+    with pytest.warns(DivergenceWarning, match="times the starting loss"):
+        clf = NeuralClassifier(**kw).fit(X, y)
+    assert clf.diverged_ and len(clf.history_) < 30
+    assert clf.history_["train_loss"].iloc[-1] < np.inf  # finite: only the rule caught it
+    off = NeuralClassifier(**kw, divergence_factor=None).fit(X, y)
+    assert not off.diverged_ and len(off.history_) == 30
+
+
+def test_the_starting_loss_is_the_first_batch_loss(wave):
+    X, y = wave
+    reg = NeuralRegressor(module__hidden=(4,), batch_size=-1, max_epochs=3, random_state=0).fit(X, y)
+    assert reg.initial_loss_ == pytest.approx(reg.history[0]["batches"][0]["train_loss"])
+    assert not reg.diverged_
+
+
+def test_a_study_lists_a_run_that_exploded(wave):
+    from hw1sk.studies._base import train_run
+    from hw1sk.sweep import RunDiverged
+
+    X, y = wave
+    est = NeuralRegressor(module__hidden=(16,), lr=1e6, max_epochs=50, batch_size=8,
+                          divergence_factor=10.0)
+    with pytest.warns(DivergenceWarning), pytest.raises(RunDiverged, match="starting loss"):
+        train_run(est, X, 10 * y, seed=0)
+
+
+# ----------------------------------------------------- NLLLoss and LogSoftmax
+def _log_softmax_mlp(n_in=4, n_out=3):
+    return torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, n_out), torch.nn.LogSoftmax(dim=1))
+
+
+def test_log_softmax_module_with_nll_loss_trains_like_cross_entropy(blobs):
+    X, y = blobs
+    kw = dict(max_epochs=20, batch_size=-1, lr=1e-2, random_state=0)
+    nll = NeuralClassifier(module=_log_softmax_mlp, criterion=torch.nn.NLLLoss, **kw).fit(X, y)
+    assert np.isfinite(nll.history_["train_loss"]).all() and not nll.diverged_
+    assert nll.history_["train_loss"].iloc[-1] < nll.history_["train_loss"].iloc[0]
+    proba = nll.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    with torch.no_grad():
+        log_p = nll.module_(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(proba, np.exp(log_p), rtol=1e-5)
+    hand = -log_p[np.arange(len(y)), y].mean()  # the loss it reports is the NLL of log p
+    last = nll.get_loss(torch.as_tensor(log_p), torch.as_tensor(y)).item()
+    assert last == pytest.approx(hand, rel=1e-6)
+
+
+def test_nll_loss_on_raw_scores_stops_at_once(blobs):
+    X, y = blobs
+    clf = NeuralClassifier(module__hidden=(8,), criterion=torch.nn.NLLLoss, max_epochs=3)
+    with pytest.raises(ValueError, match="LogSoftmax"):
+        clf.fit(X, y)
+
+
+def test_nll_loss_on_probabilities_keeps_skorchs_convention(blobs):
+    X, y = blobs
+
+    def softmax_mlp(n_in=4, n_out=3):
+        return torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.Tanh(),
+                                   torch.nn.Linear(8, n_out), torch.nn.Softmax(dim=1))
+
+    clf = NeuralClassifier(module=softmax_mlp, criterion=torch.nn.NLLLoss, max_epochs=10,
+                           batch_size=-1, lr=1e-2, random_state=0).fit(X, y)
+    assert np.isfinite(clf.history_["train_loss"]).all()
+    np.testing.assert_allclose(clf.predict_proba(X).sum(1), 1.0, rtol=1e-5)

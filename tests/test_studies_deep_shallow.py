@@ -256,7 +256,7 @@ def test_diverged_runs_are_recorded_and_left_out():
         warnings.simplefilter("ignore", RuntimeWarning)
         study.fit(X, y)
     assert study.diverged_[["model", "restart"]].values.tolist() == [["exploding", 0]]
-    assert "non-finite" in study.diverged_["message"].iloc[0]
+    assert "starting loss" in study.diverged_["message"].iloc[0]
     for frame in (study.results_, study.summary_, study.predictions_):
         assert set(frame["model"]) == {"ok"}
 
@@ -382,3 +382,24 @@ def test_bad_data_raise():
         study.fit(X, (X[:, 0] > 0).astype(int), X, np.full(10, 7))
     with pytest.raises(ValueError, match="n_grid must be"):
         study.fit_functions(n_grid=1)
+
+
+# ------------------------------------------------------ non-image classification
+def test_default_models_on_non_image_data_are_the_mlps_with_a_warning():
+    rng = np.random.RandomState(0)
+    X = rng.randn(80, 10).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    study = DeepShallowStudy(n_params=300, depths=(1, 2), max_epochs=2, backend="sequential",
+                             random_state=0)
+    with pytest.warns(UserWarning, match="not images"):
+        study.fit(X, y)
+    assert set(study.summary_["model"]) == {"MLP-1", "MLP-2"}
+
+
+def test_a_cnn_on_non_image_data_says_what_to_change():
+    from hw1sk.estimators import NeuralClassifier
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(20, 10).astype(np.float32), rng.randint(0, 2, 20)
+    with pytest.raises(ValueError, match="takes images of"):
+        NeuralClassifier(module="cnn", max_epochs=1).fit(X, y)

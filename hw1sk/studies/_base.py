@@ -74,7 +74,8 @@ def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
     history = est.history_
     if getattr(est, "diverged_", False):
         raise RunDiverged(
-            f"training loss became non-finite at epoch {len(history)}",
+            getattr(est, "divergence_reason_", None)
+            or f"training loss became non-finite at epoch {len(history)}",
             info={"history": history},
         )
     run = {
@@ -136,7 +137,8 @@ class Study(BaseEstimator):
         if diverged:
             warnings.warn(
                 f"{type(self).__name__}: {len(diverged)} of {len(tasks)} runs diverged "
-                "(non-finite loss); they are listed in diverged_ and left out of the results.",
+                "(non-finite loss, or far above the starting loss: see the estimator's "
+                "divergence_factor); they are listed in diverged_ and left out of the results.",
                 RuntimeWarning,
                 stacklevel=3,
             )

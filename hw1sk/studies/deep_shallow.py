@@ -24,6 +24,8 @@ from sklearn.utils.validation import check_array, check_consistent_length
 from skorch.callbacks import EarlyStopping
 from torch import nn
 
+from ..estimators import NeuralClassifier, NeuralRegressor
+from ..interrupts import StopTraining
 from ..parameters import count_params
 from ..seeding import spawn_seeds
 from ._base import Study, describe_value, train_run, with_callbacks
@@ -102,7 +104,9 @@ class PlateauStopping(EarlyStopping):
             if net.verbose:
                 self._sink(f"Stopping since {self.monitor} has not improved in the last "
                            f"{self.patience} epochs.", verbose=net.verbose)
-            raise KeyboardInterrupt  # skorch's way of ending fit early
+            if isinstance(net, (NeuralClassifier, NeuralRegressor)):
+                raise StopTraining  # ours: never mistaken for the user's Ctrl-C
+            raise KeyboardInterrupt  # a plain skorch net knows no other way to stop early
 
 
 def cnn_for_budget_flat(n_params=8000, depth=1, in_channels=1, image_size=28, n_out=10,
@@ -214,6 +218,19 @@ def default_models(task, n_params=None, depths=None):
     return {f"{family}-{d}": {"module": zoo, "module__n_params": int(n_params),
                               "module__depth": int(d)}
             for family, zoo in families.items() for d in depths}
+
+
+def _holds_images(X):
+    """Whether the samples of ``X`` are images the default CNNs take.
+
+    ``(H, W)`` or ``(C, H, W)`` samples with square ``H == W``, or flat
+    samples of ``H * H`` (grey) values, like flattened MNIST.
+    """
+    shape = X.shape[1:]
+    if len(shape) == 1:
+        side = int(round(np.sqrt(shape[0])))
+        return shape[0] > 1 and side * side == shape[0]
+    return len(shape) in (2, 3) and shape[-1] == shape[-2]
 
 
 def _as_1d(y, name):
@@ -409,7 +426,8 @@ class DeepShallowStudy(Study):
     settings_ : dict
         Human-readable settings for the report.
     diverged_ : pandas.DataFrame
-        Runs whose loss became non-finite (left out of everything else).
+        Runs that diverged (a non-finite loss, or one far above the starting loss:
+        see the estimator's ``divergence_factor``), left out of everything else.
 
     See Also
     --------
@@ -589,8 +607,6 @@ class DeepShallowStudy(Study):
                              f"or None, got {type(self.estimator).__name__}.")
 
     def _template(self, task):
-        from ..estimators import NeuralClassifier, NeuralRegressor
-
         defaults = _TASK_DEFAULTS[task]
         if self.estimator is None:
             cls = NeuralRegressor if task == "regression" else NeuralClassifier
@@ -616,7 +632,7 @@ class DeepShallowStudy(Study):
         else:
             datasets = {name: tuple(None if a is None else a.astype(np.float32, copy=False)
                                     for a in data) for name, data in datasets.items()}
-        models = (default_models(task, self.n_params, self.depths)
+        models = (self._default_models(task, datasets)
                   if self.models is None else dict(self.models))
         template = self._template(task)
         estimators = {str(name): _model_estimator(template, spec, name)
@@ -714,6 +730,19 @@ class DeepShallowStudy(Study):
                 f"DeepShallowStudy: the models' parameter counts differ by {spread:.1%} "
                 f"(more than {limit:.0%}): {self.n_params_}.",
                 UserWarning, stacklevel=3)
+
+    def _default_models(self, task, datasets):
+        """:func:`default_models`, less the CNNs when the inputs are not images."""
+        models = default_models(task, self.n_params, self.depths)
+        flat = [name for name, data in datasets.items() if not _holds_images(data[0])]
+        if task == "classification" and flat:
+            models = {k: v for k, v in models.items() if not k.startswith("CNN")}
+            warnings.warn(
+                f"DeepShallowStudy: the inputs of {flat} are not images (samples of shape "
+                f"{tuple(datasets[flat[0]][0].shape[1:])}), so the default models are the "
+                "MLPs only; pass models= to compare other families.", UserWarning,
+                stacklevel=3)
+        return models
 
     def _settings(self, task, template, estimators, datasets, summary, seeds):
         archs = summary.drop_duplicates("model").set_index("model")
