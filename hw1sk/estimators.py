@@ -925,6 +925,25 @@ _SHARED_DOC = """
 """
 
 
+_STATE_DOC = """\
+    diverged_ : bool
+        Whether the training diverged (see ``divergence_factor``); training
+        then stopped.
+    divergence_reason_ : str or None
+        When and how it diverged (the loss, the epoch, the rule).
+    initial_loss_ : float or None
+        The loss of the first training batch, at the initial weights.
+    interrupted_ : bool
+        Whether the last fit was stopped by Ctrl-C (SIGINT).  Unlike
+        skorch, the ``KeyboardInterrupt`` is not swallowed: it propagates
+        out of ``fit`` (so scripts and sweeps stop), and the net keeps the
+        weights and history of the epochs it did train.  A
+        ``KeyboardInterrupt`` raised by a callback (skorch's
+        ``EarlyStopping``), or :class:`~hw1sk.interrupts.StopTraining`,
+        ends training normally.
+"""
+
+
 class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
     __doc__ = """Neural-network classifier (skorch) trained on cross-entropy of logits.
 
@@ -951,20 +970,7 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
         columns ``epoch``, ``train_loss``, ``train_acc`` (running accuracy
         over the epoch's batches), ``train_batch_count``, ``dur``,
         ``diverged`` (and ``valid_*`` with a ``train_split``).
-    diverged_ : bool
-        Whether the training diverged (see ``divergence_factor``); training
-        then stopped, and ``divergence_reason_`` says when and how.
-    initial_loss_ : float or None
-        The loss of the first training batch, at the initial weights.
-    interrupted_ : bool
-        Whether the last fit was stopped by Ctrl-C (SIGINT).  Unlike
-        skorch, the ``KeyboardInterrupt`` is not swallowed: it propagates
-        out of ``fit`` (so scripts and sweeps stop), and the net keeps the
-        weights and history of the epochs it did train.  A
-        ``KeyboardInterrupt`` raised by a callback (skorch's
-        ``EarlyStopping``), or :class:`~hw1sk.interrupts.StopTraining`,
-        ends training normally.
-
+""" + _STATE_DOC + """
     See Also
     --------
     NeuralRegressor
@@ -1098,20 +1104,7 @@ class NeuralRegressor(_NeuralNetMixin, NeuralNetRegressor):
         The raw training log; ``history_`` is the same as a DataFrame with
         columns ``epoch``, ``train_loss``, ``train_batch_count``, ``dur``,
         ``diverged`` (and ``valid_loss`` with a ``train_split``).
-    diverged_ : bool
-        Whether the training diverged (see ``divergence_factor``); training
-        then stopped, and ``divergence_reason_`` says when and how.
-    initial_loss_ : float or None
-        The loss of the first training batch, at the initial weights.
-    interrupted_ : bool
-        Whether the last fit was stopped by Ctrl-C (SIGINT).  Unlike
-        skorch, the ``KeyboardInterrupt`` is not swallowed: it propagates
-        out of ``fit`` (so scripts and sweeps stop), and the net keeps the
-        weights and history of the epochs it did train.  A
-        ``KeyboardInterrupt`` raised by a callback (skorch's
-        ``EarlyStopping``), or :class:`~hw1sk.interrupts.StopTraining`,
-        ends training normally.
-
+""" + _STATE_DOC + """
     See Also
     --------
     NeuralClassifier
