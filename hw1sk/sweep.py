@@ -14,6 +14,7 @@ import os
 import pickle
 import sys
 import tempfile
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,17 @@ from typing import Any
 import joblib
 from joblib.hashing import NumpyHasher
 
-__all__ = ["run_sweep", "start_local_cluster", "RunDiverged", "DivergedRun", "BACKENDS"]
+from .cache_signing import CacheWarning, UntrustedCacheFile, load_signer, secret_path
+
+__all__ = [
+    "run_sweep",
+    "start_local_cluster",
+    "read_cache_file",
+    "RunDiverged",
+    "DivergedRun",
+    "CacheWarning",
+    "BACKENDS",
+]
 
 #: Backends accepted by :func:`run_sweep`.
 BACKENDS = ("loky", "threading", "sequential", "dask")
@@ -184,28 +195,85 @@ def _cache_key(func, task):
     return _hash((_func_name(func), task))
 
 
-def _load_cached(path):
-    """The cached result at ``path``, or ``None`` if missing or unreadable."""
+def _load_cached(path, key, signer):
+    """The payload cached at ``path`` for task ``key``, or ``None`` if there is none.
+
+    The file is unpickled only after ``signer`` has checked that it was
+    written, whole and unchanged, for this very key by this user's hw1sk.
+
+    Raises
+    ------
+    UntrustedCacheFile
+        If the file exists but must not be loaded (the message says why).
+    """
     try:
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
-    except FileNotFoundError:
+        blob = Path(path).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # not computed, or no cache folder
         return None
-    except Exception:  # truncated or garbage file: treat as not computed
-        return None
+    except OSError as exc:
+        raise UntrustedCacheFile(f"could not be read ({exc})") from None
+    data = signer.verify(blob, key)
+    try:
+        payload = pickle.loads(data)
+    except Exception as exc:  # signed by us, but e.g. a class it needs was renamed
+        raise UntrustedCacheFile(
+            f"is signed but could not be unpickled ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(payload, dict) or "result" not in payload:
-        return None
+        raise UntrustedCacheFile("holds no result")
     return payload
 
 
-def _write_atomic(path, payload):
-    """Write ``payload`` so that ``path`` is either absent or complete, never partial."""
+def read_cache_file(path):
+    """Read back one file of a :func:`run_sweep` cache, after checking its signature.
+
+    Use it to inspect a cache: the file's name is the key of its task, and it
+    is unpickled only if it was written for that key by this user's hw1sk
+    (see :doc:`/user_guide/cache`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``<cache_dir>/<module.qualname>/<key>.pkl`` file.
+
+    Returns
+    -------
+    payload : dict
+        With keys ``"func"`` (the run function's name), ``"task"`` (its
+        keyword arguments) and ``"result"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file must not be trusted; the message says why.
+    """
+    path = Path(path)
+    try:
+        payload = _load_cached(path, path.stem, load_signer())
+    except UntrustedCacheFile as exc:
+        raise ValueError(f"The cache file {path} {exc}.") from None
+    if payload is None:
+        raise FileNotFoundError(f"No cache file at {path}.")
+    return payload
+
+
+def _write_cached(path, key, payload, signer):
+    """Write ``payload``, pickled and signed for task ``key``, atomically to ``path``."""
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_atomic(path, (signer.header(key, data), data))
+
+
+def _write_atomic(path, chunks):
+    """Write the bytes ``chunks`` so that ``path`` is absent or complete, never partial."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -224,6 +292,80 @@ def _write_atomic(path, payload):
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _open_cache(func, tasks, cache_dir):
+    """``(path, key, signer)`` of every task, or ``None`` each if nothing can be signed."""
+    try:
+        signer = load_signer()
+    except OSError as exc:
+        warnings.warn(
+            f"The cache secret {secret_path()} can be neither read nor created ({exc}), "
+            f"so cache_dir={str(cache_dir)!r} is not used: every run is computed and "
+            "nothing is cached. Set HW1SK_CONFIG_DIR to a writable folder to use it.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        return [None] * len(tasks)
+    folder = Path(cache_dir) / _func_name(func)
+    keys = [_cache_key(func, task) for task in tasks]
+    return [(folder / f"{key}.pkl", key, signer) for key in keys]
+
+
+def _read_cache(caches, results, retry_diverged, on_diverged):
+    """Fill ``results`` from the trusted cache files; return the indices to run.
+
+    Files that exist but are not trusted are recomputed (and overwritten),
+    with one :class:`CacheWarning` for the whole sweep that names them.
+    """
+    pending, untrusted = [], []
+    for i, cache in enumerate(caches):
+        try:
+            payload = None if cache is None else _load_cached(*cache)
+        except UntrustedCacheFile as exc:
+            untrusted.append(f"{cache[0]} {exc}")
+            payload = None
+        if payload is None or (
+            retry_diverged and isinstance(payload["result"], DivergedRun)
+        ):
+            pending.append(i)
+            continue
+        if on_diverged == "raise" and isinstance(payload["result"], DivergedRun):
+            raise RunDiverged(payload["result"].message, payload["result"].info)
+        results[i] = payload["result"]
+    if untrusted:
+        shown = "; ".join(f"the cache file {line}" for line in untrusted[:5])
+        more = f"; and {len(untrusted) - 5} more" if len(untrusted) > 5 else ""
+        warnings.warn(
+            f"{len(untrusted)} cache file(s) cannot be trusted and are not loaded: "
+            f"{shown}{more}. Their runs are recomputed and the files overwritten.",
+            CacheWarning,
+            stacklevel=3,
+        )
+    return pending
+
+
+def _collect(finished, results, caches, bar):
+    """Store the ``(index, result, write error)`` of ``finished`` runs in ``results``.
+
+    The first failed cache write issues one :class:`CacheWarning`; the sweep
+    goes on and every result is returned all the same.
+    """
+    warned = False
+    for i, result, write_error in finished:
+        results[i] = result
+        bar.update(1)
+        if write_error is not None and not warned:
+            warned = True
+            warnings.warn(
+                f"Could not write the cache file {caches[i][0]} ({write_error}). "
+                "The sweep goes on and returns every result, but runs whose file "
+                "could not be written are not cached and an interrupted sweep will "
+                "recompute them; check that cache_dir is a writable folder with "
+                "free space.",
+                CacheWarning,
+                stacklevel=3,
+            )
 
 
 # ------------------------------------------------------------ thread pinning
@@ -250,8 +392,14 @@ def _pinned_threads(n_threads):
 # ------------------------------------------------------------------- worker
 
 
-def _run_one(index, func, task, n_threads, cache_path, on_diverged):
-    """Run one task (in whatever process the backend chose) and cache its result."""
+def _run_one(index, func, task, n_threads, cache, on_diverged):
+    """Run one task (in whatever process the backend chose) and cache its result.
+
+    ``cache`` is ``None`` or the ``(path, key, signer)`` of the task.  Returns
+    ``(index, result, write_error)``: a failed cache write (full disk,
+    read-only folder) does not fail the task, its message goes back to the
+    calling process, which warns once per sweep.
+    """
     with _pinned_threads(n_threads):
         try:
             result = func(**task)
@@ -259,11 +407,15 @@ def _run_one(index, func, task, n_threads, cache_path, on_diverged):
             if on_diverged == "raise":
                 raise
             result = DivergedRun(task=dict(task), message=exc.message, info=exc.info)
-    if cache_path is not None:
-        _write_atomic(
-            cache_path, {"func": _func_name(func), "task": task, "result": result}
-        )
-    return index, result
+    write_error = None
+    if cache is not None:
+        path, key, signer = cache
+        payload = {"func": _func_name(func), "task": task, "result": result}
+        try:
+            _write_cached(path, key, payload, signer)
+        except OSError as exc:
+            write_error = str(exc)
+    return index, result, write_error
 
 
 # ----------------------------------------------------------------- backends
@@ -419,9 +571,17 @@ def run_sweep(
         joblib.hash((func name, task))`` (torch tensors, generators,
         optimizers and skorch nets in the task are hashed by their
         content, so a task that holds a module or a fitted estimator gets
-        the same key in every process); the file also holds the task.
-        Tasks whose file exists are loaded instead of rerun, so a killed
-        sweep resumes where it stopped.  Unreadable files are recomputed.
+        the same key in every process); the file also holds the task
+        (read it with :func:`read_cache_file`).  Tasks whose file exists
+        are loaded instead of rerun, so a killed sweep resumes where it
+        stopped.  Files are signed: a file is unpickled only if it records
+        this task's key and an HMAC-SHA256 made with this user's secret
+        (``~/.config/hw1sk/cache_secret``, see
+        :doc:`/user_guide/cache`); any other file (copied from another
+        task, changed, truncated, crafted, written by an older hw1sk) is
+        recomputed and overwritten.  If a file cannot be written (full
+        disk, read-only folder, ``cache_dir`` a file), the sweep goes on
+        and returns every result uncached.
     threads_per_worker : int, optional
         Torch/BLAS/OpenMP threads per worker.  Defaults to
         ``max(1, cpu_count // n_jobs)`` (``cpu_count`` for ``"sequential"``,
@@ -452,9 +612,18 @@ def run_sweep(
     RunDiverged
         With ``on_diverged="raise"``, from the first diverged run.
 
+    Warns
+    -----
+    CacheWarning
+        Once per sweep if cache files exist that cannot be trusted (naming
+        them and why; they are recomputed), once if a cache file cannot be
+        written, and if the cache secret is not private (it is replaced) or
+        cannot be created (nothing is cached).
+
     See Also
     --------
     start_local_cluster : a dask cluster to share between sweeps.
+    read_cache_file : inspect one file of the cache.
     hw1sk.seeding.spawn_seeds : independent seeds for the tasks of a sweep.
 
     Notes
@@ -498,23 +667,10 @@ def run_sweep(
     n_threads = int(threads_per_worker)
 
     results = [None] * len(tasks)
-    paths = [None] * len(tasks)
-    pending = []
+    caches = [None] * len(tasks)
     if cache_dir is not None:
-        folder = Path(cache_dir) / _func_name(func)
-        for i, task in enumerate(tasks):
-            paths[i] = folder / f"{_cache_key(func, task)}.pkl"
-            payload = _load_cached(paths[i])
-            if payload is None or (
-                retry_diverged and isinstance(payload["result"], DivergedRun)
-            ):
-                pending.append(i)
-                continue
-            if on_diverged == "raise" and isinstance(payload["result"], DivergedRun):
-                raise RunDiverged(payload["result"].message, payload["result"].info)
-            results[i] = payload["result"]
-    else:
-        pending = list(range(len(tasks)))
+        caches = _open_cache(func, tasks, cache_dir)
+    pending = _read_cache(caches, results, retry_diverged, on_diverged)
 
     from tqdm.auto import tqdm
 
@@ -530,22 +686,18 @@ def run_sweep(
             return results
         if backend in ("sequential", "threading"):
             # one in-process pin (restored at the end); per-task pinning would race
-            calls = [(i, func, tasks[i], None, paths[i], on_diverged) for i in pending]
+            calls = [(i, func, tasks[i], None, caches[i], on_diverged) for i in pending]
             with _pinned_threads(n_threads):
                 if backend == "sequential":
                     finished = (_run_one(*args) for args in calls)
                 else:
                     finished = _run_joblib(calls, "threading", n_jobs, None)
-                for i, result in finished:
-                    results[i] = result
-                    bar.update(1)
+                _collect(finished, results, caches, bar)
             return results
-        calls = [(i, func, tasks[i], n_threads, paths[i], on_diverged) for i in pending]
+        calls = [(i, func, tasks[i], n_threads, caches[i], on_diverged) for i in pending]
         if backend == "loky":
             finished = _run_joblib(calls, "loky", n_jobs, n_threads)
         else:
             finished = _run_dask(calls, scheduler, n_jobs, n_threads)
-        for i, result in finished:
-            results[i] = result
-            bar.update(1)
+        _collect(finished, results, caches, bar)
     return results

@@ -1,14 +1,17 @@
 """Tests for hw1sk.sweep: order, backend equivalence, cache/resume, divergence, validation."""
 
+import errno
 import functools
 import os
 import pickle
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import joblib
@@ -16,14 +19,30 @@ import numpy as np
 import pytest
 import torch
 
+from hw1sk.cache_signing import CacheSigner, config_dir, secret_path
 from hw1sk.models import MLP
 from hw1sk.parameters import flatten_parameters
 from hw1sk.seeding import seed_everything, torch_generator
-from hw1sk.sweep import DivergedRun, RunDiverged, run_sweep, start_local_cluster
+from hw1sk.sweep import (
+    CacheWarning,
+    DivergedRun,
+    RunDiverged,
+    read_cache_file,
+    run_sweep,
+    start_local_cluster,
+)
 
 # loky keeps its workers between calls with the same settings, so every loky
 # test uses these to pay the worker start-up once
 LOKY = dict(backend="loky", n_jobs=2, threads_per_worker=1)
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    """A fresh per-test config folder, so the cache secret never touches ~/.config."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv("HW1SK_CONFIG_DIR", str(folder))
+    return folder
 
 
 # -- task functions: module level, so loky and dask workers can import them --
@@ -136,7 +155,7 @@ def test_thread_pinning_in_workers_and_restored_in_process():
     assert got == [(1, "1"), (1, "1")]
 
 
-def test_dask_backend(monkeypatch):
+def test_dask_backend(monkeypatch, tmp_path):
     pytest.importorskip("distributed")
     import hw1sk.sweep
 
@@ -152,6 +171,11 @@ def test_dask_backend(monkeypatch):
         _assert_same_fits(by_address, expected, "dask")
         order = [{"x": x, "delay": 0.05 * (3 - x)} for x in range(4)]
         assert run_sweep(square_after, order, backend="dask", scheduler=cluster) == [0, 1, 4, 9]
+        # the workers sign the cache files with the secret handed to them with the task
+        cached = run_sweep(square_after, order, backend="dask", scheduler=cluster,
+                           cache_dir=tmp_path / "cache")
+        assert cached == [0, 1, 4, 9]
+        assert read_cache_file(_cache_file(tmp_path / "cache", square_after, order[3]))["result"] == 9
         # dask's default would be "1": the worker environment comes from start_local_cluster
         got = run_sweep(thread_settings, [{}], backend="dask", scheduler=cluster, threads_per_worker=2)
         assert got == [(2, "2")]
@@ -184,8 +208,7 @@ def test_cache_second_run_calls_nothing(tmp_path):
     assert second == first == [x * x for x in range(5)]
     assert _calls(markers) == list(range(5))  # no new calls
     # one file per task, at the documented path, holding the task for inspection
-    with open(_cache_file(cache, square_after, tasks[3]), "rb") as f:
-        payload = pickle.load(f)
+    payload = read_cache_file(_cache_file(cache, square_after, tasks[3]))
     assert payload["task"] == tasks[3] and payload["result"] == 9
     assert len(list(_cache_file(cache, square_after, tasks[0]).parent.glob("*.pkl"))) == 5
     # a new task is the only one computed
@@ -238,13 +261,14 @@ def test_truncated_and_temp_files_are_recomputed(tmp_path):
     crashed.unlink()
     Path(str(crashed) + ".tmp").write_bytes(b"garbage")
     Path(str(crashed) + ".abc123.tmp").write_bytes(pickle.dumps({"result": -1})[:10])
-    with pytest.raises((pickle.UnpicklingError, EOFError)):  # really unreadable now
-        pickle.loads(truncated.read_bytes())
+    with pytest.raises(ValueError, match="is truncated"):  # really unreadable now
+        read_cache_file(truncated)
 
-    results = run_sweep(square_after, tasks, backend="sequential", cache_dir=cache)
+    with pytest.warns(CacheWarning, match=f"{truncated} is truncated"):
+        results = run_sweep(square_after, tasks, backend="sequential", cache_dir=cache)
     assert results == [0, 1, 4, 9]
     assert _calls(markers) == [0, 1, 1, 2, 2, 3]
-    assert pickle.loads(truncated.read_bytes())["result"] == 1
+    assert read_cache_file(truncated)["result"] == 1
 
 
 def test_diverged_run_recorded_cached_and_retried(tmp_path):
@@ -350,3 +374,232 @@ def test_cache_keys_of_modules_and_fitted_estimators_are_stable(tmp_path):
     again = run_sweep(count_trainable, pickle.loads(pickle.dumps(tasks)), backend="sequential",
                       cache_dir=cache)
     assert again == results and _calls(markers) == [0]
+
+
+# ------------------------------------------------ cache integrity and failures
+
+
+def seeded_draw(seed, marker_dir=None):
+    """One number that depends on the seed, so a result served for the wrong seed shows."""
+    _mark(marker_dir, seed)
+    return float(np.random.default_rng(seed).random())
+
+
+class _Payload:
+    """What a crafted cache file unpickles to: ``__reduce__`` runs code (creates a file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _cache_warnings(record):
+    return [str(w.message) for w in record if issubclass(w.category, CacheWarning)]
+
+
+def _seeded_sweep(tmp_path, seeds=(0, 1, 2)):
+    markers, cache = tmp_path / "markers", tmp_path / "cache"
+    markers.mkdir(exist_ok=True)
+    tasks = [{"seed": s, "marker_dir": str(markers)} for s in seeds]
+    files = [_cache_file(cache, seeded_draw, t) for t in tasks]
+    return tasks, cache, markers, files
+
+
+def test_cache_file_copied_from_another_task_is_recomputed(tmp_path):
+    tasks, cache, markers, files = _seeded_sweep(tmp_path)
+    expected = [seeded_draw(t["seed"]) for t in tasks]
+    run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    files[2].write_bytes(files[0].read_bytes())  # seed 0's result, filed under seed 2
+    with pytest.warns(CacheWarning) as record:
+        results = run_sweep(seeded_draw, tasks, cache_dir=cache, **LOKY)
+    assert results == expected  # not seed 0's number in seed 2's slot
+    (message,) = _cache_warnings(record)
+    assert f"{files[2]} was written for another task" in message
+    assert _calls(markers) == [0, 1, 2, 2]
+    assert read_cache_file(files[2])["result"] == expected[2]  # overwritten
+
+
+def _flip_bit(blob, key, marker):
+    blob = bytearray(blob)
+    blob[-2] ^= 0x01  # inside the pickled payload
+    return bytes(blob)
+
+
+def _crafted_pickle(blob, key, marker):
+    return pickle.dumps({"func": "x", "task": {}, "result": _Payload(marker)})
+
+
+def _crafted_with_foreign_secret(blob, key, marker):  # a valid header, a forged HMAC
+    data = pickle.dumps({"result": _Payload(marker)})
+    return CacheSigner(b"\0" * 32).header(key, data) + data
+
+
+def _old_format(blob, key, marker):  # what hw1sk wrote before cache files were signed
+    return pickle.dumps({"func": "seeded_draw", "task": {}, "result": -1.0})
+
+
+@pytest.mark.parametrize(
+    "tamper, reason",
+    [
+        (_flip_bit, "does not match its signature"),
+        (_crafted_pickle, "is not a signed hw1sk cache file"),
+        (_crafted_with_foreign_secret, "does not match its signature"),
+        (_old_format, "is not a signed hw1sk cache file"),
+        (lambda blob, key, marker: b"", "is empty"),
+        (lambda blob, key, marker: blob[: len(blob) // 2], "does not match its signature"),
+        (lambda blob, key, marker: blob[:14], "is truncated"),
+    ],
+    ids=["flipped-bit", "crafted-pickle", "crafted-foreign-secret", "old-format", "empty",
+         "truncated-payload", "truncated-header"],
+)
+def test_untrusted_cache_file_is_recomputed_not_loaded(tmp_path, tamper, reason):
+    tasks, cache, markers, files = _seeded_sweep(tmp_path)
+    expected = run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    marker = tmp_path / "code-was-run"
+    files[1].write_bytes(tamper(files[1].read_bytes(), files[1].stem, marker))
+    with pytest.warns(CacheWarning) as record:
+        results = run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    assert not marker.exists()  # the crafted pickle was never loaded
+    assert results == expected
+    (message,) = _cache_warnings(record)
+    assert f"{files[1]} {reason}" in message and "recomputed" in message
+    assert _calls(markers) == [0, 1, 1, 2]
+    assert read_cache_file(files[1])["result"] == expected[1]
+    # the overwritten file is trusted again: nothing is recomputed, nothing warned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        assert run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache) == expected
+    assert _calls(markers) == [0, 1, 1, 2]
+
+
+def test_untrusted_files_give_one_warning_per_sweep(tmp_path):
+    tasks, cache, markers, files = _seeded_sweep(tmp_path, seeds=range(4))
+    expected = run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    files[0].write_bytes(b"")
+    files[3].write_bytes(files[2].read_bytes())
+    with pytest.warns(CacheWarning) as record:
+        assert run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache) == expected
+    (message,) = _cache_warnings(record)
+    assert message.startswith("2 cache file(s) cannot be trusted")
+    assert f"{files[0]} is empty" in message and f"{files[3]} was written for another" in message
+
+
+def test_read_cache_file_checks_the_signature(tmp_path):
+    tasks, cache, markers, files = _seeded_sweep(tmp_path, seeds=[5])
+    (value,) = run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    assert read_cache_file(files[0]) == {
+        "func": f"{seeded_draw.__module__}.seeded_draw", "task": tasks[0], "result": value}
+    renamed = files[0].with_name("0" * 32 + ".pkl")
+    renamed.write_bytes(files[0].read_bytes())
+    with pytest.raises(ValueError, match=f"The cache file {renamed} was written for another"):
+        read_cache_file(renamed)
+    with pytest.raises(FileNotFoundError, match="No cache file at"):
+        read_cache_file(tmp_path / "missing.pkl")
+    assert "<secret hidden>" in repr(CacheSigner(b"k" * 32))
+
+
+def _fail_pkl_writes(monkeypatch, err):
+    """Make every cache write fail in this process as a full or read-only disk would."""
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(".pkl"):
+            raise OSError(err, os.strerror(err), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("failure", ["file-as-folder", "full-disk", "read-only"])
+def test_cache_write_failure_warns_once_and_returns_all_results(tmp_path, monkeypatch, failure):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    tasks = [{"x": x, "marker_dir": str(markers)} for x in range(4)]
+    kwargs = dict(backend="sequential")
+    cache = tmp_path / "cache"
+    if failure == "file-as-folder":  # the lookup must not crash, the writes fail in workers
+        cache.write_text("not a folder")
+        kwargs = LOKY
+    elif failure == "full-disk":
+        _fail_pkl_writes(monkeypatch, errno.ENOSPC)
+    else:
+        _fail_pkl_writes(monkeypatch, errno.EROFS)
+    for n_runs in (1, 2):  # nothing was cached, so the second sweep recomputes
+        with pytest.warns(CacheWarning) as record:
+            assert run_sweep(square_after, tasks, cache_dir=cache, **kwargs) == [0, 1, 4, 9]
+        (message,) = _cache_warnings(record)
+        assert message.startswith("Could not write the cache file ")
+        assert "returns every result" in message
+        assert _calls(markers) == sorted(list(range(4)) * n_runs)
+    assert not list(tmp_path.rglob("*.tmp"))  # failed writes leave no temp file
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0,
+                    reason="permissions do not stop root (or Windows) from writing")
+def test_read_only_cache_dir_warns_once(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / f"{square_after.__module__}.{square_after.__qualname__}").mkdir(parents=True)
+    for folder in (cache / f"{square_after.__module__}.{square_after.__qualname__}", cache):
+        folder.chmod(0o500)
+    try:
+        with pytest.warns(CacheWarning) as record:
+            results = run_sweep(square_after, [{"x": x} for x in range(3)], cache_dir=cache, **LOKY)
+    finally:
+        for folder in [cache, *cache.rglob("*")]:  # the parent first, so its children are reachable
+            folder.chmod(0o700)
+    assert results == [0, 1, 4] and len(_cache_warnings(record)) == 1
+
+
+def test_cache_secret_is_private_and_replaced_when_not(tmp_path, config_home):
+    tasks, cache, markers, files = _seeded_sweep(tmp_path, seeds=[0, 1])
+    expected = run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    secret = config_home / "cache_secret"
+    assert secret_path() == secret
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config_home.stat().st_mode) == 0o700
+    key = secret.read_text()
+    assert len(bytes.fromhex(key)) == 32
+    assert not [p for p in config_home.iterdir() if p != secret]  # no temp file left
+    run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache)
+    assert secret.read_text() == key and _calls(markers) == [0, 1]  # reused, all cached
+
+    secret.chmod(0o644)  # others may have read it: files signed with it are not trusted
+    with pytest.warns(CacheWarning) as record:
+        assert run_sweep(seeded_draw, tasks, backend="sequential", cache_dir=cache) == expected
+    replaced, untrusted = _cache_warnings(record)
+    assert f"The cache secret {secret} has mode 0o644" in replaced
+    assert "2 cache file(s) cannot be trusted" in untrusted
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text() != key
+    assert _calls(markers) == [0, 0, 1, 1]
+
+
+def test_secret_created_once_by_concurrent_first_uses(tmp_path, config_home):
+    from hw1sk.cache_signing import _create_secret, _read_secret
+
+    path = config_home / "cache_secret"
+    first = _create_secret(path, replace=False)
+    # a second process that also found no secret gets the one already there
+    assert _create_secret(path, replace=False) == first == _read_secret(path)
+
+
+def test_config_dir_location(monkeypatch, tmp_path):
+    assert config_dir() == tmp_path / "config"  # HW1SK_CONFIG_DIR, from the fixture
+    monkeypatch.delenv("HW1SK_CONFIG_DIR")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert secret_path() == tmp_path / "xdg" / "hw1sk" / "cache_secret"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config_dir() == tmp_path / "home" / ".config" / "hw1sk"
+
+
+def test_unusable_config_dir_runs_uncached(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("HW1SK_CONFIG_DIR", str(not_a_folder / "hw1sk"))
+    with pytest.warns(CacheWarning, match="can be neither read nor created") as record:
+        assert run_sweep(square_after, [{"x": 2}], backend="sequential",
+                         cache_dir=tmp_path / "cache") == [4]
+    assert len(_cache_warnings(record)) == 1
+    assert not (tmp_path / "cache").exists()
