@@ -106,3 +106,18 @@ def _write_tiny_cifar10(home, n_per_batch=6, n_test=10, seed=0):
         with open(folder / name, "wb") as f:
             pickle.dump(content, f, protocol=2)
     return batches
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_config_dir(tmp_path_factory):
+    """Keep the cache-signing secret of the suite out of the user's ``~/.config/hw1sk``.
+
+    Set in ``os.environ`` so that the CLI's subprocesses and the sweep workers see it too.
+    """
+    previous = os.environ.get("HW1SK_CONFIG_DIR")
+    os.environ["HW1SK_CONFIG_DIR"] = str(tmp_path_factory.mktemp("hw1sk_config"))
+    yield
+    if previous is None:
+        os.environ.pop("HW1SK_CONFIG_DIR", None)
+    else:
+        os.environ["HW1SK_CONFIG_DIR"] = previous
