@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -64,12 +66,70 @@ def build_parser():
     return parser
 
 
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _write_error(folder):
+    """Why a file cannot be created in ``folder`` (None if it can): tried, not guessed.
+
+    Permission bits alone do not say it (root ignores them, a read-only
+    mount does not show in them), so a temporary file is created and removed.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hw1sk-write-test-")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.remove(tmp)
+    return None
+
+
+def _check_folder(option, folder):
+    """Raise ValueError unless ``folder`` is a writable folder, or one that can be created.
+
+    Nothing is created: a missing folder is judged by the nearest folder
+    above it that exists.
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    if os.path.isfile(path):
+        raise ValueError(f"{option} {folder} is a file, not a folder")
+    if os.path.lexists(path) and not os.path.isdir(path):  # a broken link, a device...
+        raise ValueError(f"{option} {folder} exists and is not a folder")
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{option} {folder} cannot be created: {existing} is not a folder")
+    error = _write_error(existing)
+    if error is not None:
+        where = "" if existing == path else f" (in {existing})"
+        raise ValueError(f"{option} {folder} is not writable{where}: {error}")
+
+
+def _check_folders(args):
+    """The output, cache and data folders: usable, or one line saying why not."""
+    from .datasets import _resolve_data_home
+
+    _check_folder("--out", args.out)
+    for sub in ("figures", "tables"):  # a file in the way of the report's own folders
+        if os.path.lexists(os.path.join(args.out, sub)):
+            _check_folder("--out", os.path.join(args.out, sub))
+    if args.cache_dir is not None:
+        _check_folder("--cache-dir", args.cache_dir)
+    home = _resolve_data_home(args.data_home)
+    if os.path.lexists(home) and not os.path.isdir(home):
+        name = "--data-home" if args.data_home is not None else "the data home"
+        raise ValueError(f"{name} {home} is a file, not a folder")
+
+
 def _check_environment(args, ids):
-    """Fail early, in one line, on a device or data folder that cannot work."""
+    """Fail early, in one line, on a device or folder that cannot work; create nothing."""
     import torch
 
     from .experiments import EXPERIMENTS
 
+    _check_folders(args)
     if args.scheduler is not None and args.backend != "dask":
         raise ValueError(f"--scheduler needs --backend dask (got --backend {args.backend})")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -79,12 +139,13 @@ def _check_environment(args, ids):
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device") from None
     if any(EXPERIMENTS[i].needs_mnist for i in ids):
-        from .datasets import get_data_home, load_mnist
+        from .datasets import _resolve_data_home, load_mnist
 
         try:
+            # downloads MNIST when it is missing; a failed download leaves no folders behind
             load_mnist(args.data_home, train=False, n_samples=10, random_state=0)
-        except (OSError, RuntimeError) as exc:
-            home = get_data_home(args.data_home)
+        except (OSError, RuntimeError, ValueError) as exc:
+            home = _resolve_data_home(args.data_home)
             raise ValueError(f"MNIST is not available under {home}: {str(exc).splitlines()[0]}") from None
 
 
@@ -101,7 +162,36 @@ def main(argv=None):
     return _run_report(args, args.only)
 
 
+def _count_cached(cache_dir):
+    """The finished runs in a cache: its files, less the ``*.tmp`` of runs cut short."""
+    return sum(1 for path in Path(cache_dir).rglob("*") if path.is_file()
+               and not path.name.endswith(".tmp") and not path.name.startswith("."))
+
+
+def _interrupted_message(cache_dir):
+    """The one line a Ctrl-C leaves on stderr: what was kept, and how to go on."""
+    if cache_dir is None:
+        return ("hw1sk: interrupted; nothing was kept (no --cache-dir); "
+                "rerun with --cache-dir DIR to make runs resumable")
+    return (f"hw1sk: interrupted; {_count_cached(cache_dir)} finished run(s) are kept in the "
+            f"cache {cache_dir}; run the same command again to resume")
+
+
 def _run_report(args, only, overrides=None):
+    """Check the arguments, run the report and return the exit status.
+
+    0: written, every item ok; 1: written, some item failed; 2: bad
+    arguments or folders (nothing run, nothing created); 130: interrupted
+    by Ctrl-C (no report written; finished runs stay in ``--cache-dir``).
+    """
+    try:
+        return _checked_report(args, only, overrides)
+    except KeyboardInterrupt:
+        print(_interrupted_message(args.cache_dir), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _checked_report(args, only, overrides):
     from .experiments import select_experiments
     from .report import build_report
 
@@ -111,7 +201,6 @@ def _run_report(args, only, overrides=None):
     except ValueError as exc:
         print(f"hw1sk: error: {exc}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
     paths = build_report(
         args.out, profile=args.profile, only=ids, data_home=args.data_home, n_jobs=args.n_jobs,
         device=args.device, seed=args.seed, backend=args.backend, scheduler=args.scheduler,
@@ -144,6 +233,8 @@ def sweep_main(part, overrides=None, argv=None, description=None):
     Returns
     -------
     status : int
+        As ``hw1sk report``: 0 ok, 1 some item failed, 2 bad arguments,
+        130 interrupted by Ctrl-C (the finished runs stay in the cache).
     """
     args = _sweep_parser(part, description).parse_args(argv)
     return _run_report(args, [part], overrides)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import shutil
 from numbers import Integral, Real
 
 import numpy as np
@@ -74,11 +75,50 @@ def get_data_home(data_home=None) -> str:
     ...     get_data_home(tmp) == tmp
     True
     """
-    if data_home is None:
-        data_home = os.environ.get(DATA_HOME_ENV) or os.path.join("~", "hw1sk_data")
-    data_home = os.path.expanduser(os.fspath(data_home))
+    data_home = _resolve_data_home(data_home)
     os.makedirs(data_home, exist_ok=True)
     return data_home
+
+
+def _resolve_data_home(data_home=None) -> str:
+    """The data home :func:`get_data_home` names, without creating it."""
+    if data_home is None:
+        data_home = os.environ.get(DATA_HOME_ENV) or os.path.join("~", "hw1sk_data")
+    return os.path.expanduser(os.fspath(data_home))
+
+
+def _check_data_home(root):
+    """Raise :class:`NotADirectoryError` when ``root`` exists but is not a folder."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise NotADirectoryError(f"the data home {root} is a file, not a folder")
+
+
+def _first_missing_folder(folder):
+    """The outermost of ``folder`` and its parents that does not exist yet (None if it does)."""
+    missing = None
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        missing = folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
+
+
+def _download(dataset_class, root, train, folder):
+    """Download a torchvision data set into ``root``; on failure, remove the folders it made.
+
+    Only folders that did not exist before the call are removed, so a failed
+    download leaves the disk as it found it.
+    """
+    created = _first_missing_folder(folder)
+    try:
+        dataset_class(root=root, train=train, download=True)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def _missing(folder, names):
@@ -114,12 +154,28 @@ def _read_idx(path) -> np.ndarray:
     return data.reshape(shape)
 
 
+def _read_mnist_labels(path) -> np.ndarray:
+    """The labels of an MNIST IDX file as int64, checked to be digits 0-9."""
+    labels = _read_idx(path)
+    if labels.ndim != 1:
+        raise ValueError(f"{path} must hold a 1-D array of labels, got shape {labels.shape}.")
+    bad = np.unique(labels[labels > 9])
+    if bad.size:
+        raise ValueError(f"{path} holds labels outside 0-9: {bad[:10].tolist()} "
+                         f"({int(np.isin(labels, bad).sum())} of {labels.size}); "
+                         "it is not an MNIST label file.")
+    return labels.astype(np.int64)
+
+
 @functools.lru_cache(maxsize=4)
 def _read_mnist(raw_folder, train, stamp):
     """Images (n, 28, 28) uint8 and labels (n,) int64, read-only (cached)."""
     prefix = "train" if train else "t10k"
     images = _read_idx(os.path.join(raw_folder, f"{prefix}-images-idx3-ubyte"))
-    labels = _read_idx(os.path.join(raw_folder, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    labels = _read_mnist_labels(os.path.join(raw_folder, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3:
+        raise ValueError(f"{raw_folder}: the {prefix} images must be a 3-D IDX array "
+                         f"(n, rows, columns), got shape {images.shape}.")
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{raw_folder}: {images.shape[0]} images but {labels.shape[0]} labels.")
     # the cache hands the same arrays to every caller: guard them against edits
@@ -218,7 +274,13 @@ def load_mnist(data_home=None, *, train=True, n_samples=None, flatten=False,
     DataNotFoundError
         A :class:`FileNotFoundError` when the four files are not in
         ``<data_home>/MNIST/raw`` and ``download=False`` or the download failed
-        (e.g. offline).
+        (e.g. offline).  A failed download removes the folders it created, so
+        a missing data home stays missing.
+    NotADirectoryError
+        When ``data_home`` is a file.
+    ValueError
+        When a file is not an MNIST IDX file: wrong header, truncated, or
+        labels outside 0-9 (the message names the file).
 
     Notes
     -----
@@ -234,7 +296,8 @@ def load_mnist(data_home=None, *, train=True, n_samples=None, flatten=False,
     >>> X.shape, X.dtype, y.dtype  # doctest: +SKIP
     ((100, 784), dtype('float32'), dtype('int64'))
     """
-    root = get_data_home(data_home)
+    root = _resolve_data_home(data_home)
+    _check_data_home(root)
     raw = os.path.join(root, "MNIST", "raw")
     if _missing(raw, MNIST_FILES):
         if not download:
@@ -242,7 +305,7 @@ def load_mnist(data_home=None, *, train=True, n_samples=None, flatten=False,
         try:
             from torchvision.datasets import MNIST
 
-            MNIST(root=root, train=train, download=True)
+            _download(MNIST, root, train, raw)
         except (RuntimeError, OSError) as error:  # torchvision wraps URL errors in RuntimeError
             raise _not_found("MNIST", raw, MNIST_FILES, "MNIST/raw", True, error) from error
         if _missing(raw, MNIST_FILES):
@@ -288,9 +351,12 @@ def load_cifar10(data_home=None, *, train=True, n_samples=None, flatten=False,
     ------
     DataNotFoundError
         When the batches of the split are missing and ``download=False`` or
-        the download failed.
+        the download failed (which removes the folders it created).
+    NotADirectoryError
+        When ``data_home`` is a file.
     """
-    root = get_data_home(data_home)
+    root = _resolve_data_home(data_home)
+    _check_data_home(root)
     folder = os.path.join(root, "cifar-10-batches-py")
     names = CIFAR10_TRAIN_FILES if train else CIFAR10_TEST_FILES
     if _missing(folder, names):
@@ -299,7 +365,7 @@ def load_cifar10(data_home=None, *, train=True, n_samples=None, flatten=False,
         try:
             from torchvision.datasets import CIFAR10
 
-            CIFAR10(root=root, train=train, download=True)
+            _download(CIFAR10, root, train, folder)
         except (RuntimeError, OSError) as error:  # URLError is an OSError
             raise _not_found("CIFAR-10", folder, names, "cifar-10-batches-py", True, error) from error
         if _missing(folder, names):

@@ -76,10 +76,20 @@ def register(exp: Experiment, quick: dict, full: dict):
 def select_experiments(only=None) -> list:
     """Experiment ids matching ``only`` (ids or prefixes such as ``"1-2"``), in report order.
 
+    Parameters
+    ----------
+    only : list of str, optional
+        Ids or prefixes; ``None`` (or an empty list) selects every experiment.
+
+    Returns
+    -------
+    ids : list of str
+
     Raises
     ------
     ValueError
-        When a selector matches no experiment.
+        When a selector is empty (``""`` would match every id) or matches no
+        experiment.
     """
     _load_registry()
     ids = list(EXPERIMENTS)
@@ -87,6 +97,8 @@ def select_experiments(only=None) -> list:
         return ids
     chosen = []
     for sel in only:
+        if not sel.strip():
+            raise ValueError(f"empty item {sel!r}; choose from: {', '.join(ids)}")
         matched = [i for i in ids if i == sel or i.startswith(sel + "-") or i.startswith(sel)]
         if not matched:
             raise ValueError(f"unknown item {sel!r}; choose from: {', '.join(ids)}")

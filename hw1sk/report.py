@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["build_report", "write_report", "contents_frame"]
+
+
+#: The file in a report folder that lists the figures and tables hw1sk wrote there.
+MANIFEST_NAME = ".hw1sk_manifest.json"
+
+#: What the report writes: ``figures/<stem>.png|svg`` and ``tables/<stem>.csv``.
+_OUTPUT_FILE = re.compile(r"(figures/[A-Za-z0-9_-][A-Za-z0-9._-]*\.(png|svg)"
+                          r"|tables/[A-Za-z0-9_-][A-Za-z0-9._-]*\.csv)")
 
 
 def _atomic_write_text(path: Path, text: str):
@@ -51,6 +60,83 @@ def _settings_frame(settings: dict) -> pd.DataFrame:
     rows = [{"setting": k, "value": v if isinstance(v, str) else json.dumps(v, default=str)}
             for k, v in settings.items()]
     return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _safe_stem(text) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``.
+
+    A leading dot becomes ``_`` too, so that a stem never names a hidden file,
+    ``.`` or ``..``: the stem is a plain file name inside its folder.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(text))
+    return re.sub(r"^\.", "_", stem) or "_"
+
+
+def _anchor(exp_id) -> str:
+    """The HTML ``id`` of an item's heading: its safe stem, escaped for an attribute."""
+    return html.escape(_safe_stem(exp_id), quote=True)
+
+
+def _output_stems(results) -> list:
+    """Per result, ``{"figures": {name: stem}, "tables": {name: stem}}`` with unique stems.
+
+    Two items whose ids differ only in unsafe characters would share a stem;
+    the later one gets a ``-2`` (``-3``, ...) suffix instead of overwriting.
+    """
+    used = {"figures": set(), "tables": set()}
+    stems = []
+    for res in results:
+        entry = {}
+        for kind, names in (("figures", res.figures), ("tables", res.tables)):
+            entry[kind] = {}
+            for name in names:
+                base = stem = _safe_stem(f"{res.id}_{name}")
+                n = 1
+                while stem in used[kind]:
+                    n += 1
+                    stem = f"{base}-{n}"
+                used[kind].add(stem)
+                entry[kind][name] = stem
+        stems.append(entry)
+    return stems
+
+
+def _listed_files(stems) -> set:
+    """The paths, relative to the report folder, of every figure and table file."""
+    files = set()
+    for entry in stems:
+        files |= {f"figures/{s}.{ext}" for s in entry["figures"].values() for ext in ("png", "svg")}
+        files |= {f"tables/{s}.csv" for s in entry["tables"].values()}
+    return files
+
+
+def _read_manifest(out: Path) -> set:
+    """The files a previous report wrote in ``out``, from its manifest (empty if none).
+
+    Only entries of the report's own naming (``figures/*.png``, ``*.svg``,
+    ``tables/*.csv``, safe names) are kept, so an edited manifest cannot
+    point outside those two folders.
+    """
+    try:
+        listed = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    if not isinstance(listed, list):
+        return set()
+    return {f for f in listed if isinstance(f, str) and _OUTPUT_FILE.fullmatch(f)}
+
+
+def _write_manifest(out: Path, files):
+    _atomic_write_text(out / MANIFEST_NAME, json.dumps(
+        {"written_by": "hw1sk report", "files": sorted(files)}, indent=1) + "\n")
+
+
+def _remove_stale(out: Path, files):
+    """Delete the listed files (written by an earlier report) that are still there."""
+    for rel in sorted(files):
+        path = out / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
 
 
 def _png_bytes(fig) -> bytes:
@@ -102,12 +188,25 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
     -------
     paths : dict
         ``{"html": Path, "markdown": Path, "figures": [...], "tables": [...]}``.
+
+    Notes
+    -----
+    A report folder holds exactly what its report lists: the figures and
+    tables an earlier report wrote in ``out_dir`` (named in its
+    ``.hw1sk_manifest.json``) that this one does not list are deleted.  Other
+    files, e.g. ones a user put there, are never touched.  Figure and table
+    files are named ``<item id>_<name>`` with every character outside
+    ``[A-Za-z0-9._-]`` replaced by ``_``.
     """
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
+    stems = _output_stems(results)
+    listed, previous = _listed_files(stems), _read_manifest(out)
+    # record what is about to be written first: an interrupted write leaves no untracked file
+    _write_manifest(out, previous | listed)
     meta = dict(meta or {})
     figure_paths, table_paths = [], []
     html_parts = [
@@ -129,9 +228,9 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         html_parts += ["<h2>Contents</h2>", contents.to_html(index=False)]
         md_parts += ["## Contents", "", _markdown_table(contents, max_rows=len(contents)), ""]
 
-    for res in results:
-        anchor = res.id
-        html_parts.append(f"<h2 id='{anchor}'>{html.escape(res.id)}: {html.escape(res.title)}</h2>")
+    for res, stem_of in zip(results, stems):
+        html_parts.append(f"<h2 id='{_anchor(res.id)}'>{html.escape(res.id)}: "
+                          f"{html.escape(res.title)}</h2>")
         md_parts += [f"## {res.id}: {res.title}", ""]
         timing = f"Wall time: {res.wall_time:.1f} s."
         html_parts.append(f"<p>{html.escape(timing)}</p>")
@@ -149,7 +248,7 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         html_parts += ["<h3>Settings</h3>", settings.to_html(index=False)]
         md_parts += ["### Settings", "", _markdown_table(settings), ""]
         for name, fig in res.figures.items():
-            stem = f"{res.id}_{name}"
+            stem = stem_of["figures"][name]
             png = _png_bytes(fig)
             (out / "figures" / f"{stem}.png").write_bytes(png)
             fig.savefig(out / "figures" / f"{stem}.svg", format="svg", bbox_inches="tight")
@@ -160,14 +259,14 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
                               f"<figcaption>{html.escape(name)}</figcaption></figure>")
             md_parts += [f"![{stem}](figures/{stem}.png)", ""]
         for name, table in res.tables.items():
-            stem = f"{res.id}_{name}"
+            stem = stem_of["tables"][name]
             path = out / "tables" / f"{stem}.csv"
             table.to_csv(path, index=False)
             table_paths.append(path)
         if res.numbers is not None and len(res.numbers):
             html_parts += ["<h3>Measured</h3>", res.numbers.to_html(index=False, float_format=_fmt)]
             md_parts += ["### Measured", "", _markdown_table(res.numbers), ""]
-        tables_note = ", ".join(f"tables/{res.id}_{n}.csv" for n in res.tables)
+        tables_note = ", ".join(f"tables/{stem}.csv" for stem in stem_of["tables"].values())
         if tables_note:
             html_parts.append(f"<p>Full tables: {html.escape(tables_note)}</p>")
             md_parts += [f"Full tables: {tables_note}", ""]
@@ -175,6 +274,8 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
     html_path, md_path = out / "report.html", out / "report.md"
     _atomic_write_text(html_path, "\n".join(html_parts))
     _atomic_write_text(md_path, "\n".join(md_parts))
+    _remove_stale(out, previous - listed)
+    _write_manifest(out, listed)
     return {"html": html_path, "markdown": md_path, "figures": figure_paths, "tables": table_paths}
 
 
@@ -186,7 +287,7 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
     Parameters
     ----------
     out_dir : str or Path
-        Output folder (created).
+        Output folder, created when the report is written (after every run).
     profile : {"quick", "full"}, default="quick"
     only : list of str, optional
         Experiment ids or prefixes (``"1-2"``, ``"1-3-sensitivity"``); default all.
@@ -209,6 +310,13 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
         What :func:`write_report` returns, plus ``"results"`` (the experiment
         results; an item that raised has its ``error`` set and no figures)
         and ``"wall_time"`` (seconds).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C, once the progress bar and the local dask cluster are
+        closed: no report is written, and the runs that finished stay in
+        ``cache_dir``.
     """
     from tqdm.auto import tqdm
 
@@ -218,7 +326,9 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
     start = time.perf_counter()
     results = []
     bar = tqdm(ids, desc=f"hw1sk report ({profile})", unit="item", disable=not progress)
+    # a KeyboardInterrupt (Ctrl-C) travels up to the caller: nothing is written for it
     with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
         if backend == "dask" and scheduler is None:
             # one LocalCluster for every item: its start-up is paid once, not per study
             from .sweep import start_local_cluster

@@ -30,6 +30,7 @@ def _hw1sk(*args, env=None, timeout=120):
 
 @pytest.mark.parametrize("args, message", [
     (["report", "--only", "1-9"], "unknown item '1-9'"),
+    (["report", "--only", ""], "empty item ''"),
     (["report", "--n-jobs", "-2"], "--n-jobs must be a positive integer or -1"),
     (["report", "--n-jobs", "0"], "--n-jobs must be a positive integer or -1"),
     (["report", "--n-jobs", "two"], "--n-jobs must be an integer"),

@@ -196,6 +196,77 @@ def test_load_mnist_present_files_never_touch_network(mnist_data_home, no_networ
     assert no_network == []
 
 
+def _write_idx(path, array):
+    """Write ``array`` (uint8) as an uncompressed IDX file, the MNIST format."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = b"\x00\x00\x08" + bytes([array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + array.tobytes())
+
+
+def _write_tiny_mnist(home, test_labels=(1, 2, 3)):
+    """Four tiny IDX files in ``home/MNIST/raw``: 4 training images, one per test label."""
+    raw = home / "MNIST" / "raw"
+    rng = np.random.default_rng(0)
+    _write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (4, 28, 28)))
+    _write_idx(raw / "train-labels-idx1-ubyte", [0, 1, 2, 3])
+    _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (len(test_labels), 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte", test_labels)
+    return raw
+
+
+def test_load_mnist_tiny_idx_files(tmp_path):
+    _write_tiny_mnist(tmp_path, test_labels=(0, 9, 5))
+    X, y = load_mnist(tmp_path, train=False, download=False)
+    assert X.shape == (3, 1, 28, 28)
+    np.testing.assert_array_equal(y, [0, 9, 5])
+
+
+def test_load_mnist_labels_outside_0_9_name_the_file(tmp_path):
+    raw = _write_tiny_mnist(tmp_path, test_labels=(1, 12, 255))
+    with pytest.raises(ValueError, match="labels outside 0-9") as info:
+        load_mnist(tmp_path, train=False, download=False)
+    message = str(info.value)
+    assert str(raw / "t10k-labels-idx1-ubyte") in message and "[12, 255]" in message
+    # the training split of the same folder is fine
+    assert load_mnist(tmp_path, train=True, download=False)[1].tolist() == [0, 1, 2, 3]
+
+
+def test_load_mnist_labels_not_1d_name_the_file(tmp_path):
+    raw = _write_tiny_mnist(tmp_path)
+    _write_idx(raw / "t10k-labels-idx1-ubyte", [[1, 2, 3]])
+    with pytest.raises(ValueError, match="1-D array of labels") as info:
+        load_mnist(tmp_path, train=False, download=False)
+    assert "t10k-labels-idx1-ubyte" in str(info.value)
+
+
+@pytest.mark.parametrize("loader", [load_mnist, load_cifar10])
+def test_data_home_that_is_a_file_is_a_clear_error(tmp_path, loader):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder") as info:
+        loader(home, download=True)
+    assert str(home) in str(info.value)
+    assert home.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("loader", [load_mnist, load_cifar10])
+def test_failed_download_leaves_no_folders_behind(tmp_path, no_network, loader):
+    missing = tmp_path / "missing" / "home"
+    with pytest.raises(DataNotFoundError, match="downloading them failed"):
+        loader(missing, download=True)
+    assert not (tmp_path / "missing").exists()
+    # an existing data home is kept as it was, without the data set's folder
+    with pytest.raises(DataNotFoundError):
+        loader(tmp_path, download=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataNotFoundError, match="download=False"):
+        loader(missing, download=False)
+    assert not (tmp_path / "missing").exists()
+    assert no_network
+
+
 # ---------------------------------------------------------------------------
 # CIFAR-10 (tiny data set in torchvision's layout)
 

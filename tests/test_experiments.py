@@ -147,3 +147,11 @@ def test_numbers_do_not_depend_on_n_jobs(mnist_data_home):
     one = fit_experiment_study("1-3-random-labels", "quick", n_jobs=1, **kwargs)
     two = fit_experiment_study("1-3-random-labels", "quick", n_jobs=2, **kwargs)
     pd.testing.assert_frame_equal(one.results_, two.results_)
+
+
+@pytest.mark.parametrize("selector", ["", " "])
+def test_an_empty_selector_is_an_error_not_every_item(selector):
+    with pytest.raises(ValueError, match="empty item"):
+        select_experiments([selector])
+    with pytest.raises(ValueError, match="empty item"):
+        select_experiments(["1-2", selector])

@@ -1,6 +1,7 @@
 """Tests for hw1sk.report: what the report files hold, for ok, diverged, skipped and failed items."""
 
 import base64
+import json
 import re
 
 import matplotlib.pyplot as plt
@@ -84,3 +85,80 @@ def test_markdown_keeps_integer_columns_integers(tmp_path):
         {"seed": [1610069010], "loss": [0.123456789]}))
     md = write_report([res], tmp_path)["markdown"].read_text()
     assert "| 1610069010 | 0.1235 |" in md
+
+
+# ---------------------------------------------------------------------------
+# file names, anchors and a reused report folder
+
+EVIL_ID = "1-x'><script>alert(1)</script>/../../evil"
+
+
+def _item(exp_id, figure="curve", table="results"):
+    return ExperimentResult(id=exp_id, title="t", figures={figure: _figure()},
+                            tables={table: pd.DataFrame({"a": [1]})})
+
+
+def _report_files(out):
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+
+
+def test_ids_are_escaped_in_anchors_and_sanitized_in_file_names(tmp_path):
+    out = tmp_path / "out"
+    paths = write_report([_item(EVIL_ID, figure="../curve", table="a/b")], out)
+    html = paths["html"].read_text()
+    assert "<script" not in html and "'><script" not in html
+    assert "<h2 id='1-x___script_alert_1___script__.._.._evil'>" in html
+    # every file stays in its folder, under a name of safe characters only
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    written = paths["figures"] + paths["tables"]
+    assert written and all(p.parent.parent == out for p in written)
+    for path in written:
+        assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", path.name), path.name
+    md = paths["markdown"].read_text()
+    assert f"](figures/{paths['figures'][0].name})" in md
+    assert f"tables/{paths['tables'][0].name}" in md
+
+
+def test_ids_that_sanitize_alike_do_not_overwrite_each_other(tmp_path):
+    paths = write_report([_item("1-x/a"), _item("1-x?a")], tmp_path)
+    names = sorted(p.name for p in paths["tables"])
+    assert names == ["1-x_a_results-2.csv", "1-x_a_results.csv"]
+    assert len(set(paths["figures"])) == 4
+
+
+def test_a_reused_folder_holds_exactly_what_its_report_lists(tmp_path):
+    first = write_report([_item("1-x-old"), _item("1-x-kept")], tmp_path)
+    assert (tmp_path / "figures" / "1-x-old_curve.png").is_file()
+    # files of the user's own in the report's folders are never touched
+    (tmp_path / "figures" / "mine.png").write_bytes(b"user")
+    (tmp_path / "tables" / "1-x-old_notes.csv").write_text("user")
+    (tmp_path / "notes.txt").write_text("user")
+    second = write_report([_item("1-x-kept"), _item("1-x-new")], tmp_path)
+    listed = {p.relative_to(tmp_path).as_posix() for p in second["figures"] + second["tables"]}
+    user = {"figures/mine.png", "tables/1-x-old_notes.csv", "notes.txt"}
+    assert _report_files(tmp_path) == listed | user | {
+        "report.html", "report.md", ".hw1sk_manifest.json"}
+    assert not any("1-x-old" in p for p in listed)
+    assert first["figures"][0].name == "1-x-old_curve.png"
+    manifest = json.loads((tmp_path / ".hw1sk_manifest.json").read_text())
+    assert set(manifest["files"]) == listed
+    # an empty report removes every figure and table it wrote, and only those
+    write_report([], tmp_path)
+    assert _report_files(tmp_path) == user | {"report.html", "report.md", ".hw1sk_manifest.json"}
+
+
+def test_a_manifest_never_deletes_outside_the_report_naming(tmp_path):
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    victims = [tmp_path / "victim.png", out / "keep.csv", out / "figures" / "a.txt",
+               out / "figures" / ".hidden.png"]
+    for path in victims:
+        path.write_text("user")
+    (out / ".hw1sk_manifest.json").write_text(json.dumps({"files": [
+        "../victim.png", "figures/../../victim.png", str(tmp_path / "victim.png"),
+        "keep.csv", "figures/a.txt", "figures/.hidden.png", 7]}))
+    write_report([_item("1-x")], out)
+    assert all(path.read_text() == "user" for path in victims)
+    (out / ".hw1sk_manifest.json").write_text("not json")
+    write_report([_item("1-x")], out)  # an unreadable manifest is a manifest of nothing
+    assert all(path.read_text() == "user" for path in victims)
