@@ -109,7 +109,7 @@ def _check_folder(option, folder):
 
 def _check_folders(args):
     """The output, cache and data folders: usable, or one line saying why not."""
-    from .datasets import _resolve_data_home
+    from .datasets import get_data_home
 
     _check_folder("--out", args.out)
     for sub in ("figures", "tables"):  # a file in the way of the report's own folders
@@ -117,7 +117,7 @@ def _check_folders(args):
             _check_folder("--out", os.path.join(args.out, sub))
     if args.cache_dir is not None:
         _check_folder("--cache-dir", args.cache_dir)
-    home = _resolve_data_home(args.data_home)
+    home = get_data_home(args.data_home, create=False)
     if os.path.lexists(home) and not os.path.isdir(home):
         name = "--data-home" if args.data_home is not None else "the data home"
         raise ValueError(f"{name} {home} is a file, not a folder")
@@ -139,13 +139,13 @@ def _check_environment(args, ids):
     except RuntimeError:
         raise ValueError(f"--device {args.device!r} is not a torch device") from None
     if any(EXPERIMENTS[i].needs_mnist for i in ids):
-        from .datasets import _resolve_data_home, load_mnist
+        from .datasets import get_data_home, load_mnist
 
         try:
             # downloads MNIST when it is missing; a failed download leaves no folders behind
             load_mnist(args.data_home, train=False, n_samples=10, random_state=0)
         except (OSError, RuntimeError, ValueError) as exc:
-            home = _resolve_data_home(args.data_home)
+            home = get_data_home(args.data_home, create=False)
             raise ValueError(f"MNIST is not available under {home}: {str(exc).splitlines()[0]}") from None
 
 

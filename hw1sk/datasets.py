@@ -54,14 +54,17 @@ class DataNotFoundError(FileNotFoundError):
     """A data set is not on disk and could not (or may not) be downloaded."""
 
 
-def get_data_home(data_home=None) -> str:
-    """The folder that holds the data sets; created if missing.
+def get_data_home(data_home=None, create=True) -> str:
+    """The folder that holds the data sets; created if missing (unless ``create=False``).
 
     Parameters
     ----------
     data_home : str or path-like, default=None
         The folder.  ``None`` takes the ``HW1SK_DATA`` environment variable,
         else ``~/hw1sk_data``.  ``~`` is expanded.
+    create : bool, default=True
+        Create the folder when it is missing; ``False`` only names it (for
+        messages and checks that must leave nothing behind).
 
     Returns
     -------
@@ -76,7 +79,8 @@ def get_data_home(data_home=None) -> str:
     True
     """
     data_home = _resolve_data_home(data_home)
-    os.makedirs(data_home, exist_ok=True)
+    if create:
+        os.makedirs(data_home, exist_ok=True)
     return data_home
 
 

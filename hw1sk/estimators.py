@@ -13,11 +13,17 @@ What makes it fast (see ``benchmarks/bench_training_overhead.py``):
 * :class:`TensorBatchIterator` slices tensors that were converted once per
   fit, instead of collating single samples through a ``DataLoader``;
 * the train loss, train accuracy (classifiers), validation loss/accuracy and
-  their ``*_best`` flags are recorded by the loop itself rather than by
-  scoring callbacks; ``PrintLog`` formats nothing when ``verbose=0``;
+  their ``*_best`` flags are added up batch by batch by
+  :class:`~hw1sk.training_callbacks.EpochScores` rather than by skorch's
+  scoring callbacks, which walk the history; ``PrintLog`` formats nothing
+  when ``verbose=0``;
 * callbacks are only called for the events they override, and the history
   appends rows without copying itself (skorch's ``History.record`` copies the
   whole list on every call).
+
+Everything else is skorch's own fit loop: the estimators extend it only
+through its hooks (``initialize_*``, ``get_iterator``, ``notify``,
+``get_loss``, the net's ``on_*`` methods).
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils._param_validation import Interval, Options, validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
@@ -47,12 +52,13 @@ from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback, EpochTimer, PrintLog
 from skorch.dataset import Dataset
 from skorch.history import History
-from skorch.utils import TeeGenerator, is_dataset
+from skorch.utils import is_dataset
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from .interrupts import InterruptWatch, StopTraining
 from .models import resolve_module
+from .training_callbacks import DivergenceCheck, EpochScores
 from .seeding import seed_everything, spawn_seeds, torch_generator
 
 try:  # sklearn >= 1.6 has it as a function, older versions as a method
@@ -77,6 +83,19 @@ class DivergenceWarning(ConvergenceWarning):
     above ``divergence_factor`` times the starting loss (the loss of the
     first training batch, at the initial weights).
     """
+
+
+# the first columns of ``history_``, in this order, when present
+_HISTORY_FRONT = ("epoch", "train_loss", "train_loss_best", "train_acc", "train_acc_best",
+                  "valid_loss", "valid_loss_best", "valid_acc", "valid_acc_best")
+
+
+class _Diverged(StopTraining):
+    """Raised by the net's own hooks once :class:`DivergenceCheck` has flagged a batch."""
+
+    def __init__(self, mid_epoch=False):
+        super().__init__()
+        self.mid_epoch = mid_epoch
 
 
 class TrainingHistory(History):
@@ -259,14 +278,6 @@ class TensorBatchIterator:
                 yield X[start:start + bs], (None if y is None else y[start:start + bs])
 
 
-def _batch_len(batch):
-    X = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(X, torch.Tensor):
-        return X.shape[0]
-    from skorch.dataset import get_len
-    return get_len(X)
-
-
 def _base_method(name):
     return getattr(Callback, name, None)
 
@@ -278,7 +289,7 @@ class _NeuralNetMixin:
     _EVENTS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
                "on_batch_begin", "on_batch_end", "on_grad_computed")
     # caches rebuilt on demand, left out of pickles
-    _TRANSIENT = ("_notify_cache_", "_learnable_params_cache_", "_device_cache_")
+    _TRANSIENT = ("_notify_cache_", "_epoch_kwargs_", "_learnable_params_cache_")
 
     # checked at fit (scikit-learn's constraints, so the messages are the familiar ones)
     _parameter_constraints = {
@@ -296,6 +307,8 @@ class _NeuralNetMixin:
     def _default_callbacks(self):
         return [
             ("epoch_timer", EpochTimer()),
+            ("epoch_scores", EpochScores()),
+            ("divergence", DivergenceCheck()),
             ("print_log", LazyPrintLog()),
         ]
 
@@ -323,9 +336,11 @@ class _NeuralNetMixin:
             raise NotFittedError(
                 f"This {type(self).__name__} instance has no history yet; call 'fit' first."
             )
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             [{k: v for k, v in row.items() if k != "batches"} for row in history]
         )
+        front = [c for c in _HISTORY_FRONT if c in frame.columns]
+        return frame[front + [c for c in frame.columns if c not in front]]
 
     @history_.setter
     def history_(self, value):
@@ -335,7 +350,6 @@ class _NeuralNetMixin:
     def initialize_history(self):
         """Start an empty :class:`TrainingHistory`."""
         self.history = TrainingHistory()
-        self._best_scores_ = {}
         return self
 
     # --------------------------------------------------------------- seeding
@@ -567,16 +581,29 @@ class _NeuralNetMixin:
         never takes the cut-short run for a finished one.
         """
         self.interrupted_ = False
+        self.diverged_ = False
+        self.divergence_reason_ = None
         self.notify("on_train_begin", X=X, y=y)
+        # the parameters do not change during a fit: list them once for train_step
+        self.__dict__["_learnable_params_cache_"] = list(self.get_all_learnable_params())
         with InterruptWatch() as watch:
             try:
                 self.fit_loop(X, y, _routing_method=routing_method, **fit_params)
+            except _Diverged as stop:
+                if stop.mid_epoch:  # close the epoch that was cut short, as the loop would
+                    self.notify("on_epoch_end", **self.__dict__.get("_epoch_kwargs_", {}))
+                warnings.warn(
+                    f"{type(self).__name__}: {self.divergence_reason_}; training "
+                    "stopped (diverged_ is True). Lower lr or rescale the targets.",
+                    DivergenceWarning, stacklevel=3)
             except StopTraining:
                 pass
             except KeyboardInterrupt:
                 if watch.interrupted:
                     self.interrupted_ = True
                     raise
+            finally:
+                self.__dict__.pop("_learnable_params_cache_", None)
         self.notify("on_train_end", X=X, y=y)
         return self
 
@@ -634,30 +661,55 @@ class _NeuralNetMixin:
             method(self, **cb_kwargs)
 
     def _set_training(self, training=True):
-        # skorch walks every submodule at every step; switch only when the top-level flag
+        # skorch walks every submodule at every step (Module.train sets an attribute on
+        # each, a quarter of a small net's step); switch only when the top-level flag
         # differs (a callback that flips a submodule alone is not undone)
         for name in self._modules + self._criteria:
             module = getattr(self, name + "_")
             if isinstance(module, nn.Module) and module.training != training:
                 module.train(training)
 
-    def infer(self, x, **fit_params):
-        if isinstance(x, torch.Tensor):  # skip skorch's to_tensor type dispatch
-            device = self.__dict__.get("_device_cache_")  # set during fit_loop
-            if device is None or x.device != device:
-                x = x if self.device is None else x.to(self.device)
-            return self.module_(x, **fit_params)
-        return super().infer(x, **fit_params)
+    def train_step(self, batch, **fit_params):
+        """skorch's optimizer step, without listing the parameters again at every step."""
+        accumulator = self.get_train_step_accumulator()
+        named_parameters = self.__dict__.get("_learnable_params_cache_")
+        if named_parameters is None:
+            named_parameters = list(self.get_all_learnable_params())
+
+        def step_fn():
+            self._zero_grad_optimizer()
+            step = self.train_step_single(batch, **fit_params)
+            accumulator.store_step(step)
+            self.notify("on_grad_computed", named_parameters=named_parameters,
+                        batch=batch, training=True)
+            return step["loss"]
+
+        self._step_optimizer(step_fn)
+        return accumulator.get_step()
 
     def get_loss(self, y_pred, y_true, *args, **kwargs):
-        if (isinstance(y_true, torch.Tensor) and isinstance(y_pred, torch.Tensor)
-                and y_true.device == y_pred.device
-                and not isinstance(self.criterion_, nn.NLLLoss)):
-            return self.criterion_(y_pred, y_true)
-        if isinstance(self.criterion_, nn.NLLLoss) and isinstance(y_pred, torch.Tensor):
-            if self._nll_takes_log_probabilities(y_pred):
-                return self.criterion_(y_pred, y_true.to(y_pred.device))
+        """skorch's loss, except that ``NLLLoss`` also takes log-probabilities.
+
+        skorch's classifier takes the log of what the module returns when
+        the criterion is ``NLLLoss`` (a module ending in softmax); PyTorch's
+        usual pairing is a module ending in ``LogSoftmax``, whose output
+        goes to ``NLLLoss`` as it is.  Which one the module does is decided
+        on the first batch.
+        """
+        if isinstance(self.criterion_, nn.NLLLoss):
+            if isinstance(y_pred, torch.Tensor) and self._nll_takes_log_probabilities(y_pred):
+                return NeuralNet.get_loss(self, y_pred, y_true, *args, **kwargs)
+        elif (isinstance(y_true, torch.Tensor) and isinstance(y_pred, torch.Tensor)
+                and y_true.device == y_pred.device):
+            return self.criterion_(y_pred, y_true)  # skip skorch's to_tensor dispatch
         return super().get_loss(y_pred, y_true, *args, **kwargs)
+
+    def infer(self, x, **fit_params):
+        """The module's output on ``x``; a tensor already on ``device`` goes straight in."""
+        if isinstance(x, torch.Tensor) and (self.device is None
+                                            or x.device == torch.device(self.device)):
+            return self.module_(x, **fit_params)
+        return super().infer(x, **fit_params)
 
     def _nll_takes_log_probabilities(self, y_pred):
         """Whether the module feeds ``NLLLoss`` log-probabilities (PyTorch) or probabilities (skorch).
@@ -691,180 +743,22 @@ class _NeuralNetMixin:
             return torch.exp  # log-probabilities -> probabilities
         return nonlin
 
-    def train_step(self, batch, **fit_params):
-        """One optimizer step (skorch's, without rebuilding the parameter list per step)."""
-        accumulator = self.get_train_step_accumulator()
-        named_parameters = self.__dict__.get("_learnable_params_cache_")
-        if named_parameters is None:
-            named_parameters = TeeGenerator(self.get_all_learnable_params())
-
-        def step_fn():
-            self._zero_grad_optimizer()
-            step = self.train_step_single(batch, **fit_params)
-            accumulator.store_step(step)
-            self.notify("on_grad_computed", named_parameters=named_parameters,
-                        batch=batch, training=True)
-            return step["loss"]
-
-        self._step_optimizer(step_fn)
-        return accumulator.get_step()
-
     def _batch_labels(self, y_pred, batch):
         """``(predicted labels, targets)`` of a batch, or None (regressors)."""
         return None
 
-    def fit_loop(self, X, y=None, epochs=None, *, _routing_method="fit", **fit_params):
-        """skorch's fit loop, stopping when the training loss stops being finite.
-
-        Parameters
-        ----------
-        X, y
-            Training data (already checked).
-        epochs : int or None, default=None
-            Number of epochs; None means ``max_epochs``.
-        **fit_params
-            Passed to the module's ``forward``.
-
-        Returns
-        -------
-        self
-        """
-        self.check_data(X, y)
-        self.check_training_readiness()
-        epochs = epochs if epochs is not None else self.max_epochs
-        if _routing_enabled():
-            routed = process_routing(self, _routing_method, **fit_params)
-            split_params = routed.get("splitter", {"split": {}})["split"]
-        else:
-            split_params = fit_params
-        forward_params = fit_params
-
-        dataset_train, dataset_valid = self.get_split_datasets(X, y, **split_params)
-        on_epoch_kwargs = {"dataset_train": dataset_train, "dataset_valid": dataset_valid}
-        iterator_train = self.get_iterator(dataset_train, training=True)
-        iterator_valid = None
-        if dataset_valid is not None:
-            iterator_valid = self.get_iterator(dataset_valid, training=False)
-
-        self.__dict__["_learnable_params_cache_"] = list(self.get_all_learnable_params())
-        if self.device is not None:
-            self.__dict__["_device_cache_"] = torch.device(self.device)
-        try:
-            for _ in range(epochs):
-                self.notify("on_epoch_begin", **on_epoch_kwargs)
-                diverged = self.run_single_epoch(
-                    iterator_train, training=True, prefix="train",
-                    step_fn=self.train_step, **forward_params)
-                if not diverged:
-                    self.run_single_epoch(
-                        iterator_valid, training=False, prefix="valid",
-                        step_fn=self.validation_step, **forward_params)
-                self.notify("on_epoch_end", **on_epoch_kwargs)
-                if diverged:
-                    warnings.warn(
-                        f"{type(self).__name__}: {self.divergence_reason_}; training "
-                        "stopped (diverged_ is True). Lower lr or rescale the targets.",
-                        DivergenceWarning,
-                        stacklevel=2,
-                    )
-                    break
-        finally:
-            self.__dict__.pop("_learnable_params_cache_", None)
-            self.__dict__.pop("_device_cache_", None)
-        return self
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        """One pass over ``iterator``, recording losses (and accuracy) in the history.
-
-        Per batch the history gets ``<prefix>_loss`` and ``<prefix>_batch_size``
-        as in skorch; per epoch ``<prefix>_loss`` (the sample-weighted mean of
-        the batch losses), ``<prefix>_loss_best``, ``<prefix>_batch_count``
-        and, for classifiers, ``<prefix>_acc`` / ``<prefix>_acc_best`` (the
-        fraction of correct predictions on the batches as they were trained,
-        i.e. a running accuracy that needs no extra pass).
-
-        Each batch loss is read with ``.item()`` (one host sync per batch,
-        as in skorch), which is also what detects divergence.
-
-        Returns
-        -------
-        diverged : bool
-            True when a training batch loss was NaN or infinite; the epoch is
-            cut short there and ``diverged_`` is set.
-        """
-        if iterator is None:
-            return False
-        row = self.history[-1]
-        batches = row["batches"]
-        loss_key, size_key = prefix + "_loss", prefix + "_batch_size"
-        total, n_samples, n_batches, labels = 0.0, 0, 0, []
-        diverged = False
-        limit = self._divergence_limit() if training else math.inf
-        for batch in iterator:
-            self.notify("on_batch_begin", batch=batch, training=training)
-            step = step_fn(batch, **fit_params)
-            loss = step["loss"].item()
-            size = _batch_len(batch)
-            batch_row = batches[-1]
-            batch_row[loss_key] = loss
-            batch_row[size_key] = size
-            pair = self._batch_labels(step["y_pred"], batch)
-            if pair is not None:
-                labels.append(pair)  # compared once at the end: one op per batch, no sync
-            self.notify("on_batch_end", batch=batch, training=training, **step)
-            total += loss * size
-            n_samples += size
-            n_batches += 1
-            if training and self.initial_loss_ is None and math.isfinite(loss):
-                self.initial_loss_ = loss  # the first batch, at the initial weights
-                limit = self._divergence_limit()
-            if training and not (math.isfinite(loss) and loss <= limit):
-                diverged = True
-                self.divergence_reason_ = self._divergence_message(loss, row["epoch"])
-                break
-        if n_samples:
-            self._record_score(row, loss_key, total / n_samples, lower_is_better=True)
-            if labels:
-                predicted, targets = zip(*labels)
-                predicted = torch.cat(predicted)
-                n_correct = (predicted == torch.cat(targets).to(predicted.device)).sum().item()
-                self._record_score(row, prefix + "_acc", n_correct / n_samples,
-                                   lower_is_better=False)
-        row[prefix + "_batch_count"] = n_batches
-        if training:
-            row["diverged"] = diverged
-            if diverged:
-                self.diverged_ = True
-        return diverged
-
-    def _divergence_limit(self):
-        """The largest training batch loss that does not count as diverged."""
-        factor, start = self.divergence_factor, self.initial_loss_
-        if factor is None or start is None or start <= 0:
-            return math.inf  # only a non-finite loss diverges
-        return factor * start
-
-    def _divergence_message(self, loss, epoch):
-        if not math.isfinite(loss):
-            return f"the training loss became {loss} in epoch {epoch}"
-        return (f"the training loss reached {loss:.4g} in epoch {epoch}, over "
-                f"divergence_factor={self.divergence_factor:g} times the starting loss "
-                f"{self.initial_loss_:.4g}")
-
-    def _record_score(self, row, key, value, lower_is_better):
-        best = self.__dict__.setdefault("_best_scores_", {})
-        previous = best.get(key)
-        better = math.isfinite(value) and (
-            previous is None or (value < previous if lower_is_better else value > previous)
-        )
-        if better:
-            best[key] = value
-        row[key] = value
-        row[key + "_best"] = better
-
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        self.history.new_epoch()
-        self.history.record("epoch", len(self.history))
+        if self.diverged_:  # diverged in the last batch of the previous epoch
+            raise _Diverged
+        super().on_epoch_begin(net, dataset_train=dataset_train,
+                               dataset_valid=dataset_valid, **kwargs)
+        self.__dict__["_epoch_kwargs_"] = {"dataset_train": dataset_train,
+                                           "dataset_valid": dataset_valid}
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if self.diverged_:  # DivergenceCheck flagged the previous batch: stop before this one
+            raise _Diverged(True)
+        super().on_batch_begin(net, batch=batch, training=training, **kwargs)
 
     def _get_param_names(self):
         # skorch lists every attribute without a trailing '_', which would make its

@@ -150,7 +150,7 @@ def _build_cifar10(settings, context):
                                       random_state=seed + 1, download=False)
     except DataNotFoundError:
         raise ExperimentSkipped(
-            f"CIFAR-10 is not under {get_data_home(context['data_home'])} "
+            f"CIFAR-10 is not under {get_data_home(context['data_home'], create=False)} "
             "(cifar-10-batches-py); this item was skipped. Put the data there to run it."
         ) from None
     study = DeepShallowStudy(**_study_kwargs(settings, context))

@@ -43,9 +43,10 @@ def study(data):
 
 
 def _initial_module(study, X, y, seed):
-    """The module a run starts from: a zero-epoch fit of the same estimator and seed."""
-    est = NeuralClassifier(module__hidden=study.hidden, max_epochs=0, random_state=seed)
-    return est.fit(X, y)
+    """The module a run starts from: the same estimator and seed, initialized, no step."""
+    est = NeuralClassifier(module__hidden=study.hidden, module__n_in=X.shape[1],
+                           module__n_out=len(np.unique(y)), random_state=seed)
+    return est.initialize()
 
 
 # ------------------------------------------------------------------------ OptimizationStudy
