@@ -33,6 +33,7 @@ _EXPORTS = {
     "NeuralRegressor": "estimators",
     "WeightTrace": "callbacks",
     "GradNormTrace": "callbacks",
+    "StopTraining": "interrupts",
     # curvature and generalization measures
     "loss_hessian": "curvature",
     "hessian_eigenvalues": "curvature",
