@@ -10,7 +10,8 @@ was (its training flags are restored, its parameters are never written to).
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
+import inspect
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array, check_consistent_length
 from torch import nn
-from torch.func import functional_call, grad, jacfwd, jacrev, vmap
+from torch.func import functional_call, jacfwd, jacrev, vmap
 
 from .models import MLP
 from .parameters import flatten_parameters, functional_loss
@@ -93,6 +94,23 @@ def _functional_state(module):
     state = {k: v.detach() for k, v in module.named_parameters()}
     state.update({k: v.detach() for k, v in module.named_buffers()})
     return state
+
+
+def _recurrent_layers(module):
+    """The ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM`` layers of ``module``."""
+    return [m for m in module.modules() if isinstance(m, nn.RNNBase)]
+
+
+def _backward_in_eval_mode(module, device):
+    """A context in which the module can be differentiated in eval mode.
+
+    cuDNN's recurrent kernels refuse a backward pass in eval mode, so for
+    modules with recurrent layers on a CUDA device cuDNN is switched off
+    (the native kernels compute the same function); a no-op otherwise.
+    """
+    if torch.device(device).type == "cuda" and _recurrent_layers(module):
+        return torch.backends.cudnn.flags(enabled=False)
+    return nullcontext()
 
 
 def _as_input(X, dtype, device, name="X"):
@@ -182,7 +200,7 @@ def _full_data_loss(loss_fn_factory, X, y, batch_size, theta):
 # --------------------------------------------------------------------------- #
 # input-Jacobian sensitivity
 # --------------------------------------------------------------------------- #
-_JACOBIAN_METHODS = ("auto", "gram", "jacrev", "jacfwd")
+_JACOBIAN_METHODS = ("auto", "gram", "jacrev", "jacfwd", "batched")
 
 
 def _linear_input_split(module):
@@ -209,14 +227,94 @@ def _linear_input_split(module):
 
 
 def _output_map(output, n_out):
+    """``squash(z)``: a batch of outputs ``(n, ...)`` -> ``(n, n_out)`` (softmax or logits)."""
     if output == "softmax":
         if n_out < 2:
             raise ValueError(
                 "output='softmax' needs at least 2 outputs per sample (the softmax of a "
                 "single output is constant); use output='logits' for regression networks."
             )
-        return lambda z: torch.softmax(z.reshape(-1), dim=0)
-    return lambda z: z.reshape(-1)
+        return lambda z: torch.softmax(z.reshape(z.shape[0], -1), dim=1)
+    return lambda z: z.reshape(z.shape[0], -1)
+
+
+def _choose_jacobian_method(method, work, split, n_in, n_out):
+    """The method ``"auto"`` stands for; ValueError for a method the module cannot use."""
+    recurrent = _recurrent_layers(work)
+    if recurrent and method in ("jacrev", "jacfwd"):
+        names = sorted({type(m).__name__ for m in recurrent})
+        raise ValueError(
+            f"method={method!r} batches one-sample Jacobians with torch.func.vmap, which "
+            f"cannot batch the recurrent layers of this module ({', '.join(names)}); use "
+            "method='batched' or 'auto'."
+        )
+    if method != "auto":
+        return method
+    if recurrent:
+        return "batched"
+    if split is not None and split[1].out_features < split[1].in_features:
+        return "gram"
+    return "jacfwd" if n_in < n_out else "jacrev"
+
+
+def _gram_norms(split, squash, X, batch_size):
+    """Per-sample norms through the first linear layer: ``||J_x||^2 = tr(J_h W W^T J_h^T)``."""
+    _, linear, tail = split
+    weight, bias = linear.weight.detach(), linear.bias
+    bias = None if bias is None else bias.detach()
+    gram = weight @ weight.T
+    state = _functional_state(tail)
+
+    def from_hidden(h):  # one sample's first-layer pre-activation -> output
+        return squash(functional_call(tail, state, (h.unsqueeze(0),)))[0]
+
+    jac = vmap(jacrev(from_hidden))
+    norms = []
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start:start + batch_size]
+        with torch.no_grad():
+            h = nn.functional.linear(xb.reshape(xb.shape[0], -1), weight, bias)
+        J = jac(h).detach()  # (batch, n_out, n_hidden)
+        sq = ((J @ gram) * J).sum(dim=(1, 2))
+        norms.append(sq.clamp_min(0).sqrt())  # clamp: rounding can go below 0
+    return norms
+
+
+def _vmap_norms(work, squash, X, batch_size, method):
+    """Per-sample norms of ``vmap(jacrev(f))`` or ``vmap(jacfwd(f))``, ``f`` one sample's output."""
+    state = _functional_state(work)
+
+    def single(x):  # one sample -> its flattened (softmax) output
+        return squash(functional_call(work, state, (x.unsqueeze(0),)))[0]
+
+    jac = vmap(jacrev(single) if method == "jacrev" else jacfwd(single))
+    norms = []
+    for start in range(0, X.shape[0], batch_size):
+        J = jac(X[start:start + batch_size]).detach()
+        norms.append(J.reshape(J.shape[0], -1).norm(dim=1))
+    return norms
+
+
+def _batched_norms(work, squash, X, batch_size, n_out, device):
+    """Per-sample norms from one backward pass of the whole chunk per output.
+
+    In eval mode each sample's output depends on its own input only, so the
+    gradient of ``sum_i f_k(x_i)`` with respect to the chunk holds, in row
+    ``i``, row ``k`` of sample ``i``'s Jacobian.  No ``vmap``: the module
+    runs on whole batches (recurrent layers included).
+    """
+    state = _functional_state(work)
+    norms = []
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start:start + batch_size].clone().requires_grad_(True)
+        sq = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
+        with torch.enable_grad(), _backward_in_eval_mode(work, device):
+            out = squash(functional_call(work, state, (xb,)))
+            for k in range(n_out):
+                (g,) = torch.autograd.grad(out[:, k].sum(), xb, retain_graph=k < n_out - 1)
+                sq += g.reshape(g.shape[0], -1).square().sum(dim=1)
+        norms.append(sq.sqrt())
+    return norms
 
 
 def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction="mean",
@@ -248,19 +346,27 @@ def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction=
         The values do not depend on it.
     reduction : {"mean", "none"}, default="mean"
         Return the mean over samples, or the per-sample norms.
-    method : {"auto", "gram", "jacrev", "jacfwd"}, default="auto"
+    method : {"auto", "gram", "jacrev", "jacfwd", "batched"}, default="auto"
         How the per-sample Jacobians are computed; all are exact.
         ``"jacrev"`` is ``vmap(jacrev(f))`` (one vector-Jacobian product per
         output), ``"jacfwd"`` is ``vmap(jacfwd(f))`` (one Jacobian-vector
         product per input feature, for low-dimensional inputs).
+        ``"batched"`` needs no ``vmap``: one backward pass of the whole chunk
+        per output, whose gradient holds every sample's Jacobian row (each
+        sample's output depends on its own input alone in eval mode); it is
+        the method for recurrent modules (``nn.RNN``, ``nn.GRU``,
+        ``nn.LSTM``, :class:`~hw1sk.models.RowRNN`), whose layers
+        ``torch.func.vmap`` cannot batch (``"jacrev"`` and ``"jacfwd"`` are
+        refused for them).
         ``"gram"`` is for modules that start with ``[Flatten,] Linear`` (an
         :class:`~hw1sk.models.MLP` or an ``nn.Sequential``): with
         :math:`h = Wx + b`, :math:`J_x = J_h W`, so
         :math:`\\|J_x\\|_F^2 = \\mathrm{tr}(J_h W W^\\top J_h^\\top)`; only the
         Jacobian with respect to the (narrower) first hidden layer is formed.
-        ``"auto"`` uses ``"gram"`` when it applies and the first layer is
-        narrower than the input, else ``"jacfwd"`` when the inputs are fewer
-        than the outputs, else ``"jacrev"``.
+        ``"auto"`` uses ``"batched"`` for modules with recurrent layers,
+        else ``"gram"`` when it applies and the first layer is narrower than
+        the input, else ``"jacfwd"`` when the inputs are fewer than the
+        outputs, else ``"jacrev"``.
     device : str, torch.device or None, default=None
         Where to compute; ``None`` uses the module's device.
 
@@ -313,84 +419,115 @@ def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction=
             f"{tuple(first_output.shape)} for one sample; use output='logits'."
         )
     n_out = first_output.numel()
-    if method == "auto":
-        if split is not None and split[1].out_features < split[1].in_features:
-            method = "gram"
-        else:
-            method = "jacfwd" if n_in < n_out else "jacrev"
+    method = _choose_jacobian_method(method, work, split, n_in, n_out)
     squash = _output_map(output, n_out)
 
-    norms = []
     with _eval_mode(work):
         if method == "gram":
-            _, linear, tail = split
-            weight, bias = linear.weight.detach(), linear.bias
-            bias = None if bias is None else bias.detach()
-            gram = weight @ weight.T
-            state = _functional_state(tail)
-
-            def from_hidden(h):  # one sample's first-layer pre-activation -> output
-                return squash(functional_call(tail, state, (h.unsqueeze(0),)))
-
-            jac = vmap(jacrev(from_hidden))
-            for start in range(0, X.shape[0], batch_size):
-                xb = X[start:start + batch_size]
-                with torch.no_grad():
-                    h = nn.functional.linear(xb.reshape(xb.shape[0], -1), weight, bias)
-                J = jac(h).detach()  # (batch, n_out, n_hidden)
-                sq = ((J @ gram) * J).sum(dim=(1, 2))
-                norms.append(sq.clamp_min(0).sqrt())  # clamp: rounding can go below 0
+            norms = _gram_norms(split, squash, X, batch_size)
+        elif method == "batched":
+            norms = _batched_norms(work, squash, X, batch_size, n_out, device)
         else:
-            state = _functional_state(work)
-
-            def single(x):  # one sample -> its flattened (softmax) output
-                return squash(functional_call(work, state, (x.unsqueeze(0),)))
-
-            jac = vmap(jacrev(single) if method == "jacrev" else jacfwd(single))
-            for start in range(0, X.shape[0], batch_size):
-                J = jac(X[start:start + batch_size]).detach()
-                norms.append(J.reshape(J.shape[0], -1).norm(dim=1))
+            norms = _vmap_norms(work, squash, X, batch_size, method)
     return _reduce(torch.cat(norms), reduction)
 
 
 # --------------------------------------------------------------------------- #
 # loss-gradient sensitivity
 # --------------------------------------------------------------------------- #
-def _per_sample_criterion(criterion):
-    """A copy of ``criterion`` returning one loss per sample, or ``None``.
+def _reduce_rest(losses, reduction):
+    """Unreduced losses ``(n, ...)`` -> one per sample: mean (``"sum"``: sum) over the rest."""
+    if losses.ndim > 1:
+        losses = losses.reshape(losses.shape[0], -1)
+        losses = losses.sum(dim=1) if reduction == "sum" else losses.mean(dim=1)
+    return losses
 
-    The copy has ``reduction="none"``; its extra dimensions (e.g. the outputs
-    of ``MSELoss``) are averaged (original reduction ``"mean"``) or summed
-    (``"sum"``), which is the criterion evaluated on that sample alone.
+
+def _reduction_keyword(criterion):
+    """The default of a function's ``reduction`` argument (``F.cross_entropy``, a partial).
+
+    None for modules, for callables without such an argument, and for
+    builtins without a signature.
+    """
+    if isinstance(criterion, nn.Module):
+        return None
+    try:
+        parameter = inspect.signature(criterion).parameters.get("reduction")
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    if parameter is None or parameter.default not in ("mean", "sum", "none"):
+        return None
+    return parameter.default
+
+
+def _per_sample_criterion(criterion):
+    """``per_sample(out, y)``: one loss per sample, the sample's term of the unreduced criterion.
+
+    A loss with a ``reduction`` attribute (torch's loss modules) is copied with
+    ``reduction="none"``; a function with a ``reduction`` argument
+    (``F.cross_entropy``, ``functools.partial(F.cross_entropy, weight=w)``)
+    is called with ``reduction="none"``.  Extra dimensions (the outputs of
+    ``MSELoss``) are averaged, or summed for ``reduction="sum"``.  Any other
+    callable is applied to one-sample batches under :func:`torch.func.vmap`;
+    :func:`_check_decomposes` then makes sure the batch loss is the mean or
+    sum of those values.  Returns ``(per_sample, opaque)``.
     """
     reduction = getattr(criterion, "reduction", None)
-    if reduction not in ("mean", "sum"):
-        return None
-    unreduced = copy.copy(criterion)
-    unreduced.reduction = "none"
-    reduce_rest = torch.mean if reduction == "mean" else torch.sum
+    if reduction in ("mean", "sum", "none"):
+        unreduced = copy.copy(criterion)
+        unreduced.reduction = "none"
+        return (lambda out, y: _reduce_rest(unreduced(out, y), reduction)), False
+    reduction = _reduction_keyword(criterion)
+    if reduction is not None:
+        return (lambda out, y: _reduce_rest(criterion(out, y, reduction="none"),
+                                            reduction)), False
 
-    def per_sample(out, y):
-        losses = unreduced(out, y)
-        if losses.ndim > 1:
-            losses = reduce_rest(losses.reshape(losses.shape[0], -1), dim=1)
-        return losses
+    def alone(o, t):
+        return criterion(o.unsqueeze(0), t.unsqueeze(0))
 
-    return per_sample
+    return (lambda out, y: vmap(alone)(out, y).reshape(out.shape[0])), True
+
+
+def _check_decomposes(criterion, out, y, losses):
+    """ValueError unless ``criterion(out, y)`` is the mean or the sum of the one-sample ``losses``.
+
+    A class-weighted mean loss hidden in a plain callable is neither: on a
+    one-sample batch its weight cancels, so the one-sample values are the
+    unweighted losses, not the terms ``w[y_i] * l_i`` of the weighted loss.
+    """
+    with torch.no_grad():
+        total = criterion(out, y).double()
+        values = losses.double()
+    if not any(torch.allclose(total, ref, rtol=1e-4, atol=1e-6)
+               for ref in (values.mean(), values.sum())):
+        raise ValueError(
+            "criterion(output, y) on a batch is neither the mean nor the sum of its values "
+            "on the samples alone (a class-weighted loss?), so its per-sample losses are "
+            "not defined. Pass a torch loss module (e.g. nn.CrossEntropyLoss(weight=w)) or "
+            "a function with a reduction argument (e.g. functools.partial("
+            "F.cross_entropy, weight=w)): its reduction='none' terms are the per-sample "
+            "losses."
+        )
 
 
 def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction="mean",
                              device=None):
     """Norm of each sample's loss gradient with respect to its input.
 
-    For every sample this is :math:`\\|\\partial \\ell(f(x_i), y_i)/\\partial x_i\\|_2`
-    with :math:`\\ell` the loss of that sample alone (not the batch mean, whose
-    gradient would be scaled by ``1/n``).  It is computed with one backward pass
+    For every sample this is :math:`\\|\\partial \\ell_i/\\partial x_i\\|_2`,
+    where :math:`\\ell_i` is sample :math:`i`'s term of the *unreduced*
+    criterion, what ``reduction="none"`` gives (averaged over any remaining
+    dimensions, summed for a ``"sum"`` criterion) -- not the batch mean,
+    whose gradient would be scaled by ``1/n``.  For class-weighted
+    cross-entropy, :math:`\\ell_i = w_{y_i}\\,\\mathrm{CE}_i`: the class
+    weight is kept (a mean-reduced weighted loss on a one-sample batch would
+    divide it out again).  The gradient is computed with one backward pass
     of the *sum* of the per-sample losses: in eval mode each loss depends on
     its own input only, so the gradient of the sum w.r.t. :math:`x_i` is
     exactly :math:`\\partial \\ell_i/\\partial x_i`.  It costs about one
     forward and backward pass, against one backward pass per output for
-    :func:`input_jacobian_norm`.
+    :func:`input_jacobian_norm`.  The module runs on whole batches (no
+    ``vmap``), recurrent layers included.
 
     Parameters
     ----------
@@ -398,12 +535,14 @@ def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction
         Evaluated in eval mode (see :func:`input_jacobian_norm`).
     criterion : callable
         ``criterion(output, y)``.  A torch loss with a ``reduction`` attribute
-        (``"mean"`` or ``"sum"``) is copied with ``reduction="none"``; the
-        per-sample loss is its value for the sample, averaged (``"mean"``) or
-        summed (``"sum"``) over any remaining dimensions, which is the
-        criterion applied to that sample alone (for class-weighted
-        cross-entropy it includes the sample's class weight).  Any other
-        callable is applied to one-sample batches under :func:`torch.func.vmap`.
+        is copied with ``reduction="none"``, and a function with a
+        ``reduction`` argument (``F.cross_entropy``, a ``functools.partial``
+        of it) is called with ``reduction="none"``; both give the
+        per-sample terms, class weights included.  Any other callable is
+        applied to one-sample batches (under :func:`torch.func.vmap`); it
+        must then be the mean or the sum of those values over a batch, which
+        is checked on the first chunk (a class-weighted mean loss wrapped in
+        a ``lambda`` is neither, and is refused with a ``ValueError``).
     X : array-like or torch.Tensor of shape (n_samples, ...)
     y : array-like or torch.Tensor of shape (n_samples, ...)
         Integer labels become int64, real targets the module's dtype.
@@ -415,6 +554,12 @@ def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction
     Returns
     -------
     norm : float or numpy.ndarray of shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        For a plain callable whose batch value is not the mean or the sum
+        of its one-sample values.
 
     See Also
     --------
@@ -436,26 +581,20 @@ def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction
         raise TypeError(f"criterion must be callable, got {type(criterion).__name__}.")
     work, device, X, y = _prepare_data(module, X, y, device)
     batch_size = _check_batch_size(batch_size, X.shape[0])
-    per_sample = _per_sample_criterion(criterion)
+    per_sample, opaque = _per_sample_criterion(criterion)
 
     norms = []
     with _eval_mode(work):
         state = _functional_state(work)
-        if per_sample is None:
-            def single_loss(x, t):
-                out = functional_call(work, state, (x.unsqueeze(0),))
-                return criterion(out, t.unsqueeze(0))
-
-            single_grad = vmap(grad(single_loss))
         for start in range(0, X.shape[0], batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
-            if per_sample is None:
-                g = single_grad(xb, yb)
-            else:
-                xb = xb.clone().requires_grad_(True)
-                with torch.enable_grad():
-                    losses = per_sample(functional_call(work, state, (xb,)), yb)
-                    (g,) = torch.autograd.grad(losses.sum(), xb)
+            xb = X[start:start + batch_size].clone().requires_grad_(True)
+            yb = y[start:start + batch_size]
+            with torch.enable_grad(), _backward_in_eval_mode(work, device):
+                out = functional_call(work, state, (xb,))
+                losses = per_sample(out, yb)
+                if opaque and start == 0:
+                    _check_decomposes(criterion, out, yb, losses)
+                (g,) = torch.autograd.grad(losses.sum(), xb)
             norms.append(g.detach().reshape(g.shape[0], -1).norm(dim=1))
     return _reduce(torch.cat(norms), reduction)
 

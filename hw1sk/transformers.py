@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, is_classifier
 from sklearn.decomposition import PCA
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .evaluation import evaluate_module
+from .evaluation import check_predict_X, encode_targets, evaluate_module
 from .parameters import assign_flat_parameters, flatten_parameters
 
 __all__ = ["TrajectoryPCA", "ParameterInterpolator", "trajectory_array"]
@@ -351,8 +351,10 @@ class ParameterInterpolator(BaseEstimator):
         sklearn.exceptions.NotFittedError
             If either estimator is not fitted.
         ValueError
-            If the two modules differ in structure or parameter shapes, or
-            ``alphas`` is not a non-empty 1-D array of finite numbers.
+            If the two modules differ in structure or parameter shapes, two
+            classifiers have different ``classes_`` (their output columns
+            would stand for different classes), or ``alphas`` is not a
+            non-empty 1-D array of finite numbers.
         """
         for name in ("estimator1", "estimator2"):
             check_is_fitted(getattr(self, name))
@@ -366,6 +368,7 @@ class ParameterInterpolator(BaseEstimator):
                     f"{_first_difference(a1, a2)}); interpolation needs two models "
                     "of the same architecture."
                 )
+        _check_same_classes(self.estimator1, self.estimator2)
         alphas = _check_alphas(self.alphas)
         self.theta1_ = flatten_parameters(self.estimator1.module_).detach().double().cpu().numpy()
         self.theta2_ = flatten_parameters(self.estimator2.module_).detach().double().cpu().numpy()
@@ -424,7 +427,11 @@ class ParameterInterpolator(BaseEstimator):
 
         The loss is the estimators' own criterion (``criterion_``), evaluated in
         eval mode, as :func:`hw1sk.evaluation.evaluate_estimator`; at α = 0 and
-        α = 1 the numbers are exactly those of the two estimators.
+        α = 1 the numbers are exactly those of the two estimators.  The inputs
+        are checked as ``estimator1.predict`` checks them and the labels are
+        encoded through its ``classes_``
+        (:func:`hw1sk.evaluation.encode_targets`), so any labels the models
+        were trained on (``{3, 7}``, strings) are accepted.
 
         Parameters
         ----------
@@ -440,13 +447,23 @@ class ParameterInterpolator(BaseEstimator):
         results : pandas.DataFrame
             Columns ``alpha``, ``split`` ("train"/"test"), ``loss``, ``accuracy``;
             also stored as ``results_``.
+
+        Raises
+        ------
+        ValueError
+            If an input has a sample shape the estimators were not fitted on
+            ("X has 5 features, but NeuralClassifier is expecting 784 features
+            as input."), holds NaN or infinity ("Input X contains NaN."), has
+            a different length than its labels, or a label is not in
+            ``classes_``.
         """
         check_is_fitted(self, "theta1_")
         if (X_test is None) != (y_test is None):
             raise ValueError("Pass both X_test and y_test, or neither.")
-        splits = [("train", X, self._targets(y))]
+        splits = [("train", *self._checked_data(X, y, "X"))]
         if X_test is not None:
-            splits.append(("test", X_test, self._targets(y_test)))
+            splits.append(("test", *self._checked_data(X_test, y_test, "X_test")))
+        X = splits[0][1]
         work = copy.deepcopy(self.estimator1.module_)  # the one module that is overwritten
         rows = []
         for alpha in self.alphas_:
@@ -462,9 +479,25 @@ class ParameterInterpolator(BaseEstimator):
         self.results_ = pd.DataFrame(rows, columns=["alpha", "split", "loss", "accuracy"])
         return self.results_
 
-    def _targets(self, y):
-        """``y`` as :func:`hw1sk.evaluation.evaluate_estimator` passes it to the criterion."""
-        y = np.asarray(y)
-        if y.dtype.kind == "f" and y.ndim == 1 and not is_classifier(self.estimator1):
-            y = y.reshape(-1, 1)  # regressors are trained on (n, 1) targets
-        return y
+    def _checked_data(self, X, y, name):
+        """``(X, y)`` as :func:`hw1sk.evaluation.evaluate_estimator` passes them on."""
+        X = check_predict_X(self.estimator1, X, input_name=name)
+        y = encode_targets(self.estimator1, y)
+        check_consistent_length(X, y)
+        return X, y
+
+
+def _check_same_classes(estimator1, estimator2):
+    """ValueError when two classifiers' output columns stand for different classes."""
+    if not (is_classifier(estimator1) and is_classifier(estimator2)):
+        return
+    try:
+        classes1, classes2 = np.asarray(estimator1.classes_), np.asarray(estimator2.classes_)
+    except AttributeError:
+        return  # a skorch net trained without y: nothing to compare
+    if classes1.shape != classes2.shape or not np.array_equal(classes1, classes2):
+        raise ValueError(
+            f"estimator1 and estimator2 have different classes_ ({classes1.tolist()} vs "
+            f"{classes2.tolist()}); interpolation needs two classifiers whose outputs "
+            "stand for the same classes in the same order."
+        )

@@ -1,4 +1,5 @@
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hw1sk.generalization import (
     loss_input_gradient_norm,
     sharpness,
 )
-from hw1sk.models import CNN, MLP
+from hw1sk.models import CNN, MLP, RowRNN
 
 
 def _snapshot(module):
@@ -56,7 +57,7 @@ def _reference_norms(module, X, output):
 # --------------------------------------------------------------------------- #
 # input_jacobian_norm
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("method", ["auto", "jacrev", "jacfwd"])
+@pytest.mark.parametrize("method", ["auto", "jacrev", "jacfwd", "batched"])
 def test_linear_map_sensitivity_is_frobenius_norm_of_weight(method):
     torch.manual_seed(0)
     layer = nn.Linear(5, 3)
@@ -67,7 +68,7 @@ def test_linear_map_sensitivity_is_frobenius_norm_of_weight(method):
 
 
 @pytest.mark.parametrize("output", ["softmax", "logits"])
-@pytest.mark.parametrize("method", ["auto", "gram", "jacrev", "jacfwd"])
+@pytest.mark.parametrize("method", ["auto", "gram", "jacrev", "jacfwd", "batched"])
 def test_matches_autograd_jacobian_per_sample(mlp, data, output, method):
     X, _ = data
     snap = _snapshot(mlp)
@@ -97,6 +98,41 @@ def test_cnn_matches_autograd():
     X = torch.rand(3, 1, 6, 6)
     got = input_jacobian_norm(net, X, reduction="none")
     np.testing.assert_allclose(got, _reference_norms(net, X, "softmax"), rtol=1e-5, atol=1e-8)
+
+
+class _OwnGRU(nn.Module):
+    """A user's recurrent module: an ``nn.GRU`` (time-major) read over 3 steps, then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(input_size=2, hidden_size=5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, X):
+        steps = X.reshape(X.shape[0], 3, 2).transpose(0, 1)  # (time, batch, features)
+        out, _ = self.rnn(steps)
+        return self.head(out[-1])
+
+
+@pytest.mark.parametrize("module", ["rnn", "gru", "lstm", "own_gru"])
+@pytest.mark.parametrize("output", ["softmax", "logits"])
+def test_recurrent_modules_match_autograd(module, output):
+    torch.manual_seed(0)
+    net = _OwnGRU() if module == "own_gru" else RowRNN(row_size=2, n_rows=3, hidden_size=5,
+                                                       n_out=3, cell=module)
+    X = torch.randn(5, 6)
+    snap = _snapshot(net)
+    got = input_jacobian_norm(net, X, output=output, reduction="none", batch_size=2)
+    np.testing.assert_allclose(got, _reference_norms(net, X, output), rtol=1e-5, atol=1e-7)
+    assert input_jacobian_norm(net, X, output=output) == pytest.approx(got.mean(), rel=1e-6)
+    _assert_unchanged(net, snap)
+
+
+@pytest.mark.parametrize("method", ["jacrev", "jacfwd"])
+def test_vmap_methods_are_refused_for_recurrent_modules(method):
+    net = RowRNN(row_size=2, n_rows=3, hidden_size=4, n_out=3, cell="gru")
+    with pytest.raises(ValueError, match="cannot batch the recurrent layers .*GRU.*'batched'"):
+        input_jacobian_norm(net, torch.randn(2, 6), method=method)
 
 
 def test_invariant_to_dataset_size_and_chunking(mlp, data):
@@ -164,13 +200,16 @@ def _reference_loss_gradients(module, criterion, X, y):
     return torch.stack(norms).numpy()
 
 
-@pytest.mark.parametrize("criterion_kind", ["ce", "mse", "mse_sum", "plain_function"])
+@pytest.mark.parametrize("criterion_kind",
+                         ["ce", "mse", "mse_sum", "plain_function", "opaque_callable"])
 def test_loss_gradient_matches_per_sample_loop(mlp, data, criterion_kind):
     X, labels = data
     if criterion_kind == "ce":
         criterion, y = nn.CrossEntropyLoss(), labels
     elif criterion_kind == "plain_function":
         criterion, y = nn.functional.cross_entropy, labels
+    elif criterion_kind == "opaque_callable":
+        criterion, y = (lambda out, t: nn.functional.cross_entropy(out, t)), labels
     else:
         reduction = "sum" if criterion_kind == "mse_sum" else "mean"
         criterion, y = nn.MSELoss(reduction=reduction), torch.randn(9, 4)
@@ -181,6 +220,63 @@ def test_loss_gradient_matches_per_sample_loop(mlp, data, criterion_kind):
     assert loss_input_gradient_norm(mlp, criterion, X, y) == pytest.approx(got.mean(),
                                                                             rel=1e-6)
     _assert_unchanged(mlp, snap)
+
+
+CLASS_WEIGHT = torch.tensor([0.5, 1.0, 2.0, 4.0])
+
+
+def _weighted_reference(module, X, y, weight):
+    """Per-sample norms of d(w[y_i] * CE_i)/dx_i by autograd, one sample at a time."""
+    module = copy.deepcopy(module).eval()
+    norms = []
+    for x, t in zip(X, y):
+        x = x.clone().unsqueeze(0).requires_grad_(True)
+        log_proba = torch.log_softmax(module(x), dim=1)
+        (-weight[t] * log_proba[0, t]).backward()
+        norms.append(x.grad.norm())
+    return torch.stack(norms).numpy()
+
+
+@pytest.mark.parametrize("path", ["module_mean", "module_sum", "module_none", "function",
+                                  "function_sum", "opaque_sum"])
+def test_class_weighted_loss_gradient_is_that_of_the_weighted_per_sample_loss(mlp, data, path):
+    X, y = data
+    w = CLASS_WEIGHT
+    criterion = {
+        "module_mean": nn.CrossEntropyLoss(weight=w),
+        "module_sum": nn.CrossEntropyLoss(weight=w, reduction="sum"),
+        "module_none": nn.CrossEntropyLoss(weight=w, reduction="none"),
+        "function": functools.partial(nn.functional.cross_entropy, weight=w),
+        "function_sum": functools.partial(nn.functional.cross_entropy, weight=w,
+                                          reduction="sum"),
+        # a callable without a reduction: one-sample batches of a sum keep the weight
+        "opaque_sum": lambda out, t: nn.functional.cross_entropy(out, t, weight=w,
+                                                                 reduction="sum"),
+    }[path]
+    got = loss_input_gradient_norm(mlp, criterion, X, y, batch_size=4, reduction="none")
+    np.testing.assert_allclose(got, _weighted_reference(mlp, X, y, w), rtol=1e-5, atol=1e-8)
+
+
+def test_weighted_mean_loss_in_an_opaque_callable_is_refused(mlp, data):
+    X, y = data
+
+    def criterion(out, t):  # on one sample the weight cancels: the unweighted loss
+        return nn.functional.cross_entropy(out, t, weight=CLASS_WEIGHT)
+
+    with pytest.raises(ValueError, match="neither the mean nor the sum .*class-weighted"):
+        loss_input_gradient_norm(mlp, criterion, X, y)
+
+
+@pytest.mark.parametrize("criterion", [nn.CrossEntropyLoss(),
+                                       lambda out, t: nn.functional.cross_entropy(out, t)],
+                         ids=["module", "opaque_callable"])
+def test_loss_gradient_on_a_recurrent_module(criterion):
+    torch.manual_seed(0)
+    net = RowRNN(row_size=2, n_rows=3, hidden_size=5, n_out=3, cell="gru")
+    X, y = torch.randn(5, 6), torch.tensor([0, 2, 1, 1, 0])
+    got = loss_input_gradient_norm(net, criterion, X, y, batch_size=2, reduction="none")
+    np.testing.assert_allclose(got, _reference_loss_gradients(net, nn.CrossEntropyLoss(), X, y),
+                               rtol=1e-5, atol=1e-8)
 
 
 def test_loss_gradient_input_checks(mlp, data):
@@ -285,3 +381,31 @@ def test_sharpness_errors(mlp, data):
                           ({"n_restarts": 1.5}, "n_restarts"), ({"step_size": -1}, "step_size")]:
         with pytest.raises(ValueError, match=match):
             sharpness(mlp, criterion, X, y, **kwargs)
+
+
+# --------------------------------------------------------------------------- #
+# through SensitivityStudy
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_sensitivity_study_measures_recurrent_models(cell):
+    from sklearn.base import clone
+
+    from hw1sk.estimators import NeuralClassifier
+    from hw1sk.studies.sensitivity import SensitivityStudy
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 6).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    estimator = NeuralClassifier(module="rnn", module__cell=cell, module__row_size=2,
+                                 module__n_rows=3, module__hidden_size=4)
+    study = SensitivityStudy(estimator, batch_sizes=(16,), max_epochs=1, n_eval=10,
+                             sharpness_steps=1, sharpness_restarts=1, hessian_max_iter=3,
+                             backend="sequential").fit(X[:40], y[:40], X[40:], y[40:])
+    row = study.results_.iloc[0]
+    net = clone(estimator).set_params(batch_size=16, lr=1e-3, max_epochs=1,
+                                      random_state=int(row["seed"])).fit(X[:40], y[:40])
+    X_sens = torch.as_tensor(X[40:][study.eval_indices_["sensitivity"]])
+    expected = _reference_norms(net.module_, X_sens, "softmax").mean()
+    assert row["sensitivity"] == pytest.approx(expected, rel=1e-4)
+    assert np.isfinite(row[["loss_input_gradient_norm", "sharpness",
+                            "top_hessian_eigenvalue"]].to_numpy(float)).all()

@@ -192,12 +192,31 @@ def test_random_label_bad_data(data):
         _random_label_study(n_test=240).fit(X, y)
 
 
+def test_random_label_classes_are_the_data_labels_or_the_declared_ones(data):
+    X, y, X_test, y_test = data
+    # labels {10, 20, 30, 40}: four classes (not 41), drawn from those values only
+    names = np.array([10, 20, 30, 40])
+    study = _random_label_study(label_method="uniform", max_epochs=1).fit(
+        X, names[y], X_test, names[y_test])
+    assert set(study.random_labels_.tolist()) == set(names.tolist())
+    assert study.summary_["chance_accuracy"].iloc[0] == 0.25
+    assert list(study.estimator_.classes_) == names.tolist()
+    # declared classes may hold more than the data: chance is over all of them
+    declared = NeuralClassifier(module__hidden=(16,), classes=list(range(5)))
+    study = _random_label_study(estimator=declared, max_epochs=1).fit(X, y, X_test, y_test)
+    assert study.settings_["n_classes"] == 5 and study.summary_["chance_accuracy"].iloc[0] == 0.2
+    too_few = NeuralClassifier(module__hidden=(16,), classes=[0, 1])
+    with pytest.raises(ValueError, match=r"labels \[2, 3\] that are not in the estimator's"):
+        _random_label_study(estimator=too_few).fit(X, y, X_test, y_test)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_random_label_diverged_run_is_recorded(data):
     X, y, X_test, y_test = data
     with pytest.warns(RuntimeWarning, match="1 of 1 runs diverged"):
         study = _random_label_study(lr=1e30).fit(X, y, X_test, y_test)
-    assert len(study.diverged_) == 1 and "non-finite" in study.diverged_["message"].iloc[0]
+    message = study.diverged_["message"].iloc[0]
+    assert len(study.diverged_) == 1 and ("non-finite" in message or "nan" in message)
     assert study.results_.empty and list(study.results_.columns) == RANDOM_COLUMNS
     assert study.summary_.empty and study.estimator_ is None
 

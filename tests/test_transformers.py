@@ -224,6 +224,64 @@ def test_evaluate_needs_both_test_arrays(pair, blobs):
         ParameterInterpolator(*pair).fit().evaluate(X, y, X_test)
 
 
+@pytest.mark.parametrize("names, classes", [
+    ((3, 7, 9), None),
+    (("three", "seven", "nine"), None),
+    ((0, 1, 2), [2, 0, 1]),
+], ids=["3-7-9", "strings", "declared-order"])
+def test_labels_are_encoded_through_classes(blobs, names, classes):
+    X, codes, X_test, codes_test = blobs
+    y, y_test = np.asarray(names)[codes], np.asarray(names)[codes_test]
+    nets = [_classifier(batch_size=b, classes=classes, random_state=b).fit(X, y)
+            for b in (8, 90)]
+    interp = ParameterInterpolator(*nets, alphas=[0.0, 0.5, 1.0]).fit()
+    frame = interp.evaluate(X, y, X_test, y_test).set_index(["alpha", "split"])
+    order = list(nets[0].classes_)
+    for alpha, est in ((0.0, nets[0]), (0.5, interp.interpolate(0.5)), (1.0, nets[1])):
+        for split, Xs, ys in (("train", X, y), ("test", X_test, y_test)):
+            with torch.no_grad():
+                logits = est.module_.eval()(torch.from_numpy(Xs)).double().numpy()
+            index = np.array([order.index(label) for label in ys])
+            log_proba = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            hand_loss = -log_proba[np.arange(len(ys)), index].mean()
+            assert frame.loc[(alpha, split), "loss"] == pytest.approx(hand_loss, rel=1e-5)
+            assert frame.loc[(alpha, split), "accuracy"] == pytest.approx(est.score(Xs, ys))
+    bad = y.copy()
+    bad[0] = "zero" if y.dtype.kind == "U" else 99
+    with pytest.raises(ValueError, match=r"y contains labels \['?(zero|99)'?\] that are not in"):
+        interp.evaluate(X, bad)
+
+
+def test_classifiers_with_different_classes_are_refused(blobs):
+    X, y, _, _ = blobs
+    a = _classifier(classes=[0, 1, 2]).fit(X, y)
+    b = _classifier(classes=[2, 1, 0]).fit(X, y)
+    with pytest.raises(ValueError, match=r"different classes_ \(\[0, 1, 2\] vs \[2, 1, 0\]\)"):
+        ParameterInterpolator(a, b).fit()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_evaluate_checks_inputs_as_predict_does(pair, blobs, split):
+    X, y, X_test, y_test = blobs
+    interp = ParameterInterpolator(*pair, alphas=[0.0, 0.5]).fit()
+    name = "X" if split == "train" else "X_test"
+
+    def evaluate(Xs):
+        if split == "train":
+            return interp.evaluate(Xs, y[:len(Xs)])
+        return interp.evaluate(X, y, Xs, y_test[:len(Xs)])
+
+    with pytest.raises(ValueError, match="X has 4 features, but NeuralClassifier is expecting "
+                                         "5 features as input."):
+        evaluate((X if split == "train" else X_test)[:, :4])
+    bad = (X if split == "train" else X_test).copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=f"Input {name} contains NaN"):
+        evaluate(bad)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        interp.evaluate(X, y[:-1])
+
+
 # --------------------------------------------------------------------------- BatchNorm
 def test_batchnorm_statistics_are_recomputed_at_interior_points(bn_pair, blobs):
     X, y, X_test, y_test = blobs

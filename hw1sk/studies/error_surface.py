@@ -45,6 +45,19 @@ _DIRECTIONS = ("pca", "random")
 _PCA_MARGIN = 1.2
 
 
+def _run_targets(run, y):
+    """The training targets as the run's criterion takes them.
+
+    Runs cached by an earlier version (``cache_dir``) lack ``"targets"``; their
+    task, hashed with its ``y``, can only match labels that were already the
+    class indices ``0..k-1`` (or real targets), which are used as they are.
+    """
+    targets = run.get("targets")
+    if targets is None:
+        targets = y.reshape(-1, 1) if y.dtype.kind == "f" and y.ndim == 1 else y
+    return targets
+
+
 def _grid(half_width, n):
     """``n`` evenly spaced points in ``[-half_width, half_width]``, the centre exactly 0."""
     values = np.linspace(-half_width, half_width, n)
@@ -276,8 +289,8 @@ class ErrorSurfaceStudy(Study):
         coords = project_onto_plane(snapshots, origin, d1, d2)
         extent = self._extent(coords)
 
-        X_eval, y_eval = _subsample(X, y, self.n_eval, eval_seed)
-        y_eval = y_eval.reshape(-1, 1) if y_eval.dtype.kind == "f" else y_eval
+        # the landscape takes the module and its criterion: labels encoded by the fitted net
+        X_eval, y_eval = _subsample(X, _run_targets(run, y), self.n_eval, eval_seed)
         common = {"n_points_per_call": int(self.n_points_per_call), "device": self.device}
         line = loss_along_line(module, criterion, X_eval, y_eval, d1,
                                _grid(extent[0], int(self.line_points)),

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
 
-from ..evaluation import evaluate_module
+from ..evaluation import encode_targets, evaluate_module
 from ..parameters import (
     assign_flat_parameters,
     count_params,
@@ -109,12 +109,14 @@ def _check_training_params(study):
 
 
 def _check_data(X, y, X_test=None, y_test=None, classify=None):
-    """Inputs as float32 arrays, targets encoded as the estimator trains on them.
+    """Inputs as float32 arrays; class labels checked and kept, real targets float32.
 
-    Class labels become ``0..k-1`` in the order of ``np.unique(y)`` (what
-    :class:`~hw1sk.estimators.NeuralClassifier` does), so the snapshots can be
-    scored with the module's own criterion; real targets become float32.
-    ``classify=None`` decides from ``y``: float targets are regression.
+    Class labels keep their values (``{3, 7}``, strings): the estimator
+    encodes them through its ``classes_`` when it trains, and the study
+    encodes them the same way wherever it scores the module with its
+    criterion (:func:`hw1sk.evaluation.encode_targets`).  ``y_test`` may only
+    hold labels of ``y``.  ``classify=None`` decides from ``y``: float
+    targets are regression.
 
     Returns
     -------
@@ -142,15 +144,12 @@ def _check_data(X, y, X_test=None, y_test=None, classify=None):
         return X, y, X_test, y_test, False
     if type_of_target(y) not in ("binary", "multiclass"):
         raise ValueError(f"a classifier needs class labels, but y is {type_of_target(y)!r}.")
-    classes, y = np.unique(y, return_inverse=True)
     if y_test is not None:
-        pos = np.minimum(np.searchsorted(classes, y_test), len(classes) - 1)
-        unknown = classes[pos] != y_test
+        unknown = ~np.isin(y_test, np.unique(y))
         if np.any(unknown):
             raise ValueError(f"y_test holds labels {np.unique(y_test[unknown]).tolist()} that "
                              "are not among the training labels.")
-        y_test = pos.astype(np.int64)
-    return X, y.astype(np.int64), X_test, y_test, True
+    return X, y, X_test, y_test, True
 
 
 def _subsample(X, y, n, random_state):
@@ -174,10 +173,19 @@ def _template(study, classify):
 
 
 def _probe_module(template, X, y):
-    """The module the template builds on ``X`` (a zero-epoch fit on a few samples)."""
-    probe = clone(template).set_params(max_epochs=0, device="cpu", callbacks=None)
+    """The module the template builds on ``X`` (one full-batch step on a few samples).
+
+    Only its structure is used (layer names, parameter count); the step's
+    outcome, a divergence included, does not matter.
+    """
+    import warnings
+
+    probe = clone(template).set_params(max_epochs=1, batch_size=-1, device="cpu",
+                                       callbacks=None)
     n = min(len(X), 64)
-    return probe.fit(X[:n], y[:n]).module_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return probe.fit(X[:n], y[:n]).module_
 
 
 # below this many (samples per step x parameters) a training step is too small for torch's
@@ -246,7 +254,7 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
     ----------
     estimator : NeuralClassifier or NeuralRegressor (unfitted template)
     X, y : ndarray
-        Training data (labels ``0..k-1`` or float targets).
+        Training data (class labels of any kind, or float targets).
     X_test, y_test : ndarray, optional
         Held-out data, scored every ``test_every`` epochs.
     seed : int, default=0
@@ -268,7 +276,9 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
         ``loss``, ``accuracy`` (per snapshot), ``grad_norms`` (DataFrame of
         :meth:`GradNormTrace.to_frame`), ``history`` (DataFrame), ``train``,
         ``test`` (final scores), ``n_params``, ``layer_slices``,
-        ``module`` and ``criterion`` (the trained ones, on the CPU).
+        ``module`` and ``criterion`` (the trained ones, on the CPU) and
+        ``targets`` (``y`` as the criterion takes it: class indices through
+        the fitted ``classes_``, or float columns).
 
     Raises
     ------
@@ -311,8 +321,9 @@ def _traced_fit(est, X, y, X_test, y_test, seed, test_every, score):
     module = fitted.module_.cpu()
     criterion = fitted.criterion_.cpu() if isinstance(fitted.criterion_, torch.nn.Module) \
         else fitted.criterion_
+    targets = encode_targets(fitted, y)
     if score:
-        losses, accuracies = score_snapshots(module, criterion, snapshots, X, y)
+        losses, accuracies = score_snapshots(module, criterion, snapshots, X, targets)
     history = run["history"]
     return {
         "snapshots": snapshots,
@@ -327,6 +338,7 @@ def _traced_fit(est, X, y, X_test, y_test, seed, test_every, score):
         "layer_slices": dict(layer_slices(module)),
         "module": module,
         "criterion": criterion,
+        "targets": targets,
     }
 
 

@@ -122,13 +122,61 @@ def generalization_data(X, y, X_test=None, y_test=None, n_train=None, n_test=Non
     return X[train], y[train], X_test[test], y_test[test]
 
 
-def n_classes_of(y, y_test):
-    """Number of classes ``max(label) + 1`` of integer labels ``0..k-1`` (ValueError otherwise)."""
+def classes_of(y, y_test, given=None):
+    """The classes of a classification study: ``given``, or every label of ``y`` and ``y_test``.
+
+    Parameters
+    ----------
+    y, y_test : ndarray of shape (n_samples,)
+        Class labels of any kind (``{3, 7}``, strings); not real numbers.
+    given : array-like or None, default=None
+        Classes declared by the estimator (its ``classes`` parameter); they
+        must hold every label of ``y`` and ``y_test``.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+        Sorted unique labels (``given`` in its own order when declared).
+
+    Raises
+    ------
+    ValueError
+        For real-valued labels, fewer than two classes, or labels missing from ``given``.
+    """
     for name, labels in (("y", y), ("y_test", y_test)):
-        if labels.dtype.kind not in "iu" or labels.min() < 0:
-            raise ValueError(f"{name} must hold integer class labels 0, 1, ..., n_classes - 1; "
-                             f"got dtype {labels.dtype} with minimum {labels.min()!r}.")
-    return int(max(y.max(), y_test.max())) + 1
+        if labels.dtype.kind not in "iuUSOb":
+            raise ValueError(f"{name} must hold integer class labels or strings (such as "
+                             f"{{3, 7}} or 'three'), got dtype {labels.dtype}.")
+    observed = np.unique(np.concatenate([y, y_test]))
+    if given is not None and len(given):
+        classes = np.asarray(given)
+        missing = np.setdiff1d(observed, classes)
+        if missing.size:
+            raise ValueError(f"y and y_test hold labels {missing.tolist()} that are not in "
+                             f"the estimator's classes {classes.tolist()}.")
+    else:
+        classes = observed
+    if len(classes) < 2:
+        raise ValueError(f"A classification study needs at least 2 classes, got "
+                         f"{classes.tolist()}.")
+    return classes
+
+
+def _random_class_labels(y, classes, random_state, method):
+    """Random labels drawn from ``classes`` (:func:`hw1sk.datasets.random_labels` on indices).
+
+    The labels are mapped to their indices in ``classes``, randomized there
+    and mapped back, so labels ``0..k-1`` give exactly the draws of
+    ``random_labels(y, n_classes=k)`` and any other labels the same draws
+    in their own values.
+    """
+    from ..datasets import random_labels
+
+    order = np.argsort(classes, kind="stable")
+    codes = order[np.searchsorted(classes, y, sorter=order)]
+    drawn = random_labels(codes, n_classes=len(classes), random_state=random_state,
+                          method=method)
+    return classes[drawn]
 
 
 def _train_random_label_run(estimator, X, y, X_test, y_test, seed):
@@ -256,7 +304,7 @@ class RandomLabelStudy(Study):
         self.random_state = random_state
         self.device = device
 
-    def _template(self, n_classes):
+    def _template(self, classes):
         max_epochs = check_count(self.max_epochs, "max_epochs")
         lr = check_positive(self.lr, "lr")
         batch_size = check_count(self.batch_size, "batch_size")
@@ -266,7 +314,7 @@ class RandomLabelStudy(Study):
         template = clone(self.estimator if self.estimator is not None
                          else default_random_label_classifier())
         # all classes declared: uniform draws on a small subset may miss one
-        template.set_params(device=self.device, classes=np.arange(n_classes))
+        template.set_params(device=self.device, classes=classes)
         for name, value in (("max_epochs", max_epochs), ("lr", lr), ("batch_size", batch_size)):
             if value is not None:
                 template.set_params(**{name: value})
@@ -278,7 +326,9 @@ class RandomLabelStudy(Study):
         Parameters
         ----------
         X, y : array-like of shape (n_samples, ...) and (n_samples,)
-            Training images and their true integer labels ``0..n_classes-1``.
+            Training images and their true labels: integers (``0..9``,
+            ``{3, 7}``) or strings.  The classes are those declared by the
+            estimator's ``classes``, else every label of ``y`` and ``y_test``.
         X_test, y_test : array-like, optional
             Held-out images and true labels; default: split off ``(X, y)``.
 
@@ -286,15 +336,14 @@ class RandomLabelStudy(Study):
         -------
         self : RandomLabelStudy
         """
-        from ..datasets import random_labels
-
         data_seed, label_seed, run_seed = spawn_seeds(self.random_state, 3)
         X, y, X_test, y_test = generalization_data(X, y, X_test, y_test, self.n_train,
                                                    self.n_test, data_seed)
-        n_classes = n_classes_of(y, y_test)
-        template = self._template(n_classes)
-        y_random = random_labels(y, n_classes=n_classes, random_state=label_seed,
-                                 method=self.label_method)
+        given = getattr(self.estimator, "classes", None) if self.estimator is not None else None
+        classes = classes_of(y, y_test, given)
+        n_classes = len(classes)
+        template = self._template(classes)
+        y_random = _random_class_labels(y, classes, label_seed, self.label_method)
         self.y_train_, self.random_labels_ = y, y_random
 
         task = {"estimator": template, "X": X, "y": y_random, "X_test": X_test,

@@ -34,11 +34,14 @@ def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, lr, X_sen
     "model": str}``.
     """
     from .. import curvature, generalization
+    from ..evaluation import encode_targets
 
     est = clone(estimator).set_params(batch_size=int(batch_size), lr=float(lr))
     run = train_run(est, X, y, X_test, y_test, seed=seed, keep_estimator=True)
     net = run["estimator"]
     module, criterion = net.module_, net.criterion_
+    # the measures take the module and its criterion: labels as the criterion takes them
+    y_sens, y_curv = encode_targets(net, y_sens), encode_targets(net, y_curv)
     row = {
         "batch_size": int(batch_size), "lr": float(lr), "max_epochs": int(net.max_epochs),
         # optimizer steps actually taken: epochs x batches per epoch (last one partial)
@@ -244,7 +247,9 @@ class SensitivityStudy(Study):
         Parameters
         ----------
         X, y : array-like of shape (n_samples, ...) and (n_samples,)
-            Training data (class labels ``0..n_classes-1``).
+            Training data; any class labels (``{3, 7}``, strings), encoded
+            through each fitted model's ``classes_`` wherever the module's
+            criterion is evaluated.
         X_test, y_test : array-like, optional
             Held-out data; default: ``test_size`` of ``(X, y)``.
 
