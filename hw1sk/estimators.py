@@ -482,7 +482,8 @@ class _NeuralNetMixin:
                 raise ValueError("Input X contains NaN or infinity.")
         else:
             _check_feature_names(self, X, reset=reset)
-            X = check_array(X, dtype=np.float32, allow_nd=True, ensure_all_finite=True)
+            X = check_array(X, dtype=np.float32, allow_nd=True, ensure_all_finite=True,
+                            input_name="X")
         shape = tuple(int(s) for s in X.shape[1:])
         if reset:
             self.input_shape_ = shape

@@ -223,8 +223,9 @@ def check_predict_X(estimator, X, input_name="X"):
 def evaluate_estimator(estimator, X, y, batch_size=4096):
     """Mean loss and accuracy of a fitted skorch-style estimator on ``(X, y)``.
 
-    Uses the estimator's own module and criterion (``module_``,
-    ``criterion_``), so the loss is the one it was trained on.  ``X`` is
+    Uses the estimator's own module and loss (``module_``, and
+    :func:`estimator_loss`: its ``get_loss``), so the loss is the one it was
+    trained on.  ``X`` is
     checked as ``predict`` checks it (:func:`check_predict_X`) and ``y`` is
     encoded through the estimator's ``classes_`` (:func:`encode_targets`), so
     any labels it was trained on (``{3, 7}``, strings, a given ``classes``
@@ -250,7 +251,21 @@ def evaluate_estimator(estimator, X, y, batch_size=4096):
     check_is_fitted(estimator)
     X = check_predict_X(estimator, X)
     y = encode_targets(estimator, y)
-    return evaluate_module(estimator.module_, estimator.criterion_, X, y, batch_size)
+    return evaluate_module(estimator.module_, estimator_loss(estimator), X, y, batch_size)
+
+
+def estimator_loss(estimator):
+    """The loss ``estimator`` trains on, as a ``criterion(output, y)`` callable.
+
+    It goes through the net's ``get_loss`` (eval mode), not ``criterion_``
+    alone: skorch takes the log of a softmax output for ``NLLLoss``, and
+    hw1sk's estimators pass log-probabilities as they are, so the evaluated
+    loss is the training loss whatever the module ends in.
+    """
+    def loss(output, y):
+        return estimator.get_loss(output, y, training=False)
+
+    return loss
 
 
 class HeldOutScore(Callback):
@@ -301,6 +316,6 @@ class HeldOutScore(Callback):
         if epoch % self.every:
             return
         X, y = self._data(net)
-        scores = evaluate_module(net.module_, net.criterion_, X, y, self.batch_size)
+        scores = evaluate_module(net.module_, estimator_loss(net), X, y, self.batch_size)
         net.history.record(f"{self.name}_loss", scores["loss"])
         net.history.record(f"{self.name}_acc", scores["accuracy"])

@@ -240,7 +240,7 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
             html_parts.append(f"<p{css}>{html.escape(note)}</p>")
             md_parts += [f"**{note}**" if res.error else note, ""]
         if res.diverged is not None and len(res.diverged):
-            msg = f"{len(res.diverged)} run(s) diverged (non-finite loss) and are left out of the figures:"
+            msg = f"{len(res.diverged)} run(s) diverged (a non-finite loss, or one far above the starting loss) and are left out of the figures:"
             html_parts.append(f"<p class='diverged'>{html.escape(msg)}</p>")
             html_parts.append(res.diverged.to_html(index=False))
             md_parts += [f"**{msg}**", "", _markdown_table(res.diverged), ""]

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, is_classifier
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from .evaluation import check_predict_X, encode_targets, evaluate_module
+from .evaluation import check_predict_X, encode_targets, estimator_loss, evaluate_module
 from .parameters import assign_flat_parameters, flatten_parameters
 
 __all__ = ["TrajectoryPCA", "ParameterInterpolator", "trajectory_array"]
@@ -425,8 +425,8 @@ class ParameterInterpolator(BaseEstimator):
     def evaluate(self, X, y, X_test=None, y_test=None, batch_size=4096) -> pd.DataFrame:
         """Loss and accuracy of θ(α) for every α, on train (and test) data.
 
-        The loss is the estimators' own criterion (``criterion_``), evaluated in
-        eval mode, as :func:`hw1sk.evaluation.evaluate_estimator`; at α = 0 and
+        The loss is the estimators' own training loss (their ``get_loss``, see
+        :func:`hw1sk.evaluation.estimator_loss`), evaluated in eval mode, as :func:`hw1sk.evaluation.evaluate_estimator`; at α = 0 and
         α = 1 the numbers are exactly those of the two estimators.  The inputs
         are checked as ``estimator1.predict`` checks them and the labels are
         encoded through its ``classes_``
@@ -468,11 +468,12 @@ class ParameterInterpolator(BaseEstimator):
         rows = []
         for alpha in self.alphas_:
             if float(alpha) == 0.0:
-                module, criterion = self.estimator1.module_, self.estimator1.criterion_
+                module, criterion = self.estimator1.module_, estimator_loss(self.estimator1)
             elif float(alpha) == 1.0:
-                module, criterion = self.estimator2.module_, self.estimator2.criterion_
+                module, criterion = self.estimator2.module_, estimator_loss(self.estimator2)
             else:
-                module, criterion = self._set_alpha(work, alpha, X), self.estimator1.criterion_
+                module, criterion = (self._set_alpha(work, alpha, X),
+                                     estimator_loss(self.estimator1))
             for split, Xs, ys in splits:
                 scores = evaluate_module(module, criterion, Xs, ys, batch_size=batch_size)
                 rows.append({"alpha": float(alpha), "split": split, **scores})

@@ -162,3 +162,20 @@ def test_regressor_scores_are_the_mean_squared_error(two_class):
     scores = evaluate_estimator(reg, X, y)
     assert scores["loss"] == pytest.approx(np.mean((reg.predict(X) - y) ** 2), rel=1e-5)
     assert np.isnan(scores["accuracy"])
+
+
+@pytest.mark.parametrize("last", ["log_softmax", "softmax"])
+def test_nll_loss_is_evaluated_as_it_was_trained(last):
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 4).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+
+    def module(n_in=4, n_out=2):
+        end = torch.nn.LogSoftmax(dim=1) if last == "log_softmax" else torch.nn.Softmax(dim=1)
+        return torch.nn.Sequential(torch.nn.Linear(n_in, n_out), end)
+
+    clf = NeuralClassifier(module=module, criterion=torch.nn.NLLLoss, max_epochs=3,
+                           batch_size=-1, random_state=0).fit(X, y)
+    proba = clf.predict_proba(X)
+    hand = -np.log(proba[np.arange(len(y)), y]).mean()
+    assert evaluate_estimator(clf, X, y)["loss"] == pytest.approx(hand, rel=1e-4)

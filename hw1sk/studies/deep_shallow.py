@@ -244,21 +244,18 @@ def _as_1d(y, name):
     return y
 
 
-def _encode_labels(X, y, X_test, y_test):
-    """Labels as ``0..k-1`` in the order of ``np.unique(y)``, as the classifier encodes them."""
-    classes = np.unique(y)
-    encoded = []
-    for labels, name in ((y, "y"), (y_test, "y_test")):
-        if labels is None:
-            encoded.append(None)
-            continue
-        pos = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
-        unknown = classes[pos] != labels
-        if np.any(unknown):
-            raise ValueError(f"{name} holds labels {np.unique(labels[unknown]).tolist()} that "
-                             "are not among the training labels.")
-        encoded.append(pos.astype(np.int64))
-    return X, encoded[0], X_test, encoded[1]
+def _check_test_labels(X, y, X_test, y_test):
+    """The data as given, once every test label is known to be among the training labels.
+
+    The labels stay as they are: each classifier encodes them through its own
+    ``classes_`` (declared ones included), as ``fit`` and ``score`` do.
+    """
+    if y_test is not None:
+        unknown = np.setdiff1d(y_test, np.unique(y))
+        if unknown.size:
+            raise ValueError(f"y_test holds labels {unknown.tolist()} that are not among the "
+                             "training labels.")
+    return X, y, X_test, y_test
 
 
 def _n_weight_layers(module):
@@ -628,7 +625,7 @@ class DeepShallowStudy(Study):
         task = self._resolve_task([d[1] for d in datasets.values()])
         classify = task == "classification"
         if classify:
-            datasets = {name: _encode_labels(*data) for name, data in datasets.items()}
+            datasets = {name: _check_test_labels(*data) for name, data in datasets.items()}
         else:
             datasets = {name: tuple(None if a is None else a.astype(np.float32, copy=False)
                                     for a in data) for name, data in datasets.items()}
