@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import settings
+from skorch.callbacks import Callback
 
 from hw1sk.datasets import DATA_HOME_ENV, MNIST_FILES, load_mnist, make_function_dataset
 
@@ -121,3 +122,33 @@ def private_config_dir(tmp_path_factory):
         os.environ.pop("HW1SK_CONFIG_DIR", None)
     else:
         os.environ["HW1SK_CONFIG_DIR"] = previous
+
+
+class RecordTraining(Callback):
+    """A skorch callback that records the settings a run actually trained with.
+
+    Used by the tests that check a study trains with exactly the given estimator's
+    settings (optimizer and its arguments, lr, epochs, batch size, module).
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        group = net.optimizer_.param_groups[0]
+        self.seen_ = {
+            "optimizer": type(net.optimizer_).__name__,
+            "lr": group["lr"],
+            "weight_decay": group.get("weight_decay"),
+            "momentum": group.get("momentum"),
+            "max_epochs": net.max_epochs,
+            "batch_size": net.batch_size,
+            "module": type(net.module_).__name__,
+        }
+        self.epochs_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epochs_ += 1
+
+
+@pytest.fixture
+def record_training():
+    """A fresh :class:`RecordTraining` callback."""
+    return RecordTraining()

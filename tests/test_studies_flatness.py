@@ -313,18 +313,21 @@ def test_sensitivity_all_diverged(data):
 @pytest.mark.parametrize("params, match", [
     ({"batch_sizes": ()}, "batch_sizes must be a non-empty sequence of distinct"),
     ({"batch_sizes": (16, 16)}, "batch_sizes must be a non-empty sequence of distinct"),
-    ({"batch_sizes": (16, -1)}, r"batch_sizes\[i\] must be a positive integer"),
-    ({"lr": 0}, "lr must be a positive number or None"),
-    ({"max_epochs": 1.5}, "max_epochs must be a positive integer or None"),
-    ({"output": "probs"}, "output must be 'softmax' or 'logits'"),
-    ({"sensitivity_on": "valid"}, "sensitivity_on must be 'train' or 'test'"),
-    ({"n_eval": 0}, "n_eval must be a positive integer or None"),
-    ({"sharpness": 1}, "sharpness must be True or False"),
-    ({"hessian_top": None}, "hessian_top must be True or False"),
-    ({"sharpness_epsilon": -1e-3}, "sharpness_epsilon must be a positive number"),
-    ({"sharpness_steps": 0}, "sharpness_steps must be a positive integer"),
-    ({"sharpness_restarts": 0}, "sharpness_restarts must be a positive integer"),
-    ({"hessian_max_iter": 0}, "hessian_max_iter must be a positive integer"),
+    ({"batch_sizes": (16, -1)}, "batch_sizes must be a non-empty sequence of distinct"),
+    ({"batch_sizes": (16, 2.5)}, "batch_sizes must be a non-empty sequence of distinct"),
+    ({"lr": 0}, "'lr' parameter of SensitivityStudy"),
+    ({"max_epochs": 1.5}, "'max_epochs' parameter of SensitivityStudy"),
+    ({"output": "probs"}, "'output' parameter of SensitivityStudy"),
+    ({"sensitivity_on": "valid"}, "'sensitivity_on' parameter of SensitivityStudy"),
+    ({"n_eval": 0}, "'n_eval' parameter of SensitivityStudy"),
+    ({"sharpness": 1}, "'sharpness' parameter of SensitivityStudy"),
+    ({"hessian_top": None}, "'hessian_top' parameter of SensitivityStudy"),
+    ({"sharpness_epsilon": -1e-3}, "'sharpness_epsilon' parameter of SensitivityStudy"),
+    ({"sharpness_steps": 0}, "'sharpness_steps' parameter of SensitivityStudy"),
+    ({"sharpness_restarts": 0}, "'sharpness_restarts' parameter of SensitivityStudy"),
+    ({"hessian_max_iter": 0}, "'hessian_max_iter' parameter of SensitivityStudy"),
+    ({"n_jobs": 0}, "'n_jobs' parameter of SensitivityStudy"),
+    ({"backend": "spark"}, "'backend' parameter of SensitivityStudy"),
 ])
 def test_sensitivity_bad_parameters(data, params, match):
     X, y, _, _ = data
@@ -340,3 +343,38 @@ def test_sensitivity_get_params_and_clone():
     assert SensitivityStudy().get_params()["batch_sizes"] == (16, 64, 256, 1024, 4096)
     with pytest.raises(NotFittedError):
         copy._check_fitted()
+
+
+# ------------------------------------------- the estimator is the source of truth
+class _Tiny(torch.nn.Module):
+    def __init__(self, n_in=20, n_out=2):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def test_sensitivity_trains_with_the_estimators_settings_except_the_batch_size(record_training):
+    from hw1sk.estimators import NeuralClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 20).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    est = NeuralClassifier(module=_Tiny, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                           optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7,
+                           callbacks=[("record", record_training)])
+    study = SensitivityStudy(estimator=est, batch_sizes=(8, 32), n_eval=10, sharpness=False,
+                             hessian_top=False, backend="sequential").fit(X, y)
+    for batch_size, net in study.estimators_.items():
+        seen = dict(net.callbacks_)["record"].seen_
+        assert seen == {"optimizer": "SGD", "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9,
+                        "max_epochs": 2, "batch_size": batch_size, "module": "_Tiny"}
+    assert study.settings_["optimizer"] == "SGD"
+    assert study.settings_["optimizer__weight_decay"] == 1e-3
+    assert study.settings_["lr"] == 0.05 and study.settings_["max_epochs"] == 2
+    # the study's own shortcuts apply only when set, and are recorded
+    study = SensitivityStudy(estimator=est, batch_sizes=(8,), lr=0.01, n_eval=10,
+                             sharpness=False, hessian_top=False, backend="sequential").fit(X, y)
+    assert dict(study.estimators_[8].callbacks_)["record"].seen_["lr"] == 0.01
+    assert study.settings_["lr"] == 0.01 and study.settings_["lr (set by the study)"] == 0.01

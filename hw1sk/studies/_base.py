@@ -1,18 +1,32 @@
-"""What every study shares: the sweep call, divergence bookkeeping, one training run."""
+"""What every study shares: the Study contract, data preparation, one training run.
+
+A study is a scikit-learn meta-estimator whose :meth:`Study.fit` (owned by
+the base) validates its parameters, prepares the data
+(:func:`prepare_data`), clones the given estimator, lists one task per run,
+runs them through :func:`hw1sk.sweep.run_sweep` and collects the results;
+see :class:`Study` for the hooks a study implements.
+"""
 
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
+from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_X_y
 
 from ..evaluation import evaluate_estimator
 from ..parameters import count_params
+from ..seeding import spawn_seeds
 
 
 def describe_value(value):
@@ -26,6 +40,144 @@ def describe_value(value):
     if isinstance(value, (tuple, list)) and all(isinstance(v, (numbers.Number, str)) for v in value):
         return str(tuple(value))
     return type(value).__name__
+
+
+#: Estimator parameters recorded by :func:`describe_estimator`, besides every routed
+#: ``module__``, ``criterion__``, ``optimizer__`` and ``iterator_train__`` argument.
+_TRAINING_PARAMS = ("module", "criterion", "optimizer", "lr", "max_epochs", "batch_size",
+                    "iterator_train", "train_split", "warm_start", "device",
+                    "divergence_factor", "classes")
+_ROUTED = ("module__", "criterion__", "optimizer__", "iterator_train__")
+
+
+def _name_of(value):
+    """A class, function or partial by its name; anything else as :func:`describe_value`."""
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return getattr(value, "__qualname__", getattr(value, "__name__", str(value)))
+    if isinstance(value, torch.nn.Module):
+        return type(value).__name__
+    return describe_value(value)
+
+
+def describe_estimator(estimator):
+    """Every training setting of an estimator, as a flat dict of plain values.
+
+    The estimator's class, its module, criterion and optimizer (by name)
+    with every argument routed to them (``module__hidden``,
+    ``optimizer__weight_decay``, ``optimizer__momentum``, ...), lr, epochs,
+    batch size, device and the names of its callbacks: what a report needs
+    to say how a model was trained.
+
+    Parameters
+    ----------
+    estimator : skorch-style estimator
+
+    Returns
+    -------
+    settings : dict
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hw1sk.estimators import NeuralClassifier
+    >>> from hw1sk.studies._base import describe_estimator
+    >>> d = describe_estimator(NeuralClassifier(optimizer=torch.optim.SGD,
+    ...                                         optimizer__momentum=0.9, lr=0.1))
+    >>> d["optimizer"], d["optimizer__momentum"], d["lr"]
+    ('SGD', 0.9, 0.1)
+    """
+    params = estimator.get_params(deep=False)
+    out = {"estimator": type(estimator).__name__}
+    for key in sorted(params):
+        if key in _TRAINING_PARAMS or key.startswith(_ROUTED):
+            value = params[key]
+            out[key] = (_name_of(value) if key in ("module", "criterion", "optimizer",
+                                                   "iterator_train", "train_split")
+                        else describe_value(value))
+    callbacks = params.get("callbacks") or []
+    out["callbacks"] = ([c[0] if isinstance(c, tuple) else type(c).__name__ for c in callbacks]
+                        or None)
+    return out
+
+
+@dataclass
+class StudyData:
+    """The checked data of a study: training and held-out arrays (labels as given)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def subset_indices(n_available, n_wanted, random_state, name="n_samples"):
+    """Sorted indices of ``n_wanted`` of ``n_available`` samples, drawn without replacement.
+
+    All of them when ``n_wanted`` is None; a ``ValueError`` naming ``name``
+    when more are wanted than there are.
+    """
+    if n_wanted is None:
+        return np.arange(n_available)
+    if n_wanted > n_available:
+        raise ValueError(f"{name}={n_wanted} is larger than the {n_available} samples available.")
+    rng = check_random_state(random_state)
+    return np.sort(rng.choice(n_available, size=n_wanted, replace=False))
+
+
+def prepare_data(X, y, X_test=None, y_test=None, *, test_size=None, n_train=None, n_test=None,
+                 random_state=0, seeds=None):
+    """The one data preparation of the studies: check, split, subsample.
+
+    ``X`` and ``y`` are checked with scikit-learn's ``check_X_y`` (any
+    sample shape, e.g. ``(n, 1, 28, 28)`` images); labels stay as given
+    (each fitted classifier encodes them through its ``classes_``).  When
+    ``X_test`` and ``y_test`` are None and ``test_size`` or ``n_test`` is
+    set, a held-out part is split off with ``train_test_split``.  Then
+    ``n_train`` training and ``n_test`` held-out samples are drawn without
+    replacement (all when None); the subsets keep the order of the data.
+
+    Parameters
+    ----------
+    X, y : array-like of shape (n_samples, ...) and (n_samples,)
+    X_test, y_test : array-like or None
+    test_size : float, int or None, default=None
+        Held-out part to split off when no ``X_test`` is given (``n_test``
+        when None; no split when both are None).
+    n_train, n_test : int or None
+    random_state : int, RandomState or None, default=0
+        Seeds the split and the subsets (three seeds spawned from it).
+    seeds : tuple of 3 int, optional
+        The split, training-subset and held-out-subset seeds themselves.
+
+    Returns
+    -------
+    data : StudyData
+    """
+    X, y = check_X_y(X, y, allow_nd=True, y_numeric=False)
+    if (X_test is None) != (y_test is None):
+        raise ValueError("Pass both X_test and y_test, or neither.")
+    split_seed, train_seed, test_seed = (seeds if seeds is not None
+                                         else spawn_seeds(random_state, 3))
+    if X_test is None:
+        size = test_size if test_size is not None else n_test
+        if size is not None:
+            if isinstance(size, Integral) and size >= len(X):
+                raise ValueError(f"a held-out part of {size} samples leaves no training data: "
+                                 f"X has {len(X)} samples.")
+            X, X_test, y, y_test = train_test_split(X, y, test_size=size,
+                                                    random_state=split_seed)
+            n_test = None if test_size is None else n_test  # the split has the size asked
+    else:
+        X_test, y_test = check_X_y(X_test, y_test, allow_nd=True)
+        if X_test.shape[1:] != X.shape[1:]:
+            raise ValueError(f"X_test has samples of shape {X_test.shape[1:]}, but X has "
+                             f"{X.shape[1:]}.")
+    train = subset_indices(len(X), n_train, train_seed, "n_train")
+    X, y = X[train], y[train]
+    if X_test is not None:
+        test = subset_indices(len(X_test), n_test, test_seed, "n_test")
+        X_test, y_test = X_test[test], y_test[test]
+    return StudyData(X, y, X_test, y_test)
 
 
 def with_callbacks(estimator, *named_callbacks):
@@ -98,20 +250,117 @@ THREADS_PER_RUN = 1
 
 
 class Study(BaseEstimator):
-    """Base class of the HW1 studies (not for direct use).
+    """Base class of the HW1 studies: the shared parameters and ``fit`` (not for direct use).
 
-    Subclasses take plain constructor parameters (including ``n_jobs``,
-    ``backend``, ``scheduler``, ``cache_dir``, ``progress`` and
-    ``random_state``), build a list of tasks in ``fit`` and run them through
-    :meth:`_run_tasks`, which goes through :func:`hw1sk.sweep.run_sweep`
-    with :data:`THREADS_PER_RUN` threads per run, so that the same
-    ``random_state`` gives the same numbers whatever ``n_jobs`` and backend.
+    Modelled on scikit-learn's ``BaseSearchCV``: the base declares the
+    parameters every study shares (``estimator``, ``n_jobs``, ``backend``,
+    ``scheduler``, ``cache_dir``, ``progress``, ``device``,
+    ``random_state``) with scikit-learn parameter constraints, and owns
+    :meth:`fit`::
+
+        validate -> prepare the data -> template estimator -> tasks
+                 -> run_sweep -> collect -> settings_
+
+    A study writes only its hooks:
+
+    * ``_parameter_constraints``: the base's, plus its own parameters;
+    * ``_default_estimator(data)``: the estimator used when ``estimator``
+      is None;
+    * ``_tasks(data, template)``: a list of ``(label, task)`` pairs, one
+      per run; ``label`` is a dict of plain values naming the run (it
+      labels ``diverged_``), ``task`` the keyword arguments of the run;
+    * ``_run_function``: the module-level function that performs one run
+      (it pickles into joblib and dask workers), as a ``staticmethod``;
+    * ``_collect(data, template, labels, runs)``: sets ``results_`` and
+      whatever else the study offers (``runs`` holds None for a diverged
+      run);
+    * ``_settings(data, template)``: what the study itself varied, for
+      ``settings_`` (the template estimator is described in full by
+      :func:`describe_estimator`).
+
+    ``_prepare_data(X, y, X_test, y_test)`` may be overridden; by default it
+    is :func:`prepare_data` with the study's ``test_size`` (if it has one).
+
+    The estimator given is the single source of truth for training: a study
+    changes only what it exists to vary, and the seed, and only as its own
+    parameters say.  ``device``, when not None, moves every run to that
+    device (recorded in ``settings_``).  Every run trains on
+    :data:`THREADS_PER_RUN` threads, so the same ``random_state`` gives the
+    same numbers whatever ``n_jobs`` and backend.
     """
 
-    def _run_tasks(self, func, tasks, desc=None):
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "get_params"]), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1})],
+        "backend": [StrOptions({"loky", "threading", "sequential", "dask"})],
+        "scheduler": "no_validation",  # an address, a client or a cluster
+        "cache_dir": [str, os.PathLike, None],
+        "progress": ["boolean"],
+        "device": [str, None],
+        "random_state": ["random_state"],
+    }
+
+    _run_function = None
+
+    def fit(self, X, y=None, X_test=None, y_test=None):
+        """Run the study on ``(X, y)``; held-out data are split off unless given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : array-like of shape (n_samples,)
+            Targets: any class labels (``{3, 7}``, strings), encoded by each
+            fitted classifier through its ``classes_``, or float values.
+        X_test, y_test : array-like, optional
+            Held-out data.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        data = self._prepare_data(X, y, X_test, y_test)
+        template = self._template_estimator(data)
+        pairs = self._tasks(data, template)
+        labels, tasks = [label for label, _ in pairs], [task for _, task in pairs]
+        runs = self._run_tasks(type(self)._run_function, tasks, labels=labels)
+        self._collect(data, template, labels, runs)
+        self.settings_ = {**describe_estimator(template), **self._settings(data, template)}
+        if self.device is not None:
+            self.settings_["device"] = self.device
+        return self
+
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        return prepare_data(X, y, X_test, y_test, test_size=getattr(self, "test_size", None),
+                            random_state=self.random_state)
+
+    def _default_estimator(self, data):
+        raise NotImplementedError
+
+    def _tasks(self, data, template):
+        raise NotImplementedError
+
+    def _collect(self, data, template, labels, runs):
+        raise NotImplementedError
+
+    def _settings(self, data, template):
+        return {}
+
+    # ---------------------------------------------------------------- helpers
+    def _template_estimator(self, data):
+        """A clone of ``estimator`` (or of the default one), on ``device`` when that is set."""
+        est = clone(self.estimator) if self.estimator is not None else self._default_estimator(data)
+        if self.device is not None:
+            est.set_params(device=self.device)
+        return est
+
+    def _run_tasks(self, func, tasks, desc=None, labels=None):
         """Run ``func(**task)`` for every task; record diverged runs in ``diverged_``.
 
-        Returns the results in task order, with ``None`` for diverged runs.
+        ``labels`` (one dict per task) name the diverged runs; without them
+        the task's own values do (arrays summarised).  Returns the results
+        in task order, with ``None`` for diverged runs.
         """
         from ..sweep import DivergedRun, run_sweep
 
@@ -126,10 +375,11 @@ class Study(BaseEstimator):
             threads_per_worker=THREADS_PER_RUN,
         )
         diverged, out = [], []
-        for task, result in zip(tasks, results):
+        names = labels if labels is not None else [
+            {k: describe_value(v) for k, v in task.items()} for task in tasks]
+        for name, result in zip(names, results):
             if isinstance(result, DivergedRun):
-                diverged.append({**{k: describe_value(v) for k, v in task.items()},
-                                 "message": result.message})
+                diverged.append({**name, "message": result.message})
                 out.append(None)
             else:
                 out.append(result)

@@ -12,36 +12,12 @@ from sklearn.utils.validation import check_X_y
 
 from ..seeding import as_seed, spawn_seeds
 from ._base import Study, train_run
+from ._defaults import default_flatness_classifier, describe_module
 
 __all__ = ["InterpolationStudy", "PAIR_KINDS"]
 
 #: The two ways the end points of an interpolation may differ.
 PAIR_KINDS = ("batch_size", "lr")
-
-# the MNIST network of the flatness studies: 784-128-10, ReLU (101,770 parameters)
-_DEFAULT_HIDDEN = (128,)
-
-
-def default_flatness_classifier(max_epochs=5):
-    """The default network of the HW1-3 flatness studies.
-
-    A :class:`~hw1sk.estimators.NeuralClassifier` MLP with one hidden layer of
-    128 ReLU units (784-128-10 on MNIST, 101,770 parameters), Adam, lr 1e-3,
-    batch size 64.
-
-    Parameters
-    ----------
-    max_epochs : int, default=5
-
-    Returns
-    -------
-    estimator : NeuralClassifier (unfitted)
-    """
-    from ..estimators import NeuralClassifier
-
-    return NeuralClassifier(module="mlp", module__hidden=_DEFAULT_HIDDEN, lr=1e-3,
-                            batch_size=64, max_epochs=max_epochs)
-
 
 def _check_positive_int(value, name, allow_none=False):
     if allow_none and value is None:
@@ -92,15 +68,6 @@ def study_data(X, y, X_test, y_test, test_size, random_state):
             raise ValueError(f"X_test has samples of shape {X_test.shape[1:]}, but X has "
                              f"{X.shape[1:]}.")
     return X, y, X_test, y_test
-
-
-def describe_module(module):
-    """A short name of a module for settings tables, e.g. ``"MLP 784-128-10"``."""
-    hidden = getattr(module, "hidden", None)
-    if hidden is not None and hasattr(module, "n_in") and hasattr(module, "n_out"):
-        return f"{type(module).__name__} " + "-".join(
-            str(w) for w in (module.n_in, *hidden, module.n_out))
-    return type(module).__name__
 
 
 def _train_endpoint(estimator, X, y, seed, pair, endpoint, batch_size, lr):

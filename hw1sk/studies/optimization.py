@@ -343,7 +343,7 @@ def _traced_fit(est, X, y, X_test, y_test, seed, test_every, score):
 
 
 def _describe_template(template, module=None):
-    from .interpolation import describe_module
+    from ._defaults import describe_module
 
     model = describe_module(module) if module is not None else describe_value(template.module)
     optimizer = getattr(template.optimizer, "__name__", str(template.optimizer))

@@ -378,7 +378,7 @@ class RandomLabelStudy(Study):
         return self
 
     def _settings(self, template, run, X, X_test, n_classes, run_seed):
-        from .interpolation import describe_module
+        from ._defaults import describe_module
 
         settings = {}
         if run is not None:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, train_run
-from .interpolation import (
-    _check_positive_int,
-    _check_positive_real,
-    default_flatness_classifier,
-    describe_module,
-    study_data,
-)
+from ._base import Study, prepare_data, subset_indices, train_run
+from ._defaults import default_flatness_classifier, describe_module
 
 __all__ = ["SensitivityStudy"]
 
@@ -25,25 +21,25 @@ _COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "tr
             "test_loss", "train_accuracy", "test_accuracy", *_MEASURES]
 
 
-def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, lr, X_sens, y_sens,
+def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, X_sens, y_sens,
                     X_curv, y_curv, output, sharpness, sharpness_epsilon, sharpness_steps,
                     sharpness_restarts, hessian_top, hessian_max_iter):
-    """Train one model and measure it (a module-level sweep task).
+    """Train one model at ``batch_size`` and measure it (a module-level sweep task).
 
     Returns ``{"row": dict of the results_ columns, "history": DataFrame,
-    "model": str}``.
+    "model": str, "estimator": the fitted net}``.
     """
     from .. import curvature, generalization
     from ..evaluation import encode_targets
 
-    est = clone(estimator).set_params(batch_size=int(batch_size), lr=float(lr))
+    est = clone(estimator).set_params(batch_size=int(batch_size))
     run = train_run(est, X, y, X_test, y_test, seed=seed, keep_estimator=True)
     net = run["estimator"]
     module, criterion = net.module_, net.criterion_
     # the measures take the module and its criterion: labels as the criterion takes them
     y_sens, y_curv = encode_targets(net, y_sens), encode_targets(net, y_curv)
     row = {
-        "batch_size": int(batch_size), "lr": float(lr), "max_epochs": int(net.max_epochs),
+        "batch_size": int(batch_size), "lr": float(net.lr), "max_epochs": int(net.max_epochs),
         # optimizer steps actually taken: epochs x batches per epoch (last one partial)
         "n_steps": int(len(run["history"]) * math.ceil(len(X) / batch_size)),
         "seed": int(seed), "n_params": int(run["n_params"]),
@@ -63,7 +59,8 @@ def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, lr, X_sen
         row["top_hessian_eigenvalue"] = float(curvature.top_hessian_eigenvalues(
             module, criterion, X_curv, y_curv, k=1, max_iter=hessian_max_iter, tol=1e-4,
             random_state=seed)[-1])
-    return {"row": row, "history": run["history"], "model": describe_module(module)}
+    return {"row": row, "history": run["history"], "model": describe_module(module),
+            "estimator": net}
 
 
 class SensitivityStudy(Study):
@@ -98,16 +95,19 @@ class SensitivityStudy(Study):
     Parameters
     ----------
     estimator : NeuralClassifier, optional
-        Unfitted template; cloned, never modified; its ``batch_size`` and
-        ``lr`` are replaced.  Default:
-        :func:`~hw1sk.studies.interpolation.default_flatness_classifier`
-        (MLP 784-128-10, Adam).
+        Unfitted template, cloned and never modified.  Every run trains with
+        its settings exactly, except ``batch_size`` (what the study varies),
+        the seed, and ``lr`` / ``max_epochs`` when those are set here.
+        Default:
+        :func:`~hw1sk.studies._defaults.default_flatness_classifier`
+        (MLP 784-128-10, Adam, lr 1e-3, 5 epochs).
     batch_sizes : sequence of int, default=(16, 64, 256, 1024, 4096)
         One model per batch size (distinct values).
-    lr : float or None, default=1e-3
-        Learning rate of every model (None keeps the estimator's).
-    max_epochs : int or None, default=5
-        Epochs of every model (None keeps the estimator's).
+    lr : float or None, default=None
+        Learning rate of every model, when set (recorded in ``settings_``);
+        None keeps the estimator's.
+    max_epochs : int or None, default=None
+        Epochs of every model, when set; None keeps the estimator's.
     output : {"softmax", "logits"}, default="softmax"
         Which output the sensitivity differentiates.
     sensitivity_on : {"test", "train"}, default="test"
@@ -134,7 +134,8 @@ class SensitivityStudy(Study):
     random_state : int, RandomState or None, default=0
         Master seed of the split, the training seed, the measurement subsets
         and the random starts of sharpness and Lanczos.
-    device : str, default="cpu"
+    device : str or None, default=None
+        Where every model trains; None keeps the estimator's.
 
     Attributes
     ----------
@@ -158,8 +159,10 @@ class SensitivityStudy(Study):
         ``"sensitivity"``: indices (into the ``sensitivity_on`` split) of the
         samples the two sensitivities are measured on; ``"curvature"``:
         indices of the training samples of sharpness and the Hessian.
+    estimators_ : dict
+        Batch size -> the fitted estimator of that run.
     diverged_ : pandas.DataFrame
-        Runs whose training loss became non-finite.
+        Runs that diverged (``batch_size`` and the message).
 
     See Also
     --------
@@ -184,12 +187,31 @@ class SensitivityStudy(Study):
     [[8, 40], [64, 6]]
     """
 
-    def __init__(self, estimator=None, batch_sizes=(16, 64, 256, 1024, 4096), lr=1e-3,
-                 max_epochs=5, output="softmax", sensitivity_on="test", n_eval=1000,
+    _parameter_constraints = {
+        **Study._parameter_constraints,
+        "batch_sizes": ["array-like"],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "output": [StrOptions({"softmax", "logits"})],
+        "sensitivity_on": [StrOptions({"train", "test"})],
+        "n_eval": [Interval(Integral, 1, None, closed="left"), None],
+        "sharpness": ["boolean"],
+        "sharpness_epsilon": [Interval(Real, 0, None, closed="neither")],
+        "sharpness_steps": [Interval(Integral, 1, None, closed="left")],
+        "sharpness_restarts": [Interval(Integral, 1, None, closed="left")],
+        "hessian_top": ["boolean"],
+        "hessian_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "test_size": [Interval(Real, 0, 1, closed="neither"),
+                      Interval(Integral, 1, None, closed="left")],
+    }
+    _run_function = staticmethod(_batch_size_run)
+
+    def __init__(self, estimator=None, batch_sizes=(16, 64, 256, 1024, 4096), lr=None,
+                 max_epochs=None, output="softmax", sensitivity_on="test", n_eval=1000,
                  sharpness=True, sharpness_epsilon=1e-3, sharpness_steps=20,
                  sharpness_restarts=3, hessian_top=True, hessian_max_iter=50,
                  test_size=0.2, n_jobs=1, backend="loky", scheduler=None, cache_dir=None,
-                 progress=False, random_state=0, device="cpu"):
+                 progress=False, random_state=0, device=None):
         self.estimator = estimator
         self.batch_sizes = batch_sizes
         self.lr = lr
@@ -212,126 +234,87 @@ class SensitivityStudy(Study):
         self.random_state = random_state
         self.device = device
 
-    def _check_params(self):
-        try:
-            batch_sizes = list(self.batch_sizes)
-        except TypeError:
-            batch_sizes = []
-        if not batch_sizes or len(set(batch_sizes)) != len(batch_sizes):
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        self._seeds = spawn_seeds(as_seed(self.random_state), 3)  # split, training, subsets
+        return prepare_data(X, y, X_test, y_test, test_size=self.test_size,
+                            seeds=(self._seeds[0], None, None))
+
+    def _default_estimator(self, data):
+        return default_flatness_classifier()
+
+    def _template_estimator(self, data):
+        template = super()._template_estimator(data)
+        shortcuts = {"lr": self.lr, "max_epochs": self.max_epochs}
+        return template.set_params(**{k: v for k, v in shortcuts.items() if v is not None})
+
+    def _tasks(self, data, template):
+        batch_sizes = list(np.asarray(self.batch_sizes, dtype=object).ravel())
+        if (not batch_sizes or len(set(batch_sizes)) != len(batch_sizes) or not all(
+                isinstance(b, Integral) and not isinstance(b, bool) and b >= 1
+                for b in batch_sizes)):
             raise ValueError(f"batch_sizes must be a non-empty sequence of distinct positive "
                              f"integers, got {self.batch_sizes!r}.")
-        batch_sizes = [_check_positive_int(b, "batch_sizes[i]") for b in batch_sizes]
-        if self.output not in ("softmax", "logits"):
-            raise ValueError(f"output must be 'softmax' or 'logits', got {self.output!r}.")
-        if self.sensitivity_on not in ("train", "test"):
-            raise ValueError(f"sensitivity_on must be 'train' or 'test', got "
-                             f"{self.sensitivity_on!r}.")
-        for name in ("sharpness", "hessian_top"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-        checked = {
-            "lr": _check_positive_real(self.lr, "lr", allow_none=True),
-            "max_epochs": _check_positive_int(self.max_epochs, "max_epochs", allow_none=True),
-            "n_eval": _check_positive_int(self.n_eval, "n_eval", allow_none=True),
-            "sharpness_epsilon": _check_positive_real(self.sharpness_epsilon, "sharpness_epsilon"),
-            "sharpness_steps": _check_positive_int(self.sharpness_steps, "sharpness_steps"),
-            "sharpness_restarts": _check_positive_int(self.sharpness_restarts,
-                                                      "sharpness_restarts"),
-            "hessian_max_iter": _check_positive_int(self.hessian_max_iter, "hessian_max_iter"),
-        }
-        return batch_sizes, checked
-
-    def fit(self, X, y, X_test=None, y_test=None):
-        """Train one model per batch size and measure each.
-
-        Parameters
-        ----------
-        X, y : array-like of shape (n_samples, ...) and (n_samples,)
-            Training data; any class labels (``{3, 7}``, strings), encoded
-            through each fitted model's ``classes_`` wherever the module's
-            criterion is evaluated.
-        X_test, y_test : array-like, optional
-            Held-out data; default: ``test_size`` of ``(X, y)``.
-
-        Returns
-        -------
-        self : SensitivityStudy
-        """
-        batch_sizes, p = self._check_params()
-        split_seed, run_seed, subset_seed = spawn_seeds(as_seed(self.random_state), 3)
-        X, y, X_test, y_test = study_data(X, y, X_test, y_test, self.test_size, split_seed)
-        template = clone(self.estimator if self.estimator is not None
-                         else default_flatness_classifier()).set_params(device=self.device)
-        if p["max_epochs"] is not None:
-            template.set_params(max_epochs=p["max_epochs"])
-        lr = p["lr"] if p["lr"] is not None else float(template.lr)
-
-        rng = np.random.RandomState(subset_seed)
-        X_pool, y_pool = (X_test, y_test) if self.sensitivity_on == "test" else (X, y)
-        sens_idx = _subset_indices(X_pool.shape[0], p["n_eval"], rng)
-        curv_idx = _subset_indices(X.shape[0], p["n_eval"], rng)
-        X_sens, y_sens = X_pool[sens_idx], y_pool[sens_idx]
-        X_curv, y_curv = X[curv_idx], y[curv_idx]
-        self.eval_indices_ = {"sensitivity": sens_idx, "curvature": curv_idx}
-
+        rng = np.random.RandomState(self._seeds[2])
+        X_pool, y_pool = ((data.X_test, data.y_test) if self.sensitivity_on == "test"
+                          else (data.X, data.y))
+        sens = subset_indices(len(X_pool), self._n_eval(len(X_pool)), rng)
+        curv = subset_indices(len(data.X), self._n_eval(len(data.X)), rng)
+        self.eval_indices_ = {"sensitivity": sens, "curvature": curv}
         common = {
-            "estimator": template, "X": X, "y": y, "X_test": X_test, "y_test": y_test,
-            "seed": run_seed, "lr": lr, "X_sens": X_sens, "y_sens": y_sens,
-            "X_curv": X_curv, "y_curv": y_curv, "output": self.output,
-            "sharpness": bool(self.sharpness), "sharpness_epsilon": p["sharpness_epsilon"],
-            "sharpness_steps": p["sharpness_steps"],
-            "sharpness_restarts": p["sharpness_restarts"],
-            "hessian_top": bool(self.hessian_top), "hessian_max_iter": p["hessian_max_iter"],
+            "estimator": template, "X": data.X, "y": data.y, "X_test": data.X_test,
+            "y_test": data.y_test, "seed": self._seeds[1],
+            "X_sens": X_pool[sens], "y_sens": y_pool[sens],
+            "X_curv": data.X[curv], "y_curv": data.y[curv], "output": self.output,
+            "sharpness": bool(self.sharpness), "sharpness_epsilon": float(self.sharpness_epsilon),
+            "sharpness_steps": int(self.sharpness_steps),
+            "sharpness_restarts": int(self.sharpness_restarts),
+            "hessian_top": bool(self.hessian_top), "hessian_max_iter": int(self.hessian_max_iter),
         }
-        tasks = [{**common, "batch_size": b} for b in batch_sizes]
-        runs = self._run_tasks(_batch_size_run, tasks, desc="SensitivityStudy")
+        return [({"batch_size": int(b)}, {**common, "batch_size": int(b)}) for b in batch_sizes]
 
+    def _n_eval(self, n_available):
+        """``n_eval`` samples, or None for all of them (no draw)."""
+        return self.n_eval if self.n_eval is not None and self.n_eval < n_available else None
+
+    def _collect(self, data, template, labels, runs):
         done = [r for r in runs if r is not None]
         self.results_ = pd.DataFrame([r["row"] for r in done], columns=_COLUMNS)
+        self.estimators_ = {r["row"]["batch_size"]: r["estimator"] for r in done}
         self.histories_ = (pd.concat([r["history"].assign(batch_size=r["row"]["batch_size"])
                                       for r in done], ignore_index=True)
                            if done else pd.DataFrame())
+        res = self.results_
         self.summary_ = pd.DataFrame({
-            "batch_size": self.results_["batch_size"],
-            "test_accuracy": self.results_["test_accuracy"],
-            "loss_gap": self.results_["test_loss"] - self.results_["train_loss"],
-            "accuracy_gap": self.results_["train_accuracy"] - self.results_["test_accuracy"],
-            "sensitivity": self.results_["sensitivity"],
-            "sharpness": self.results_["sharpness"],
-            "top_hessian_eigenvalue": self.results_["top_hessian_eigenvalue"],
+            "batch_size": res["batch_size"], "test_accuracy": res["test_accuracy"],
+            "loss_gap": res["test_loss"] - res["train_loss"],
+            "accuracy_gap": res["train_accuracy"] - res["test_accuracy"],
+            "sensitivity": res["sensitivity"], "sharpness": res["sharpness"],
+            "top_hessian_eigenvalue": res["top_hessian_eigenvalue"],
         })
-        self.settings_ = self._settings(template, lr, run_seed, X, X_test, X_sens, X_curv, done)
-        return self
+        self._model = (done[0]["model"], int(done[0]["row"]["n_params"])) if done else None
 
-    def _settings(self, template, lr, run_seed, X, X_test, X_sens, X_curv, done):
-        settings = {}
-        if done:
-            settings["model"] = done[0]["model"]
-            settings["n_params"] = int(done[0]["row"]["n_params"])
-        optimizer = template.optimizer
+    def _settings(self, data, template):
+        n_sens, n_curv = (len(self.eval_indices_[k]) for k in ("sensitivity", "curvature"))
+        settings = {} if self._model is None else {"model": self._model[0],
+                                                   "n_params": self._model[1]}
         settings.update({
-            "optimizer": getattr(optimizer, "__name__", type(optimizer).__name__),
-            "lr": lr,
-            "max_epochs": int(template.max_epochs),
-            "batch_sizes": str(tuple(int(b) for b in self.batch_sizes)),
-            "seed (all models)": int(run_seed),
-            "n_train": int(X.shape[0]),
-            "n_test": int(X_test.shape[0]),
+            "varied": "batch_size",
+            "batch_sizes": str(tuple(int(b) for b in np.asarray(self.batch_sizes).ravel())),
+            "lr (set by the study)": self.lr,
+            "max_epochs (set by the study)": self.max_epochs,
+            "seed (all models)": int(self._seeds[1]),
+            "n_train": int(data.X.shape[0]),
+            "n_test": int(data.X_test.shape[0]),
             "sensitivity": (f"mean Frobenius norm of d {self.output}/d input on "
-                            f"{X_sens.shape[0]} {self.sensitivity_on} samples"),
+                            f"{n_sens} {self.sensitivity_on} samples"),
             "sharpness": (f"epsilon={self.sharpness_epsilon:g}, {self.sharpness_steps} steps x "
-                          f"{self.sharpness_restarts} starts on {X_curv.shape[0]} train samples"
+                          f"{self.sharpness_restarts} starts on {n_curv} train samples"
                           if self.sharpness else "off"),
             "top Hessian eigenvalue": (f"Lanczos, <= {self.hessian_max_iter} iterations on "
-                                       f"{X_curv.shape[0]} train samples"
-                                       if self.hessian_top else "off"),
+                                       f"{n_curv} train samples" if self.hessian_top else "off"),
             "random_state": self.random_state,
         })
         return settings
 
 
-def _subset_indices(n_samples, n, rng):
-    """Sorted indices of ``n`` samples drawn without replacement (all when n is None or too big)."""
-    if n is None or n >= n_samples:
-        return np.arange(n_samples)
-    return np.sort(rng.choice(n_samples, n, replace=False))
