@@ -10,25 +10,10 @@ from sklearn.base import is_classifier
 from sklearn.utils.validation import check_array, check_is_fitted
 from skorch.callbacks import Callback
 
+from ._inputs import as_input_tensor, as_target_tensor, eval_mode, module_device, module_dtype
+
 __all__ = ["evaluate_module", "evaluate_estimator", "encode_targets", "check_predict_X",
            "HeldOutScore"]
-
-
-def _as_tensor(a, dtype=None, device="cpu"):
-    from .estimators import _tensor_of  # read-only arrays (joblib's memory maps) included
-
-    t = a if isinstance(a, torch.Tensor) else _tensor_of(np.asarray(a))
-    t = torch.as_tensor(np.asarray(a)) if t is None else t
-    if dtype is not None:
-        t = t.to(dtype)
-    return t.to(device)
-
-
-def _module_device_dtype(module):
-    p = next(module.parameters(), None)
-    if p is None:
-        return torch.device("cpu"), torch.get_default_dtype()
-    return p.device, p.dtype
 
 
 def _check_label_range(y, n_columns):
@@ -78,17 +63,14 @@ def evaluate_module(module, criterion, X, y, batch_size=4096):
         If ``X`` and ``y`` differ in length, or integer labels are not
         column indices of a multi-column output.
     """
-    device, dtype = _module_device_dtype(module)
-    X = _as_tensor(X, dtype, device)
-    y = _as_tensor(y, device=device)
-    if y.is_floating_point():
-        y = y.to(dtype)
+    device, dtype = module_device(module), module_dtype(module)
+    X = as_input_tensor(X, dtype, device)
+    y = as_target_tensor(y, dtype, device)
     n = X.shape[0]
-    if n == 0 or y.shape[0] != n:
-        raise ValueError(f"X and y must hold the same, non-zero number of samples; got {n} and {y.shape[0]}.")
-    was_training = module.training
-    module.eval()
-    try:
+    if y.shape[0] != n:
+        raise ValueError(f"X and y must hold the same number of samples; got {n} and "
+                         f"{y.shape[0]}.")
+    with eval_mode(module):
         total_loss, n_correct = 0.0, 0
         classify = not y.is_floating_point() and y.ndim == 1
         for start in range(0, n, batch_size):
@@ -102,8 +84,6 @@ def evaluate_module(module, criterion, X, y, batch_size=4096):
                 n_correct += int((out.argmax(1) == yb).sum())
             else:
                 classify = False
-    finally:
-        module.train(was_training)
     return {"loss": total_loss / n, "accuracy": n_correct / n if classify else math.nan}
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-import numpy as np
 import torch
-from sklearn.utils.validation import check_array, check_consistent_length
 from torch import nn
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
+from ._inputs import check_batch_size, eval_mode, module_and_data
 from .models import MLP
 from .parameters import flatten_parameters, functional_loss
 from .seeding import torch_generator
@@ -34,61 +33,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- #
-# input checks and module handling shared with hw1sk.landscape
+# module handling (the checks and conversions are hw1sk._inputs')
 # --------------------------------------------------------------------------- #
-def _check_module(module):
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
-    return module
-
-
-def _module_dtype(module):
-    for t in module.parameters():
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
-
-
-def _module_device(module):
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def _same_device(a, b):
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
-
-
-def _working_module(module, device):
-    """``(module, device)``: the module itself, or a copy moved to ``device``.
-
-    The caller's module is never moved; a copy is made only when ``device``
-    differs from the module's own.
-    """
-    _check_module(module)
-    own = _module_device(module)
-    if device is None:
-        return module, own
-    device = torch.device(device)
-    if _same_device(device, own):
-        return module, own
-    return copy.deepcopy(module).to(device), device
-
-
-@contextmanager
-def _eval_mode(module):
-    """Put ``module`` in eval mode and restore every submodule's flag on exit."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
 def _functional_state(module):
     """Detached parameters and buffers of ``module``, for ``functional_call``."""
     state = {k: v.detach() for k, v in module.named_parameters()}
@@ -113,51 +59,6 @@ def _backward_in_eval_mode(module, device):
     return nullcontext()
 
 
-def _as_input(X, dtype, device, name="X"):
-    """``X`` (array-like or tensor, at least 2-D) as a floating tensor on ``device``."""
-    if isinstance(X, torch.Tensor):
-        if X.ndim < 2:
-            raise ValueError(
-                f"Expected {name} with at least 2 dimensions (n_samples, ...), got shape "
-                f"{tuple(X.shape)}. Reshape your data either using X.reshape(-1, 1) if your "
-                "data has a single feature or X.reshape(1, -1) if it contains a single sample."
-            )
-        if X.shape[0] < 1:
-            raise ValueError(f"{name} has 0 samples; at least 1 is required.")
-        X = X.detach()
-    else:
-        X = torch.from_numpy(np.ascontiguousarray(
-            check_array(X, allow_nd=True, dtype=None, input_name=name)
-        ))
-    if not X.is_floating_point() or X.dtype != dtype:
-        X = X.to(dtype)
-    return X.to(device)
-
-
-def _as_target(y, dtype, device):
-    """``y`` as a tensor: integer labels become int64, real targets ``dtype``."""
-    if isinstance(y, torch.Tensor):
-        y = y.detach()
-    else:
-        y = torch.from_numpy(np.ascontiguousarray(
-            check_array(y, ensure_2d=False, allow_nd=True, dtype=None, input_name="y")
-        ))
-    if y.is_floating_point():
-        y = y.to(dtype)
-    elif y.dtype != torch.bool:
-        y = y.to(torch.int64)
-    return y.to(device)
-
-
-def _check_batch_size(batch_size, n_samples):
-    """``batch_size`` as an int (``None`` means all samples at once)."""
-    if batch_size is None:
-        return max(int(n_samples), 1)
-    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    return int(batch_size)
-
-
 def _check_reduction(reduction):
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
@@ -169,18 +70,6 @@ def _reduce(values, reduction):
     if reduction == "mean":
         return float(values.double().mean())
     return values.detach().cpu().numpy()
-
-
-def _prepare_data(module, X, y, device):
-    """Working module, device, and the data as tensors on it."""
-    work, device = _working_module(module, device)
-    dtype = _module_dtype(work)
-    X = _as_input(X, dtype, device)
-    if y is None:
-        return work, device, X, None
-    y = _as_target(y, dtype, device)
-    check_consistent_length(X, y)
-    return work, device, X, y
 
 
 def _full_data_loss(loss_fn_factory, X, y, batch_size, theta):
@@ -399,8 +288,8 @@ def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction=
     if method not in _JACOBIAN_METHODS:
         raise ValueError(f"method must be one of {_JACOBIAN_METHODS}, got {method!r}.")
     reduction = _check_reduction(reduction)
-    work, device, X, _ = _prepare_data(module, X, None, device)
-    batch_size = _check_batch_size(batch_size, X.shape[0])
+    work, device, X, _ = module_and_data(module, X, None, device)
+    batch_size = check_batch_size(batch_size, X.shape[0])
 
     split = _linear_input_split(work)
     if split is not None and not split[0] and X.ndim != 2:
@@ -411,7 +300,7 @@ def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction=
             "starting with [Flatten,] Linear (and 2-D X when there is no Flatten)."
         )
     n_in = X[0].numel()
-    with _eval_mode(work), torch.no_grad():
+    with eval_mode(work), torch.no_grad():
         first_output = work(X[:1])
     if output == "softmax" and first_output.ndim != 2:
         raise ValueError(
@@ -422,7 +311,7 @@ def input_jacobian_norm(module, X, output="softmax", batch_size=1024, reduction=
     method = _choose_jacobian_method(method, work, split, n_in, n_out)
     squash = _output_map(output, n_out)
 
-    with _eval_mode(work):
+    with eval_mode(work):
         if method == "gram":
             norms = _gram_norms(split, squash, X, batch_size)
         elif method == "batched":
@@ -579,12 +468,12 @@ def loss_input_gradient_norm(module, criterion, X, y, batch_size=1024, reduction
     reduction = _check_reduction(reduction)
     if not callable(criterion):
         raise TypeError(f"criterion must be callable, got {type(criterion).__name__}.")
-    work, device, X, y = _prepare_data(module, X, y, device)
-    batch_size = _check_batch_size(batch_size, X.shape[0])
+    work, device, X, y = module_and_data(module, X, y, device)
+    batch_size = check_batch_size(batch_size, X.shape[0])
     per_sample, opaque = _per_sample_criterion(criterion)
 
     norms = []
-    with _eval_mode(work):
+    with eval_mode(work):
         state = _functional_state(work)
         for start in range(0, X.shape[0], batch_size):
             xb = X[start:start + batch_size].clone().requires_grad_(True)
@@ -705,8 +594,8 @@ def sharpness(module, criterion, X, y, epsilon=1e-3, n_steps=20, n_restarts=3, s
         raise ValueError(f"step_size must be a positive number or None, got {step_size!r}.")
     if not callable(criterion):
         raise TypeError(f"criterion must be callable, got {type(criterion).__name__}.")
-    work, device, X, y = _prepare_data(module, X, y, device)
-    batch_size = _check_batch_size(batch_size, X.shape[0])
+    work, device, X, y = module_and_data(module, X, y, device)
+    batch_size = check_batch_size(batch_size, X.shape[0])
 
     def factory(xb, yb):
         return functional_loss(work, criterion, xb, yb)[0]
@@ -721,7 +610,7 @@ def sharpness(module, criterion, X, y, epsilon=1e-3, n_steps=20, n_restarts=3, s
             value, gradient = value + float(v) * w, gradient + g * w
         return value, gradient
 
-    with _eval_mode(work), torch.no_grad():
+    with eval_mode(work), torch.no_grad():
         theta = flatten_parameters(work).to(device)
         loss0 = float(_full_data_loss(factory, X, y, batch_size, theta))
         half_width = epsilon * (theta.abs() + 1)

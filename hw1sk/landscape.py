@@ -25,13 +25,13 @@ from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_array
 from torch.func import vmap
 
-from .generalization import (
-    _check_batch_size,
-    _check_module,
-    _eval_mode,
-    _module_device,
-    _module_dtype,
-    _prepare_data,
+from ._inputs import (
+    check_batch_size,
+    check_module,
+    eval_mode,
+    module_and_data,
+    module_device,
+    module_dtype,
 )
 from .parameters import flatten_parameters, functional_loss, parameter_slices
 from .seeding import torch_generator
@@ -87,8 +87,8 @@ def random_direction(module, filter_normalize=True, random_state=None, ignore_bi
     >>> bool(torch.allclose(d[:6].view(2, 3).norm(dim=1), layer.weight.norm(dim=1)))
     True
     """
-    _check_module(module)
-    theta = flatten_parameters(module).to(_module_dtype(module))
+    check_module(module)
+    theta = flatten_parameters(module).to(module_dtype(module))
     generator = torch_generator(random_state)
     direction = torch.randn(theta.shape, generator=generator, dtype=theta.dtype)
     theta = theta.cpu()
@@ -106,7 +106,7 @@ def random_direction(module, filter_normalize=True, random_state=None, ignore_bi
             w = theta[sl].view(shape[0], -1)
             # the tiny constant keeps an all-zero filter at zero instead of NaN
             d.mul_(w.norm(dim=1, keepdim=True) / (d.norm(dim=1, keepdim=True) + 1e-10))
-    return direction.to(_module_device(module))
+    return direction.to(module_device(module))
 
 
 def _as_flat(vector, n_params, dtype, device, name):
@@ -172,7 +172,7 @@ def _losses_at(module, criterion, X, y, origin, directions, coefficients, accura
     results = []
     batched = n_points_per_call > 1
     coefficients = torch.as_tensor(coefficients, dtype=origin.dtype, device=origin.device)
-    with _eval_mode(module), torch.no_grad():
+    with eval_mode(module), torch.no_grad():
         for start in range(0, coefficients.shape[0], n_points_per_call):
             thetas = origin + coefficients[start:start + n_points_per_call] @ directions
             if batched:
@@ -189,7 +189,7 @@ def _losses_at(module, criterion, X, y, origin, directions, coefficients, accura
 def _check_accuracy_inputs(module, X, y):
     if y.is_floating_point():
         raise ValueError("accuracy=True needs integer class labels y, got real targets.")
-    with _eval_mode(module), torch.no_grad():
+    with eval_mode(module), torch.no_grad():
         out = module(X[:1])
     if out.ndim != 2 or out.shape[1] < 2:
         raise ValueError(
@@ -240,8 +240,8 @@ def loss_along_line(module, criterion, X, y, direction, alphas, accuracy=False,
     ['alpha', 'loss']
     """
     alphas = _as_grid(alphas, "alphas")
-    work, device, X, y = _prepare_data(module, X, y, device)
-    batch_size = _check_batch_size(batch_size, X.shape[0])
+    work, device, X, y = module_and_data(module, X, y, device)
+    batch_size = check_batch_size(batch_size, X.shape[0])
     n_points_per_call = _check_points_per_call(n_points_per_call)
     theta = flatten_parameters(work).to(device)
     direction = _as_flat(direction, theta.numel(), theta.dtype, device, "direction")
@@ -296,8 +296,8 @@ def loss_surface(module, criterion, X, y, direction1, direction2, alphas, betas,
     (3, 2)
     """
     alphas, betas = _as_grid(alphas, "alphas"), _as_grid(betas, "betas")
-    work, device, X, y = _prepare_data(module, X, y, device)
-    batch_size = _check_batch_size(batch_size, X.shape[0])
+    work, device, X, y = module_and_data(module, X, y, device)
+    batch_size = check_batch_size(batch_size, X.shape[0])
     n_points_per_call = _check_points_per_call(n_points_per_call)
     theta = flatten_parameters(work).to(device)
     d1 = _as_flat(direction1, theta.numel(), theta.dtype, device, "direction1")
