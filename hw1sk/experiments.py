@@ -12,21 +12,14 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
+
+from .registry import EXPERIMENTS, PROFILES, Experiment, ExperimentSkipped, register
 
 __all__ = ["EXPERIMENTS", "PROFILES", "Experiment", "ExperimentResult", "ExperimentSkipped",
            "run_experiment", "select_experiments", "experiment_settings", "build_experiment_study",
            "fit_experiment_study", "register"]
-
-
-class ExperimentSkipped(RuntimeError):
-    """Raised by an experiment's build when its data is not there (e.g. CIFAR-10).
-
-    :func:`run_experiment` turns it into a result with the message as its
-    only note, so the rest of the report still runs.
-    """
 
 
 @dataclass
@@ -45,32 +38,6 @@ class ExperimentResult:
     wall_time: float = 0.0
     skipped: bool = False
     error: str | None = None  # set when the experiment raised: "<type>: <message>"
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A registered HW1 item."""
-
-    id: str
-    title: str
-    needs_mnist: bool
-    build: Callable  # (settings: dict, context: dict) -> (study, fit_kwargs)
-    render: Callable  # (study) -> (figures: dict, tables: dict)
-    fit_method: str = "fit"  # the study's method that runs the experiment
-
-
-EXPERIMENTS: dict = {}
-
-#: Study parameters per profile and experiment id. "full" = the assignment's sizes.
-PROFILES: dict = {"quick": {}, "full": {}}
-
-
-def register(exp: Experiment, quick: dict, full: dict):
-    """Add an experiment and its two profiles to the registry."""
-    EXPERIMENTS[exp.id] = exp
-    PROFILES["quick"][exp.id] = dict(quick)
-    PROFILES["full"][exp.id] = dict(full)
-    return exp
 
 
 def select_experiments(only=None) -> list:

@@ -16,7 +16,15 @@ import functools
 
 import pandas as pd
 
-from .experiments import Experiment, ExperimentSkipped, register
+from .registry import Experiment, ExperimentSkipped, register
+from .studies.deep_shallow import DeepShallowStudy
+from .studies.error_surface import ErrorSurfaceStudy
+from .studies.interpolation import InterpolationStudy
+from .studies.minimal_ratio import MinimalRatioStudy
+from .studies.optimization import OptimizationStudy
+from .studies.param_count import ParamCountStudy
+from .studies.random_labels import RandomLabelStudy
+from .studies.sensitivity import SensitivityStudy
 
 __all__ = []
 
@@ -63,16 +71,8 @@ def _tables(study, **extra):
     return {name: frame for name, frame in tables.items() if isinstance(frame, pd.DataFrame)}
 
 
-def _study_class(path):
-    """The study class at ``path``, e.g. ``".studies.sensitivity.SensitivityStudy"``."""
-    from importlib import import_module
-
-    module_name, cls_name = path.rsplit(".", 1)
-    return getattr(import_module(module_name, __package__), cls_name)
-
-
-def _mnist_builder(cls_path, flatten, with_test=True, **fit_extra):
-    """A build function that fits the study ``cls_path`` on MNIST.
+def _mnist_builder(study_class, flatten, with_test=True, **fit_extra):
+    """A build function that fits ``study_class`` on MNIST.
 
     ``flatten`` gives the study (n, 784) rows instead of (n, 1, 28, 28)
     images; ``with_test`` passes the test split to the fit too; ``fit_extra``
@@ -83,14 +83,13 @@ def _mnist_builder(cls_path, flatten, with_test=True, **fit_extra):
         X, y, X_test, y_test = _mnist(settings, context, flatten=flatten, with_test=with_test)
         fit = {"X": X, "y": y, **({"X_test": X_test, "y_test": y_test} if with_test else {}),
                **fit_extra}
-        return _study_class(cls_path)(**_study_kwargs(settings, context)), fit
+        return study_class(**_study_kwargs(settings, context)), fit
 
     return build
 
 
 # --------------------------------------------------------------------- 1-1
 def _build_functions(settings, context):
-    from .studies.deep_shallow import DeepShallowStudy
 
     fit = {k[len("data_"):]: v for k, v in settings.items() if k.startswith("data_")}
     return DeepShallowStudy(**_study_kwargs(settings, context)), fit
@@ -126,7 +125,7 @@ def _render_training(study):
 register(
     Experiment("1-1-mnist", "Deep vs shallow: shallow and deep CNNs and DNNs of similar "
                "size on MNIST", needs_mnist=True,
-               build=_mnist_builder(".studies.deep_shallow.DeepShallowStudy", False,
+               build=_mnist_builder(DeepShallowStudy, False,
                                     name="MNIST"),
                render=_render_training),
     quick={"depths": (1, 2, 4), "max_epochs": 4, "lr": 3e-3, "batch_size": 64,
@@ -138,7 +137,6 @@ register(
 
 def _build_cifar10(settings, context):
     from .datasets import DataNotFoundError, get_data_home, load_cifar10
-    from .studies.deep_shallow import DeepShallowStudy
 
     seed = context["random_state"]
     try:
@@ -181,7 +179,7 @@ def _render_trajectory(study):
 register(
     Experiment("1-2-trajectory", "Optimization: weight trajectories of 8 runs under one "
                "joint PCA (whole model and one layer)", needs_mnist=True,
-               build=_mnist_builder(".studies.optimization.OptimizationStudy", True,
+               build=_mnist_builder(OptimizationStudy, True,
                                     with_test=False), render=_render_trajectory),
     quick={"n_runs": 8, "every": 3, "max_epochs": 15, "hidden": (64, 32),
            "data_n_train": 6000},
@@ -192,7 +190,6 @@ register(
 
 def _build_gradient_norm(settings, context):
     from .datasets import make_function_dataset
-    from .studies.optimization import OptimizationStudy
 
     X, y = make_function_dataset(settings["data_function"], n_samples=settings["data_n_samples"],
                                  random_state=context["random_state"])
@@ -217,7 +214,6 @@ register(
 
 
 def _build_minimal_ratio(settings, context):
-    from .studies.minimal_ratio import MinimalRatioStudy
 
     return MinimalRatioStudy(**_study_kwargs(settings, context)), {}
 
@@ -249,7 +245,7 @@ def _render_error_surface(study):
 register(
     Experiment("1-2-error-surface", "Optimization (bonus): the error surface around a "
                "trained model, with its trajectory", needs_mnist=True,
-               build=_mnist_builder(".studies.error_surface.ErrorSurfaceStudy", True,
+               build=_mnist_builder(ErrorSurfaceStudy, True,
                                     with_test=False), render=_render_error_surface),
     quick={"directions": "pca", "max_epochs": 10, "n_eval": 2000, "surface_points": 21,
            "line_points": 41, "data_n_train": 6000},
@@ -268,7 +264,7 @@ def _render_random_labels(study):
 register(
     Experiment("1-3-random-labels", "Generalization: fitting random labels (memorization)",
                needs_mnist=True,
-               build=_mnist_builder(".studies.random_labels.RandomLabelStudy", True),
+               build=_mnist_builder(RandomLabelStudy, True),
                render=_render_random_labels),
     quick={"n_train": 2000, "n_test": 1000, "max_epochs": 40},
     full={"n_train": 5000, "n_test": 2000, "max_epochs": 60},
@@ -286,7 +282,7 @@ def _render_param_count(study):
 register(
     Experiment("1-3-param-count", "Generalization: number of parameters vs train and test "
                "loss and accuracy", needs_mnist=True,
-               build=_mnist_builder(".studies.param_count.ParamCountStudy", True),
+               build=_mnist_builder(ParamCountStudy, True),
                render=_render_param_count),
     quick={"widths": (2, 4, 6, 8, 12, 16, 32, 64, 128, 256), "max_epochs": 10,
            "n_train": 3000, "n_test": 2000},
@@ -305,7 +301,7 @@ def _render_interpolation(study):
 register(
     Experiment("1-3-interpolation", "Flatness vs generalization: interpolation between "
                "two minima (batch size and learning rate pairs)", needs_mnist=True,
-               build=_mnist_builder(".studies.interpolation.InterpolationStudy", False),
+               build=_mnist_builder(InterpolationStudy, False),
                render=_render_interpolation),
     quick={"max_epochs": 5, "data_n_train": 6000, "data_n_test": 2000},
     full={"max_epochs": 5, "data_n_train": None, "data_n_test": None},
@@ -325,7 +321,7 @@ def _render_sensitivity(study):
 register(
     Experiment("1-3-sensitivity", "Flatness vs generalization: sensitivity and sharpness "
                "vs batch size", needs_mnist=True,
-               build=_mnist_builder(".studies.sensitivity.SensitivityStudy", False),
+               build=_mnist_builder(SensitivityStudy, False),
                render=_render_sensitivity),
     quick={"max_epochs": 5, "n_eval": 500, "sharpness_steps": 10, "sharpness_restarts": 2,
            "hessian_max_iter": 30, "data_n_train": 6000, "data_n_test": 2000},
