@@ -90,7 +90,7 @@ def test_plot_interpolation_from_fitted_objects():
                                batch_sizes=(10, 30), backend="sequential").fit(X, y)
     fig = plot_interpolation(study)
     assert len(fig.axes) == 2
-    assert "batch size 10, lr 0.01" in fig.axes[0].get_title()  # the end points' settings
+    assert "batch size 30, lr 0.01" in fig.axes[0].get_title()  # the end points' settings
     interp = ParameterInterpolator(study.estimators_[("lr", 1)], study.estimators_[("lr", 2)],
                                    alphas=[0.0, 1.0]).fit()
     interp.evaluate(X, y)

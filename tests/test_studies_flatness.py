@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from skorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call
 
@@ -15,7 +16,8 @@ from hw1sk.estimators import NeuralClassifier
 from hw1sk.evaluation import evaluate_estimator
 from hw1sk.generalization import sharpness
 from hw1sk.studies._base import train_run
-from hw1sk.studies.interpolation import InterpolationStudy, default_flatness_classifier
+from hw1sk.studies._defaults import default_flatness_classifier
+from hw1sk.studies.interpolation import InterpolationStudy
 from hw1sk.studies.sensitivity import SensitivityStudy
 
 RESULT_COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "train_loss",
@@ -39,7 +41,7 @@ def _net(**params):
 
 
 def _interpolation(**params):
-    kwargs = dict(estimator=_net(), batch_sizes=(8, 64), lrs=(1e-3, 1e-2), max_epochs=2,
+    kwargs = dict(estimator=_net(batch_size=16), batch_sizes=(8, 64), lrs=(1e-3, 1e-2),
                   alphas=np.linspace(-1, 2, 7), backend="sequential")
     kwargs.update(params)
     return InterpolationStudy(**kwargs)
@@ -86,11 +88,12 @@ def test_interpolation_results_layout(interp_study):
 def test_interpolation_end_point_settings_and_exact_end_points(interp_study, data):
     X, y, X_test, y_test = data
     est = interp_study.estimators_
-    # batch pair: batch_sizes at lrs[0]; lr pair: lrs at batch_sizes[0]
+    # batch pair: batch_sizes at the estimator's lr; lr pair: lrs at its batch size (16)
     assert [(est[("batch_size", k)].batch_size, est[("batch_size", k)].lr) for k in (1, 2)] == \
         [(8, 1e-3), (64, 1e-3)]
     assert [(est[("lr", k)].batch_size, est[("lr", k)].lr) for k in (1, 2)] == \
-        [(8, 1e-3), (8, 1e-2)]
+        [(16, 1e-3), (16, 1e-2)]
+    assert interp_study.settings_["lr pair, model 2"].startswith("batch size 16, lr 0.01, seed")
     res = interp_study.results_.set_index(["pair", "alpha", "split"])
     summary = interp_study.summary_.set_index(["pair", "split"])
     for pair in ("batch_size", "lr"):
@@ -158,15 +161,23 @@ def test_interpolation_get_params_and_clone():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"pairs": "depth"}, "pairs must be"),
+    ({"pairs": "depth"}, "'pairs' parameter of InterpolationStudy"),
     ({"pairs": ("lr", "lr")}, "pairs must be"),
+    ({"pairs": ("lr", "depth")}, "pairs must be"),
     ({"pairs": ()}, "pairs must be"),
     ({"batch_sizes": (64,)}, "batch_sizes must be a pair"),
-    ({"batch_sizes": (64, 0)}, r"batch_sizes\[i\] must be a positive integer"),
-    ({"lrs": (1e-3, -1.0)}, r"lrs\[i\] must be a positive number"),
-    ({"lrs": 0.1}, "lrs must be a pair"),
-    ({"same_init": "yes"}, "same_init must be True or False"),
-    ({"max_epochs": 0}, "max_epochs must be a positive integer"),
+    ({"batch_sizes": (64, 0)}, "batch_sizes must be a pair of positive integers"),
+    ({"batch_sizes": (64, 2.5)}, "batch_sizes must be a pair of positive integers"),
+    ({"batch_sizes": 64}, "'batch_sizes' parameter of InterpolationStudy"),
+    ({"lrs": (1e-3, -1.0)}, "lrs must be a pair of positive numbers"),
+    ({"lrs": (1e-3, float("nan"))}, "lrs must be a pair of positive numbers"),
+    ({"lrs": 0.1}, "'lrs' parameter of InterpolationStudy"),
+    ({"same_init": "yes"}, "'same_init' parameter of InterpolationStudy"),
+    ({"max_epochs": 0}, "'max_epochs' parameter of InterpolationStudy"),
+    ({"test_size": 1.5}, "'test_size' parameter of InterpolationStudy"),
+    ({"recompute_batchnorm": 1}, "'recompute_batchnorm' parameter of InterpolationStudy"),
+    ({"n_jobs": 0}, "'n_jobs' parameter of InterpolationStudy"),
+    ({"backend": "spark"}, "'backend' parameter of InterpolationStudy"),
     ({"alphas": [[0.0]]}, "alphas must be a non-empty 1-D array"),
 ])
 def test_interpolation_bad_parameters(data, params, match):
@@ -378,3 +389,47 @@ def test_sensitivity_trains_with_the_estimators_settings_except_the_batch_size(r
                              sharpness=False, hessian_top=False, backend="sequential").fit(X, y)
     assert dict(study.estimators_[8].callbacks_)["record"].seen_["lr"] == 0.01
     assert study.settings_["lr"] == 0.01 and study.settings_["lr (set by the study)"] == 0.01
+
+
+class _RecordEpochNumber(Callback):
+    """A user callback writing its own history column."""
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("my_column", float(len(net.history)))
+
+
+def test_interpolation_trains_with_the_estimators_settings_except_the_pairs_setting(
+        record_training):
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 20).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    est = NeuralClassifier(module=_Tiny, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                           optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7,
+                           callbacks=[("record", record_training), ("mine", _RecordEpochNumber())])
+    study = InterpolationStudy(estimator=est, batch_sizes=(8, 32), lrs=(0.01, 0.02),
+                               alphas=[0.0, 1.0], backend="sequential").fit(X, y)
+    expected = {("batch_size", 1): (0.05, 8), ("batch_size", 2): (0.05, 32),
+                ("lr", 1): (0.01, 7), ("lr", 2): (0.02, 7)}
+    assert set(study.estimators_) == set(expected)
+    for key, net in study.estimators_.items():
+        lr, batch_size = expected[key]
+        assert dict(net.callbacks_)["record"].seen_ == {
+            "optimizer": "SGD", "lr": lr, "weight_decay": 1e-3, "momentum": 0.9,
+            "max_epochs": 2, "batch_size": batch_size, "module": "_Tiny"}
+        assert dict(net.callbacks_)["record"].epochs_ == 2
+    assert study.histories_["my_column"].tolist() == [1.0, 2.0] * 4
+    s = study.settings_
+    assert (s["optimizer"], s["optimizer__weight_decay"], s["optimizer__momentum"]) == \
+        ("SGD", 1e-3, 0.9)
+    assert (s["lr"], s["max_epochs"], s["batch_size"], s["module"]) == (0.05, 2, 7, "_Tiny")
+    assert s["lr pair, model 1"].startswith("batch size 7, lr 0.01, seed")
+    assert s["batch_size pair, model 2"].startswith("batch size 32, lr 0.05, seed")
+    assert s["max_epochs (set by the study)"] is None
+    # the study's own max_epochs applies only when set, and is recorded
+    study = InterpolationStudy(estimator=est, pairs="lr", max_epochs=3, lrs=(0.01, 0.02),
+                               alphas=[0.0, 1.0], backend="sequential").fit(X, y)
+    for net in study.estimators_.values():
+        seen = dict(net.callbacks_)["record"].seen_
+        assert (seen["max_epochs"], seen["batch_size"], seen["optimizer"]) == (3, 7, "SGD")
+    assert study.settings_["max_epochs"] == 3
+    assert study.settings_["max_epochs (set by the study)"] == 3

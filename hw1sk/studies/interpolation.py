@@ -7,76 +7,28 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_X_y
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, train_run
+from ._base import Study, prepare_data, train_run
 from ._defaults import default_flatness_classifier, describe_module
 
 __all__ = ["InterpolationStudy", "PAIR_KINDS"]
 
-#: The two ways the end points of an interpolation may differ.
+#: The two ways the end points of an interpolation may differ: each pair is named after
+#: the one estimator parameter its two end points differ in.
 PAIR_KINDS = ("batch_size", "lr")
 
-def _check_positive_int(value, name, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                         f"got {value!r}.")
-    return int(value)
+_COLUMNS = ["pair", "alpha", "split", "loss", "accuracy"]
 
 
-def _check_positive_real(value, name, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if (not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value)
-            or value <= 0):
-        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, "
-                         f"got {value!r}.")
-    return float(value)
+def _train_endpoint(estimator, X, y, seed, pair, value):
+    """Train one end point: ``estimator`` with its setting ``pair`` set to ``value``.
 
-
-def study_data(X, y, X_test, y_test, test_size, random_state):
-    """Validated training and held-out data of a flatness study.
-
-    Parameters
-    ----------
-    X, y : array-like
-        Training data (any sample shape, e.g. ``(n, 1, 28, 28)`` images).
-    X_test, y_test : array-like or None
-        Held-out data; when both are None, ``test_size`` of ``(X, y)`` is split
-        off with :func:`sklearn.model_selection.train_test_split`.
-    test_size : float or int
-    random_state : int
-        Seed of the split.
-
-    Returns
-    -------
-    X, y, X_test, y_test : ndarray
+    A module-level sweep task; every other setting of ``estimator`` is used as given.
     """
-    X, y = check_X_y(X, y, allow_nd=True)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("Pass both X_test and y_test, or neither.")
-    if X_test is None:
-        X, X_test, y, y_test = train_test_split(X, y, test_size=test_size,
-                                                random_state=random_state)
-    else:
-        X_test, y_test = check_X_y(X_test, y_test, allow_nd=True)
-        if X_test.shape[1:] != X.shape[1:]:
-            raise ValueError(f"X_test has samples of shape {X_test.shape[1:]}, but X has "
-                             f"{X.shape[1:]}.")
-    return X, y, X_test, y_test
-
-
-def _train_endpoint(estimator, X, y, seed, pair, endpoint, batch_size, lr):
-    """Train one end point of an interpolation pair (a module-level sweep task).
-
-    ``pair`` and ``endpoint`` only label the task (they show up in ``diverged_``).
-    """
-    est = clone(estimator).set_params(batch_size=int(batch_size), lr=float(lr))
-    return train_run(est, X, y, seed=seed, keep_estimator=True)
+    return train_run(clone(estimator).set_params(**{pair: value}), X, y, seed=seed,
+                     keep_estimator=True)
 
 
 def _evaluate_pair(estimator1, estimator2, alphas, recompute_batchnorm, X, y, X_test, y_test,
@@ -90,14 +42,32 @@ def _evaluate_pair(estimator1, estimator2, alphas, recompute_batchnorm, X, y, X_
     return {"frame": frame, "interpolator": interp}
 
 
+def _pair_of(values, name, kind, valid):
+    """``values`` as a tuple of two ``kind`` values, or a ValueError naming ``name``."""
+    values = tuple(np.asarray(values, dtype=object).ravel()) if np.ndim(values) else None
+    if values is None or len(values) != 2 or not all(valid(v) for v in values):
+        raise ValueError(f"{name} must be a pair of positive {kind}, got {values!r}.")
+    return values
+
+
+def _is_positive_int(value):
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _is_positive_real(value):
+    return (isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
+            and value > 0)
+
+
 class InterpolationStudy(Study):
     """Train two models that differ in one setting, evaluate the line between them.
 
-    For each kind of pair in ``pairs`` two models of the same architecture are
-    trained on ``(X, y)``: with batch sizes ``batch_sizes[0]`` and
-    ``batch_sizes[1]`` (pair ``"batch_size"``, both with learning rate
-    ``lrs[0]``), or with learning rates ``lrs[0]`` and ``lrs[1]`` (pair
-    ``"lr"``, both with batch size ``batch_sizes[0]``).  Then
+    Each pair in ``pairs`` is named after the one estimator setting its two
+    models differ in: pair ``"batch_size"`` trains the estimator with batch
+    sizes ``batch_sizes[0]`` and ``batch_sizes[1]``, pair ``"lr"`` with
+    learning rates ``lrs[0]`` and ``lrs[1]``; everything else (optimizer and
+    its arguments, the other of the two settings, epochs, module, callbacks)
+    is the estimator's.  Then
     :class:`~hw1sk.transformers.ParameterInterpolator` evaluates the models
     θ(α) = (1 − α) θ₁ + α θ₂ for every α in ``alphas`` on the training and the
     held-out data (HW1-3 "flatness vs generalization", after Goodfellow et al.,
@@ -106,13 +76,17 @@ class InterpolationStudy(Study):
     Parameters
     ----------
     estimator : NeuralClassifier or NeuralRegressor, optional
-        Unfitted template; cloned, never modified.  Its ``batch_size`` and
-        ``lr`` are replaced by the pair's settings.  Default:
-        :func:`default_flatness_classifier` (MLP 784-128-10, Adam).
+        Unfitted template; cloned, never modified.  Every model trains with
+        its settings exactly, except the setting its pair varies, the seed,
+        and ``max_epochs`` when that is set here.  Default:
+        :func:`~hw1sk.studies._defaults.default_flatness_classifier` (MLP
+        784-128-10, Adam, lr 1e-3, batch size 64, 5 epochs).
     pairs : str or sequence of {"batch_size", "lr"}, default=("batch_size", "lr")
-        Which pairs to train.
+        Which pairs to train (distinct).
     batch_sizes : pair of int, default=(64, 1024)
+        The batch sizes of the two models of pair ``"batch_size"``.
     lrs : pair of float, default=(1e-3, 1e-2)
+        The learning rates of the two models of pair ``"lr"``.
     same_init : bool, default=False
         If True, the two models of a pair are trained with the same seed: the
         same initial weights *and* the same shuffling seed (each epoch's
@@ -120,10 +94,10 @@ class InterpolationStudy(Study):
         cut into different batches).  If False, each model has its own seed.
     alphas : array-like, optional
         Interpolation coefficients; default 31 points evenly spaced in [-1, 2].
-    max_epochs : int or None, default=5
-        Epochs of every model (None keeps the estimator's).  Both models of a
-        pair see the data the same number of times, so the large-batch model
-        takes fewer steps.
+    max_epochs : int or None, default=None
+        Epochs of every model, when set (recorded in ``settings_``); None
+        keeps the estimator's.  Both models of a pair see the data the same
+        number of times, so the large-batch model takes fewer steps.
     test_size : float or int, default=0.2
         Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test`` (split with
         :func:`sklearn.model_selection.train_test_split`, seeded by
@@ -136,8 +110,8 @@ class InterpolationStudy(Study):
     random_state : int, RandomState or None, default=0
         Master seed of the split and of the training runs; the same value gives
         the same numbers on CPU, whatever ``n_jobs``.
-    device : str, default="cpu"
-        Where the models are trained and evaluated.
+    device : str or None, default=None
+        Where the models are trained and evaluated; None keeps the estimator's.
 
     Attributes
     ----------
@@ -152,17 +126,20 @@ class InterpolationStudy(Study):
         loss is never above the end points; NaN unless α = 0 and α = 1 are on
         the grid).
     settings_ : dict
-        Human-readable settings: model, parameter count, optimizer, epochs,
-        the two end points of each pair, seeds, data sizes, alphas.
+        Every training setting of the estimator
+        (:func:`~hw1sk.studies._base.describe_estimator`), then the model,
+        parameter count, the two end points of each pair (batch size, lr,
+        seed), what the study set, data sizes and alphas.
     estimators_ : dict
         ``(pair, endpoint) -> fitted estimator``, endpoint 1 or 2.
     interpolators_ : dict
         ``pair -> fitted ParameterInterpolator``.
     histories_ : pandas.DataFrame
-        Training histories of the end points, with columns ``pair`` and
-        ``endpoint`` added.
+        Training histories of the end points (every column the estimator
+        records), with columns ``pair`` and ``endpoint`` added.
     diverged_ : pandas.DataFrame
-        Runs whose training loss became non-finite (one row per run).
+        Runs that diverged: ``pair``, ``endpoint``, ``batch_size``, ``lr``,
+        ``seed`` and the message.
 
     See Also
     --------
@@ -186,13 +163,29 @@ class InterpolationStudy(Study):
     ...                            test_size=0.25).fit(X, y)
     >>> study.results_.shape, list(study.results_.columns)
     ((6, 5), ['pair', 'alpha', 'split', 'loss', 'accuracy'])
+    >>> [(net.batch_size, net.lr) for net in study.estimators_.values()]
+    [(64, 0.001), (64, 0.01)]
     """
 
+    _parameter_constraints = {
+        **Study._parameter_constraints,
+        "pairs": [StrOptions(set(PAIR_KINDS)), "array-like"],
+        "batch_sizes": ["array-like"],
+        "lrs": ["array-like"],
+        "same_init": ["boolean"],
+        "alphas": ["array-like", None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "test_size": [Interval(Real, 0, 1, closed="neither"),
+                      Interval(Integral, 1, None, closed="left")],
+        "recompute_batchnorm": ["boolean"],
+    }
+    _run_function = staticmethod(_train_endpoint)
+
     def __init__(self, estimator=None, pairs=PAIR_KINDS, batch_sizes=(64, 1024),
-                 lrs=(1e-3, 1e-2), same_init=False, alphas=None, max_epochs=5,
+                 lrs=(1e-3, 1e-2), same_init=False, alphas=None, max_epochs=None,
                  test_size=0.2, recompute_batchnorm=True, n_jobs=1, backend="loky",
                  scheduler=None, cache_dir=None, progress=False, random_state=0,
-                 device="cpu"):
+                 device=None):
         self.estimator = estimator
         self.pairs = pairs
         self.batch_sizes = batch_sizes
@@ -210,120 +203,101 @@ class InterpolationStudy(Study):
         self.random_state = random_state
         self.device = device
 
-    # ----------------------------------------------------------- validation
-    def _check_params(self):
-        from ..transformers import _check_alphas
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        # the split seed, then two run seeds per pair kind (whichever pairs run)
+        self._seeds = spawn_seeds(as_seed(self.random_state), 1 + 2 * len(PAIR_KINDS))
+        return prepare_data(X, y, X_test, y_test, test_size=self.test_size,
+                            seeds=(self._seeds[0], None, None))
 
-        pairs = (self.pairs,) if isinstance(self.pairs, str) else self.pairs
-        try:
-            pairs = tuple(pairs)
-        except TypeError:
-            pairs = None
-        if (not pairs or any(p not in PAIR_KINDS for p in pairs)
-                or len(set(pairs)) != len(pairs)):
-            raise ValueError(f"pairs must be a non-empty selection of {PAIR_KINDS} without "
-                             f"repeats, got {self.pairs!r}.")
-        if not isinstance(self.batch_sizes, (tuple, list)) or len(self.batch_sizes) != 2:
-            raise ValueError(f"batch_sizes must be a pair of positive integers, got "
-                             f"{self.batch_sizes!r}.")
-        batch_sizes = tuple(_check_positive_int(b, "batch_sizes[i]") for b in self.batch_sizes)
-        if not isinstance(self.lrs, (tuple, list)) or len(self.lrs) != 2:
-            raise ValueError(f"lrs must be a pair of positive numbers, got {self.lrs!r}.")
-        lrs = tuple(_check_positive_real(lr, "lrs[i]") for lr in self.lrs)
-        if not isinstance(self.same_init, (bool, np.bool_)):
-            raise ValueError(f"same_init must be True or False, got {self.same_init!r}.")
-        max_epochs = _check_positive_int(self.max_epochs, "max_epochs", allow_none=True)
-        return pairs, batch_sizes, lrs, _check_alphas(self.alphas), max_epochs
+    def _default_estimator(self, data):
+        return default_flatness_classifier()
 
-    def _template(self, max_epochs):
-        template = clone(self.estimator if self.estimator is not None
-                         else default_flatness_classifier())
-        template.set_params(device=self.device)
-        if max_epochs is not None:
-            template.set_params(max_epochs=max_epochs)
+    def _template_estimator(self, data):
+        template = super()._template_estimator(data)
+        if self.max_epochs is not None:
+            template.set_params(max_epochs=self.max_epochs)
         return template
 
-    # ------------------------------------------------------------------ fit
-    def fit(self, X, y, X_test=None, y_test=None):
-        """Train the pairs and evaluate the interpolated models.
+    def _checked_pairs(self):
+        """``{pair: (value of end point 1, value of end point 2)}``, in the order of ``pairs``."""
+        pairs = (self.pairs,) if isinstance(self.pairs, str) else tuple(
+            np.asarray(self.pairs, dtype=object).ravel())
+        if not pairs or any(p not in PAIR_KINDS for p in pairs) or len(set(pairs)) != len(pairs):
+            raise ValueError(f"pairs must be a non-empty selection of {PAIR_KINDS} without "
+                             f"repeats, got {self.pairs!r}.")
+        values = {
+            "batch_size": tuple(int(b) for b in _pair_of(
+                self.batch_sizes, "batch_sizes", "integers", _is_positive_int)),
+            "lr": tuple(float(v) for v in _pair_of(
+                self.lrs, "lrs", "numbers", _is_positive_real)),
+        }
+        return {pair: values[pair] for pair in pairs}
 
-        Parameters
-        ----------
-        X, y : array-like of shape (n_samples, ...) and (n_samples,)
-            Training data (e.g. MNIST images and labels).
-        X_test, y_test : array-like, optional
-            Held-out data; default: ``test_size`` of ``(X, y)``.
+    def _tasks(self, data, template):
+        from ..transformers import _check_alphas
 
-        Returns
-        -------
-        self : InterpolationStudy
-        """
-        pairs, batch_sizes, lrs, alphas, max_epochs = self._check_params()
-        master = as_seed(self.random_state)
-        split_seed, *run_seeds = spawn_seeds(master, 1 + 2 * len(PAIR_KINDS))
-        X, y, X_test, y_test = study_data(X, y, X_test, y_test, self.test_size, split_seed)
-        template = self._template(max_epochs)
-
+        pairs = self._checked_pairs()
+        self._alphas = _check_alphas(self.alphas)
+        run_seeds = self._seeds[1:]
         tasks = []
-        for pair in pairs:
+        for pair, values in pairs.items():
             k = PAIR_KINDS.index(pair)  # seeds by pair kind: independent of which pairs run
-            for end in (0, 1):
-                settings = {
-                    "batch_size": batch_sizes[end] if pair == "batch_size" else batch_sizes[0],
-                    "lr": lrs[end] if pair == "lr" else lrs[0],
-                }
+            for end, value in enumerate(values):
                 seed = run_seeds[2 * k] if self.same_init else run_seeds[2 * k + end]
-                tasks.append({"estimator": template, "X": X, "y": y, "seed": seed,
-                              "pair": pair, "endpoint": end + 1, **settings})
-        runs = self._run_tasks(_train_endpoint, tasks, desc="InterpolationStudy")
+                setting = {"batch_size": template.batch_size, "lr": template.lr, pair: value}
+                label = {"pair": pair, "endpoint": end + 1, **setting, "seed": seed}
+                tasks.append((label, {"estimator": template, "X": data.X, "y": data.y,
+                                      "seed": seed, "pair": pair, "value": value}))
+        return tasks
 
-        histories, eval_tasks = [], []
-        self.estimators_ = {}
-        for i, pair in enumerate(pairs):
-            first, second = runs[2 * i], runs[2 * i + 1]
-            for end, run in ((1, first), (2, second)):
-                if run is not None:
-                    self.estimators_[(pair, end)] = run["estimator"]
-                    histories.append(run["history"].assign(pair=pair, endpoint=end))
-            if first is None or second is None:
+    def _collect(self, data, template, labels, runs):
+        self.estimators_, histories, eval_tasks = {}, [], []
+        for label, run in zip(labels, runs):
+            if run is not None:
+                key = (label["pair"], label["endpoint"])
+                self.estimators_[key] = run["estimator"]
+                histories.append(run["history"].assign(pair=key[0], endpoint=key[1]))
+        for pair in dict.fromkeys(label["pair"] for label in labels):
+            ends = [self.estimators_.get((pair, end)) for end in (1, 2)]
+            if None in ends:
                 continue  # a diverged end point: no line to evaluate (listed in diverged_)
             eval_tasks.append({
-                "estimator1": first["estimator"], "estimator2": second["estimator"],
-                "alphas": alphas, "recompute_batchnorm": self.recompute_batchnorm,
-                "X": X, "y": y, "X_test": X_test, "y_test": y_test, "pair": pair,
+                "estimator1": ends[0], "estimator2": ends[1], "alphas": self._alphas,
+                "recompute_batchnorm": self.recompute_batchnorm, "X": data.X, "y": data.y,
+                "X_test": data.X_test, "y_test": data.y_test, "pair": pair,
             })
         diverged = self.diverged_  # _run_tasks resets it; evaluations cannot diverge
         # one task per pair: the forward passes over the data run in parallel too
         evaluated = self._run_tasks(_evaluate_pair, eval_tasks, desc="InterpolationStudy eval")
         self.diverged_ = diverged
-        frames = [e["frame"] for e in evaluated]
         self.interpolators_ = {t["pair"]: e["interpolator"] for t, e in zip(eval_tasks, evaluated)}
-
-        columns = ["pair", "alpha", "split", "loss", "accuracy"]
-        self.results_ = (pd.concat(frames, ignore_index=True)[columns] if frames
-                         else pd.DataFrame(columns=columns))
+        frames = [e["frame"] for e in evaluated]
+        self.results_ = (pd.concat(frames, ignore_index=True)[_COLUMNS] if frames
+                         else pd.DataFrame(columns=_COLUMNS))
         self.histories_ = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
         self.summary_ = _summary(self.results_)
-        self.settings_ = self._settings(tasks, template, alphas, X, X_test)
-        return self
+        self._endpoints = labels
 
-    def _settings(self, tasks, template, alphas, X, X_test):
-        fitted = next(iter(self.estimators_.values()), None)
+    def _settings(self, data, template):
         settings = {}
+        fitted = next(iter(self.estimators_.values()), None)
         if fitted is not None:
             settings["model"] = describe_module(fitted.module_)
             settings["n_params"] = int(sum(p.numel() for p in fitted.module_.parameters()))
-        optimizer = template.optimizer
-        settings["optimizer"] = getattr(optimizer, "__name__", type(optimizer).__name__)
-        settings["max_epochs"] = int(template.max_epochs)
-        for task in tasks:
-            settings[f"{task['pair']} pair, model {task['endpoint']}"] = (
-                f"batch size {task['batch_size']}, lr {task['lr']:g}, seed {task['seed']}")
-        settings["same_init"] = bool(self.same_init)
-        settings["n_train"] = int(X.shape[0])
-        settings["n_test"] = int(X_test.shape[0])
-        settings["alphas"] = (f"{alphas.size} points in [{alphas.min():g}, {alphas.max():g}]")
-        settings["random_state"] = self.random_state
+        settings["varied"] = ", ".join(dict.fromkeys(e["pair"] for e in self._endpoints))
+        for e in self._endpoints:
+            settings[f"{e['pair']} pair, model {e['endpoint']}"] = (
+                f"batch size {e['batch_size']}, lr {e['lr']:g}, seed {e['seed']}")
+        alphas = self._alphas
+        settings.update({
+            "same_init": bool(self.same_init),
+            "max_epochs (set by the study)": self.max_epochs,
+            "n_train": int(data.X.shape[0]),
+            "n_test": int(data.X_test.shape[0]),
+            "alphas": f"{alphas.size} points in [{alphas.min():g}, {alphas.max():g}]",
+            "random_state": self.random_state,
+        })
         return settings
 
 
