@@ -195,13 +195,14 @@ def test_diverged_runs_are_recorded_and_excluded(data, monkeypatch):
             raise RunDiverged("training loss became non-finite at epoch 1")
         return real(**task)
 
-    monkeypatch.setattr(optimization, "trace_run", flaky)
+    monkeypatch.setattr(OptimizationStudy, "_run_function", staticmethod(flaky))
     study = _study(max_epochs=2)
     with pytest.warns(RuntimeWarning, match="1 of 3 runs diverged"):
         study.fit(X, y)
     assert study.diverged_[["run", "seed"]].values.tolist() == [[1, bad_seed]]
     assert set(study.results_["run"]) == {0, 2}
     assert set(study.grad_norms_["run"]) == {0, 2} and set(study.trajectories_) == {0, 2}
+    assert set(study.estimators_) == {0, 2}
 
 
 def test_all_runs_diverged(data):
@@ -226,16 +227,20 @@ def test_get_params_and_clone():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"n_runs": 0}, "n_runs must be a positive integer"),
-    ({"every": 0}, "every must be a positive integer"),
-    ({"max_epochs": 1.5}, "max_epochs must be a positive integer"),
-    ({"lr": -1.0}, "lr must be a positive number"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"hidden": "wide"}, "hidden must be a sequence of positive integers"),
-    ({"n_train": 0}, "n_train must be a positive integer"),
-    ({"test_every": 0}, "test_every must be a positive integer"),
-    ({"estimator": "mlp"}, "estimator must be an unfitted"),
-    ({"layer": 3}, "layer must be a layer name"),
+    ({"n_runs": 0}, "'n_runs' parameter of OptimizationStudy"),
+    ({"every": 0}, "'every' parameter of OptimizationStudy"),
+    ({"max_epochs": 1.5}, "'max_epochs' parameter of OptimizationStudy"),
+    ({"lr": -1.0}, "'lr' parameter of OptimizationStudy"),
+    ({"batch_size": 0}, "'batch_size' parameter of OptimizationStudy"),
+    ({"hidden": "wide"}, "'hidden' parameter of OptimizationStudy"),
+    ({"hidden": (5, 0)}, "hidden must be a sequence of positive integers"),
+    ({"n_train": 0}, "'n_train' parameter of OptimizationStudy"),
+    ({"n_train": 500}, "n_train=500 is larger than the 120 samples"),
+    ({"test_every": 0}, "'test_every' parameter of OptimizationStudy"),
+    ({"estimator": "mlp"}, "'estimator' parameter of OptimizationStudy"),
+    ({"layer": 3}, "'layer' parameter of OptimizationStudy"),
+    ({"n_jobs": 0}, "'n_jobs' parameter of OptimizationStudy"),
+    ({"backend": "spark"}, "'backend' parameter of OptimizationStudy"),
     ({"layer": "net.9"}, r"layer 'net.9' is not a layer of the model; choose one of "
                          r"\['net.1', 'net.3'\]"),
 ])
@@ -247,14 +252,14 @@ def test_bad_parameters(data, params, match):
 
 def test_bad_data(data):
     X, y, X_test, y_test = data
-    with pytest.raises(ValueError, match="X_test and y_test must be given together"):
+    with pytest.raises(ValueError, match="Pass both X_test and y_test, or neither"):
         _study().fit(X, y, X_test)
-    with pytest.raises(ValueError, match="not among the training labels"):
+    with pytest.raises(ValueError, match=r"y contains labels \[5, 6, 7\] that are not in"):
         _study().fit(X, y, X_test, y_test + 5)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         _study().fit(X, y[:-1])
-    with pytest.raises(ValueError, match="a classifier needs class labels"):
-        OptimizationStudy(NeuralClassifier()).fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        OptimizationStudy(NeuralClassifier(), backend="sequential").fit(X, X[:, 0])
 
 
 def test_score_snapshots_leaves_the_module_alone(study, data):
@@ -364,13 +369,16 @@ def test_random_directions_are_filter_normalized(data):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"directions": "hessian"}, "directions must be one of"),
-    ({"line_points": 1}, "line_points must be an integer >= 2"),
-    ({"surface_points": 2.5}, "surface_points must be an integer >= 2"),
-    ({"extent": -1.0}, "extent must be a positive number"),
+    ({"directions": "hessian"}, "'directions' parameter of ErrorSurfaceStudy"),
+    ({"line_points": 1}, "'line_points' parameter of ErrorSurfaceStudy"),
+    ({"surface_points": 2.5}, "'surface_points' parameter of ErrorSurfaceStudy"),
+    ({"extent": -1.0}, "'extent' parameter of ErrorSurfaceStudy"),
     ({"extent": (1.0, 2.0, 3.0)}, "extent must be a positive number"),
-    ({"n_eval": 0}, "n_eval must be a positive integer"),
-    ({"every": 0}, "every must be a positive integer"),
+    ({"extent": (1.0, -2.0)}, "extent must be a positive number"),
+    ({"n_eval": 0}, "'n_eval' parameter of ErrorSurfaceStudy"),
+    ({"every": 0}, "'every' parameter of ErrorSurfaceStudy"),
+    ({"hidden": (0,)}, "hidden must be a sequence of positive integers"),
+    ({"filter_normalize": 1}, "'filter_normalize' parameter of ErrorSurfaceStudy"),
     ({"max_epochs": 1}, "directions='pca' needs at least 3 weight snapshots"),
 ])
 def test_surface_bad_parameters(data, params, match):
@@ -397,3 +405,100 @@ def test_surface_get_params_and_clone():
     assert copy.get_params()["directions"] == "random"
     with pytest.raises(NotFittedError):
         copy._check_fitted()
+
+
+# ------------------------------------------- the estimator is the source of truth
+class _Tiny(torch.nn.Module):
+    def __init__(self, n_in=6, n_out=3):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+_SEEN = {"optimizer": "SGD", "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9,
+         "max_epochs": 2, "batch_size": 7, "module": "_Tiny"}
+
+
+def _distinct_estimator(record_training):
+    """An estimator with settings no study default has, a recorder and a scoring callback."""
+    from skorch.callbacks import EpochScoring
+
+    return NeuralClassifier(
+        module=_Tiny, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+        optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7,
+        callbacks=[("record", record_training),
+                   ("my_score", EpochScoring("accuracy", on_train=True, name="my_train_score",
+                                             lower_is_better=False))])
+
+
+def _assert_described(settings, **expected):
+    assert settings["optimizer"] == "SGD" and settings["optimizer__weight_decay"] == 1e-3
+    assert settings["optimizer__momentum"] == 0.9 and settings["module"] == "_Tiny"
+    for key, value in {"lr": 0.05, "max_epochs": 2, "batch_size": 7, **expected}.items():
+        assert settings[key] == value, key
+
+
+def test_optimization_trains_with_the_estimators_settings(data, record_training):
+    X, y, _, _ = data
+    est = _distinct_estimator(record_training)
+    study = OptimizationStudy(est, n_runs=2, every=1, backend="sequential").fit(X, y)
+    assert sorted(study.estimators_) == [0, 1]
+    for run, net in study.estimators_.items():
+        callbacks = dict(net.callbacks_)
+        assert callbacks["record"].seen_ == _SEEN and callbacks["record"].epochs_ == 2
+        assert {"weight_trace", "grad_norm_trace"} <= set(callbacks)  # what the study adds
+        assert net.module_ is study.modules_[run]
+    _assert_described(study.settings_, **{"lr (set by the study)": None,
+                                          "batch_size (set by the study)": None})
+    # every column a callback of the estimator records survives in history_
+    assert "my_train_score" in study.history_.columns
+    assert study.history_["my_train_score"].between(0, 1).all()
+    assert len(study.grad_norms_) == 2 * 2 * 18  # 120 samples in batches of 7: 18 steps
+    assert est.lr == 0.05 and not hasattr(est, "module_")  # the template is untouched
+
+
+def test_optimization_shortcuts_apply_only_when_set(data, record_training):
+    X, y, _, _ = data
+    est = _distinct_estimator(record_training)
+    study = OptimizationStudy(est, n_runs=1, every=1, lr=0.01, batch_size=16, max_epochs=3,
+                              backend="sequential").fit(X, y)
+    seen = dict(study.estimators_[0].callbacks_)["record"].seen_
+    assert seen == {**_SEEN, "lr": 0.01, "batch_size": 16, "max_epochs": 3}
+    _assert_described(study.settings_, lr=0.01, batch_size=16, max_epochs=3,
+                      **{"lr (set by the study)": 0.01, "batch_size (set by the study)": 16,
+                         "max_epochs (set by the study)": 3,
+                         "hidden (set by the study)": None})
+    widened = OptimizationStudy(NeuralClassifier(module__hidden=(3,), max_epochs=1),
+                                hidden=(7,), n_runs=1, backend="sequential").fit(X, y)
+    assert widened.estimators_[0].module_.hidden == (7,)
+    assert widened.settings_["module__hidden"] == "(7,)"
+    assert widened.settings_["hidden (set by the study)"] == "(7,)"
+
+
+def test_optimization_default_estimator(data):
+    X, y, _, _ = data
+    study = OptimizationStudy(n_runs=1, max_epochs=1, backend="sequential").fit(X, y)
+    settings = study.settings_
+    assert settings["estimator"] == "NeuralClassifier" and settings["optimizer"] == "Adam"
+    assert settings["module__hidden"] == "(64, 32)" and settings["lr"] == 1e-3
+    assert settings["batch_size"] == 128 and settings["max_epochs"] == 1
+    assert settings["max_epochs (set by the study)"] == 1 and settings["model"] == "MLP 6-64-32-3"
+
+
+def test_error_surface_trains_with_the_estimators_settings(data, record_training):
+    X, y, X_test, y_test = data
+    est = _distinct_estimator(record_training)
+    study = _surface(estimator=est, hidden=None, max_epochs=None, batch_size=None, lr=None,
+                     n_eval=30).fit(X, y, X_test, y_test)
+    assert dict(study.estimator_.callbacks_)["record"].seen_ == _SEEN
+    assert study.module_ is study.estimator_.module_
+    _assert_described(study.settings_, **{"max_epochs (set by the study)": None})
+    assert {"my_train_score", "test_loss", "test_acc"} <= set(study.history_.columns)
+    assert study.trajectory_coords_["epoch"].tolist() == [0, 1, 2]
+    study = _surface(estimator=est, hidden=None, max_epochs=3, batch_size=None, lr=None,
+                     n_eval=30).fit(X, y)
+    seen = dict(study.estimator_.callbacks_)["record"].seen_
+    assert seen == {**_SEEN, "max_epochs": 3}
+    _assert_described(study.settings_, max_epochs=3, **{"max_epochs (set by the study)": 3})

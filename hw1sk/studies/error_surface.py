@@ -1,10 +1,12 @@
 """HW1-2 bonus, the error surface: the loss around a trained model, with its trajectory.
 
 :class:`ErrorSurfaceStudy` trains one model while recording its weights
-(:class:`~hw1sk.callbacks.WeightTrace`), then evaluates the loss on a line and
-on a plane through the trained weights, along two filter-normalized random
-directions (Li et al., 2018) or the two principal directions of the
-trajectory, and projects the trajectory onto that plane.
+(:class:`~hw1sk.callbacks.WeightTrace`, through the traced run
+:func:`~hw1sk.studies.optimization.trace_run` of the optimization study),
+then evaluates the loss on a line and on a plane through the trained weights,
+along two filter-normalized random directions (Li et al., 2018) or the two
+principal directions of the trajectory, and projects the trajectory onto
+that plane.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..landscape import (
     loss_along_line,
@@ -23,39 +26,21 @@ from ..landscape import (
     random_direction,
 )
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, describe_value
+from ._base import Study, describe_value, prepare_data, subset_indices
+from ._defaults import describe_module
 from .optimization import (
-    _check_data,
-    _check_training_params,
-    _describe_template,
-    _positive_int,
-    _probe_module,
-    _subsample,
-    _template,
-    _threads_for,
+    SHORTCUT_CONSTRAINTS,
+    apply_shortcuts,
+    default_trajectory_estimator,
     score_snapshots,
+    shortcut_settings,
     trace_run,
 )
 
 __all__ = ["ErrorSurfaceStudy"]
 
-_DIRECTIONS = ("pca", "random")
-
 # half-width of the auto grid around the trajectory, as a multiple of its extent
 _PCA_MARGIN = 1.2
-
-
-def _run_targets(run, y):
-    """The training targets as the run's criterion takes them.
-
-    Runs cached by an earlier version (``cache_dir``) lack ``"targets"``; their
-    task, hashed with its ``y``, can only match labels that were already the
-    class indices ``0..k-1`` (or real targets), which are used as they are.
-    """
-    targets = run.get("targets")
-    if targets is None:
-        targets = y.reshape(-1, 1) if y.dtype.kind == "f" and y.ndim == 1 else y
-    return targets
 
 
 def _grid(half_width, n):
@@ -65,10 +50,23 @@ def _grid(half_width, n):
     return values
 
 
+def _check_extent(extent):
+    """A positive number, a pair of them, or None."""
+    if extent is None:
+        return
+    values = np.atleast_1d(np.asarray(extent, dtype=object))
+    if (values.ndim != 1 or len(values) not in (1, 2)
+            or not all(isinstance(v, Real) and not isinstance(v, bool)
+                       and np.isfinite(v) and v > 0 for v in values)):
+        raise ValueError("extent must be a positive number, a pair of positive numbers or "
+                         f"None, got {extent!r}.")
+
+
 class ErrorSurfaceStudy(Study):
     """HW1-2 bonus: the error surface around a trained model, and the path to it.
 
-    Trains one model (recording its weights every ``every`` epochs), then
+    Trains one model (recording its weights every ``every`` epochs) with the
+    given estimator's settings exactly, then
     evaluates the full-data loss at :math:`\\theta^* + \\alpha d_1` (a line)
     and at :math:`\\theta^* + \\alpha d_1 + \\beta d_2` (a plane) around the
     trained weights :math:`\\theta^*`, where :math:`d_1, d_2` are either
@@ -89,16 +87,21 @@ class ErrorSurfaceStudy(Study):
     Parameters
     ----------
     estimator : NeuralClassifier or NeuralRegressor or None, default=None
-        Template of the run, cloned.  None:
-        :func:`~hw1sk.studies.optimization.default_trajectory_estimator`.
-    hidden : sequence of int, default=(64, 32)
-        Hidden widths of the default MLP (ignored with an ``estimator``).
+        Template of the run, cloned and never modified.  The run trains with
+        its settings exactly, except the seed, the tracing callbacks the
+        study appends, and the shortcuts below when they are set.  None:
+        :func:`~hw1sk.studies.optimization.default_trajectory_estimator`
+        (MLP 64-32, Adam, lr 1e-3, batches of 128, 30 epochs), a classifier
+        for label targets and a regressor for float targets.
+    hidden : sequence of int or None, default=None
+        Hidden widths (the estimator's ``module__hidden``), when set; None
+        keeps the estimator's.
     directions : {"pca", "random"}, default="pca"
     every : int, default=1
         Snapshot period in epochs (initial and final weights always kept).
-    max_epochs, lr, batch_size : optional
-        Training settings; None: the estimator's values, or 30 epochs,
-        1e-3 and 128 without an estimator.
+    max_epochs, lr, batch_size : int, float, int or None, default=None
+        Epochs, learning rate and batch size (``-1``: full batch) of the run,
+        when set (recorded in ``settings_``); None keeps the estimator's.
     n_train : int or None, default=None
         Train on this many random samples of ``X``; None: all.
     n_eval : int or None, default=10000
@@ -120,7 +123,9 @@ class ErrorSurfaceStudy(Study):
     n_jobs, backend, scheduler, cache_dir, progress
         How the training run is executed (:func:`hw1sk.sweep.run_sweep`;
         ``cache_dir`` lets a repeated study skip the training).
-    device : str, default="cpu"
+    device : str or None, default=None
+        Where the model trains and the landscape is evaluated; None keeps
+        the estimator's.
     random_state : int, RandomState or None, default=0
         Master seed of the run, the random directions and the data subsets.
 
@@ -149,16 +154,22 @@ class ErrorSurfaceStudy(Study):
         Of the PCA directions; None for random directions.
     extent_ : tuple of float
         Half-widths of the grid along the two directions.
+    estimator_ : NeuralClassifier or NeuralRegressor
+        The fitted estimator of the run.
     module_ : torch.nn.Module
         The trained module (on the CPU).
     history_ : pandas.DataFrame
-        Training history of the run.
+        Training history of the run: every column the estimator's callbacks
+        recorded (``test_loss``, ``test_acc`` with held-out data).
     summary_ : pandas.DataFrame
         One row: ``directions``, ``train_loss`` (final, all training data),
         ``center_loss`` (surface at the origin, evaluation samples),
         ``surface_min``, ``surface_max``, ``line_min``, ``line_max``,
         ``median_off_plane``.
     settings_ : dict
+        Every training setting of the template estimator
+        (:func:`~hw1sk.studies._base.describe_estimator`), the shortcuts the
+        study set, the directions, grids, seed and data sizes.
     diverged_ : pandas.DataFrame
         The run, if its loss became non-finite (then ``fit`` raises).
 
@@ -184,11 +195,26 @@ class ErrorSurfaceStudy(Study):
     ((3, 3), [0, 1, 2, 3, 4])
     """
 
-    def __init__(self, estimator=None, *, hidden=(64, 32), directions="pca", every=1,
+    _parameter_constraints = {
+        **Study._parameter_constraints,
+        **SHORTCUT_CONSTRAINTS,
+        "directions": [StrOptions({"pca", "random"})],
+        "every": [Interval(Integral, 1, None, closed="left")],
+        "n_train": [Interval(Integral, 1, None, closed="left"), None],
+        "n_eval": [Interval(Integral, 1, None, closed="left"), None],
+        "line_points": [Interval(Integral, 2, None, closed="left")],
+        "surface_points": [Interval(Integral, 2, None, closed="left")],
+        "extent": [Interval(Real, 0, None, closed="neither"), "array-like", None],
+        "filter_normalize": ["boolean"],
+        "n_points_per_call": [Interval(Integral, 1, None, closed="left")],
+    }
+    _run_function = staticmethod(trace_run)
+
+    def __init__(self, estimator=None, *, hidden=None, directions="pca", every=1,
                  max_epochs=None, lr=None, batch_size=None, n_train=None, n_eval=10000,
                  line_points=41, surface_points=21, extent=None, filter_normalize=True,
                  n_points_per_call=16, n_jobs=1, backend="loky", scheduler=None,
-                 cache_dir=None, progress=False, device="cpu", random_state=0):
+                 cache_dir=None, progress=False, device=None, random_state=0):
         self.estimator = estimator
         self.hidden = hidden
         self.directions = directions
@@ -211,116 +237,83 @@ class ErrorSurfaceStudy(Study):
         self.device = device
         self.random_state = random_state
 
-    def _check_params(self):
-        _check_training_params(self)
-        if self.directions not in _DIRECTIONS:
-            raise ValueError(f"directions must be one of {list(_DIRECTIONS)}, "
-                             f"got {self.directions!r}.")
-        _positive_int(self.n_eval, "n_eval", allow_none=True)
-        _positive_int(self.n_points_per_call, "n_points_per_call")
-        for name in ("line_points", "surface_points"):
-            value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < 2:
-                raise ValueError(f"{name} must be an integer >= 2, got {value!r}.")
-        extent = self.extent
-        if extent is not None:
-            values = np.atleast_1d(np.asarray(extent, dtype=object))
-            if (values.ndim != 1 or len(values) not in (1, 2)
-                    or not all(isinstance(v, Real) and not isinstance(v, bool)
-                               and np.isfinite(v) and v > 0 for v in values)):
-                raise ValueError("extent must be a positive number, a pair of positive "
-                                 f"numbers or None, got {extent!r}.")
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        _check_extent(self.extent)
+        master = as_seed(self.random_state)  # the n_train subset, then four seeds:
+        self._seeds = spawn_seeds(master, 4)  # the run, the n_eval subset, d_1 and d_2
+        return prepare_data(X, y, X_test, y_test, n_train=self.n_train,
+                            seeds=(None, master, None))
 
-    def fit(self, X, y):
-        """Train the model, then compute the line, the surface and the projected path.
+    def _default_estimator(self, data):
+        return default_trajectory_estimator(regression=data.y.dtype.kind in "fc")
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-        y : array-like of shape (n_samples,)
-            Class labels, or float targets for a regressor.
+    def _template_estimator(self, data):
+        return apply_shortcuts(super()._template_estimator(data), self)
 
-        Returns
-        -------
-        self : ErrorSurfaceStudy
-
-        Raises
-        ------
-        ValueError
-            For invalid parameters or data, or a PCA plane with fewer than
-            three snapshots.
-        RuntimeError
-            When the training run diverged.
-        """
-        self._check_params()
-        classify = None if self.estimator is None else is_classifier(self.estimator)
-        X, y, _, _, classify = _check_data(X, y, classify=classify)
-        master = as_seed(self.random_state)
-        X, y = _subsample(X, y, self.n_train, master)
-        template = _template(self, classify)
-        n_snapshots = template.max_epochs // self.every + 1 + bool(template.max_epochs
-                                                                     % self.every)
+    def _tasks(self, data, template):
+        epochs, every = template.max_epochs, int(self.every)
+        n_snapshots = epochs // every + 1 + bool(epochs % every)
         if self.directions == "pca" and n_snapshots < 3:
             raise ValueError(
-                f"directions='pca' needs at least 3 weight snapshots; max_epochs="
-                f"{template.max_epochs} with every={self.every} gives {n_snapshots}.")
-        run_seed, eval_seed, seed_1, seed_2 = spawn_seeds(master, 4)
-        task = {"estimator": template, "X": X, "y": y, "seed": run_seed,
-                "every": int(self.every), "score": False,
-                "n_threads": _threads_for(template, _probe_module(template, X, y), len(X))}
-        run = self._run_tasks(trace_run, [task], desc="ErrorSurfaceStudy")[0]
+                f"directions='pca' needs at least 3 weight snapshots; max_epochs={epochs} "
+                f"with every={every} gives {n_snapshots}.")
+        seed = self._seeds[0]
+        return [({"seed": seed}, {"estimator": template, "X": data.X, "y": data.y,
+                                  "X_test": data.X_test, "y_test": data.y_test, "seed": seed,
+                                  "every": every, "score": False})]
+
+    def _collect(self, data, template, labels, runs):
+        run = runs[0]
         if run is None:
-            self.diverged_ = pd.DataFrame([{"seed": run_seed,
-                                            "message": self.diverged_["message"].iloc[0]}])
             raise RuntimeError("ErrorSurfaceStudy: the training run diverged; see diverged_ "
                                "(lower lr).")
         module, criterion = run["module"], run["criterion"]
         snapshots = run["snapshots"].astype(np.float64)
         origin = snapshots[-1]
-        if self.directions == "pca":
-            plane = pca_directions(snapshots, n_components=2)
-            d1, d2 = plane.directions
-            ratio = plane.explained_variance_ratio
-        else:
-            d1, d2 = (random_direction(module, filter_normalize=self.filter_normalize,
-                                       random_state=s).double().cpu().numpy()
-                      for s in (seed_1, seed_2))
-            ratio = None
+        d1, d2 = self._plane(module, snapshots)
         coords = project_onto_plane(snapshots, origin, d1, d2)
         extent = self._extent(coords)
-
         # the landscape takes the module and its criterion: labels encoded by the fitted net
-        X_eval, y_eval = _subsample(X, _run_targets(run, y), self.n_eval, eval_seed)
-        common = {"n_points_per_call": int(self.n_points_per_call), "device": self.device}
+        n_eval = None if self.n_eval is None else min(int(self.n_eval), len(data.X))
+        subset = subset_indices(len(data.X), n_eval, self._seeds[1], "n_eval")
+        X_eval, y_eval = data.X[subset], run["targets"][subset]
+        common = {"n_points_per_call": int(self.n_points_per_call), "device": template.device}
         line = loss_along_line(module, criterion, X_eval, y_eval, d1,
                                _grid(extent[0], int(self.line_points)),
-                               accuracy=classify, **common)
+                               accuracy=is_classifier(run["estimator"]),
+                               **common)
         alphas, betas, losses = loss_surface(
             module, criterion, X_eval, y_eval, d1, d2,
             _grid(extent[0], int(self.surface_points)),
             _grid(extent[1], int(self.surface_points)), **common)
-
-        offsets = snapshots - origin
-        residual = offsets - coords @ np.stack([d1, d2])
-        norms = np.linalg.norm(offsets, axis=1)
-        off_plane = np.divide(np.linalg.norm(residual, axis=1), norms,
-                              out=np.zeros_like(norms), where=norms > 0)
+        off_plane = _off_plane(snapshots, origin, coords, np.stack([d1, d2]))
         snapshot_loss, _ = score_snapshots(module, criterion, snapshots, X_eval, y_eval)
         self.trajectory_coords_ = pd.DataFrame({
             "epoch": run["epochs"], "alpha": coords[:, 0], "beta": coords[:, 1],
             "loss": snapshot_loss, "off_plane": off_plane})
-        self.line_ = line
-        self.surface_ = (alphas, betas, losses)
+        self.line_, self.surface_ = line, (alphas, betas, losses)
         grid_a, grid_b = np.meshgrid(alphas, betas, indexing="ij")
         self.results_ = pd.DataFrame({"alpha": grid_a.ravel(), "beta": grid_b.ravel(),
                                       "loss": losses.ravel()})
-        self.directions_ = np.stack([d1, d2])
-        self.origin_ = origin
-        self.trajectory_ = snapshots
-        self.explained_variance_ratio_ = ratio
+        self.directions_, self.origin_, self.trajectory_ = np.stack([d1, d2]), origin, snapshots
         self.extent_ = extent
-        self.module_ = module
-        self.history_ = run["history"]
+        self.estimator_, self.module_, self.history_ = run["estimator"], module, run["history"]
+        self._summarize(run, line, grid_a, grid_b, losses, off_plane)
+        self._run_facts = (describe_module(module), run["n_params"], len(X_eval))
+
+    def _plane(self, module, snapshots):
+        """The two directions; sets ``explained_variance_ratio_`` (None for random ones)."""
+        if self.directions == "pca":
+            plane = pca_directions(snapshots, n_components=2)
+            self.explained_variance_ratio_ = plane.explained_variance_ratio
+            return plane.directions
+        self.explained_variance_ratio_ = None
+        return tuple(random_direction(module, filter_normalize=self.filter_normalize,
+                                      random_state=seed).double().cpu().numpy()
+                     for seed in self._seeds[2:])
+
+    def _summarize(self, run, line, grid_a, grid_b, losses, off_plane):
         center = np.unravel_index(np.argmin(np.abs(grid_a) + np.abs(grid_b)), losses.shape)
         self.summary_ = pd.DataFrame([{
             "directions": self.directions,
@@ -331,24 +324,27 @@ class ErrorSurfaceStudy(Study):
             "median_off_plane": float(np.median(off_plane[:-1])) if len(off_plane) > 1
             else 0.0,
         }])
-        settings = _describe_template(template, module)
-        settings.update({
-            "n_params": run["n_params"],
+
+    def _settings(self, data, template):
+        ratio, extent = self.explained_variance_ratio_, self.extent_
+        model, n_params, n_eval = self._run_facts
+        return {
+            "model": model,
+            "n_params": n_params,
+            **shortcut_settings(self),
             "directions": ("PCA of the trajectory (explained variance "
                            f"{ratio[0]:.1%}, {ratio[1]:.1%})" if ratio is not None else
                            "random Gaussian, "
                            + ("filter-normalized" if self.filter_normalize else "raw")),
-            "snapshots": f"every {self.every} epochs ({len(snapshots)} in all)",
+            "snapshots": f"every {self.every} epochs ({len(self.trajectory_)} in all)",
             "line": f"{self.line_points} points in ±{extent[0]:.3g}",
             "surface": f"{self.surface_points}×{self.surface_points} grid, "
                        f"±{extent[0]:.3g} × ±{extent[1]:.3g}",
-            "n_train": int(X.shape[0]),
-            "n_eval": int(X_eval.shape[0]),
+            "n_train": int(data.X.shape[0]),
+            "n_eval": int(n_eval),
             "random_state": describe_value(self.random_state),
-            "seed": run_seed,
-        })
-        self.settings_ = settings
-        return self
+            "seed": int(self._seeds[0]),
+        }
 
     def _extent(self, coords):
         if self.extent is not None:
@@ -360,3 +356,12 @@ class ErrorSurfaceStudy(Study):
         # a flat axis (a straight path) still gets a grid of the other axis' size
         spread = np.where(spread > 0, spread, max(spread.max(), 1e-3))
         return (float(spread[0]), float(spread[1]))
+
+
+def _off_plane(snapshots, origin, coords, directions):
+    """Norm of each snapshot's offset off the plane, relative to its offset (0 at the origin)."""
+    offsets = snapshots - origin
+    residual = offsets - coords @ directions
+    norms = np.linalg.norm(offsets, axis=1)
+    return np.divide(np.linalg.norm(residual, axis=1), norms, out=np.zeros_like(norms),
+                     where=norms > 0)

@@ -1,46 +1,47 @@
 """HW1-2, optimization: weight trajectories of repeated runs and the gradient norm.
 
-:class:`OptimizationStudy` trains one architecture ``n_runs`` times, each run
+:class:`OptimizationStudy` trains one estimator ``n_runs`` times, each run
 with its own seed, records the weights every ``every`` epochs
 (:class:`~hw1sk.callbacks.WeightTrace`) and the global gradient norm at every
 optimizer step (:class:`~hw1sk.callbacks.GradNormTrace`), then fits one
 :class:`~hw1sk.transformers.TrajectoryPCA` jointly on the snapshots of all
 runs, once for the whole model and once for a single layer, and projects
 every run's trajectory to two dimensions.
+
+The traced run (:func:`trace_run`), the snapshot scoring
+(:func:`score_snapshots`), the default estimator
+(:func:`default_trajectory_estimator`) and the training shortcuts
+(:data:`SHORTCUT_CONSTRAINTS`, :func:`apply_shortcuts`,
+:func:`shortcut_settings`) are public: the error-surface study
+(:mod:`hw1sk.studies.error_surface`) uses them too.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
-from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
+from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, Options
 
 from ..evaluation import encode_targets, evaluate_module
-from ..parameters import (
-    assign_flat_parameters,
-    count_params,
-    flatten_parameters,
-    layer_slices,
-)
+from ..parameters import assign_flat_parameters, flatten_parameters, layer_slices
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, describe_value, train_run, with_callbacks
+from ._base import Study, describe_value, prepare_data, train_run, with_callbacks
+from ._defaults import describe_module
 
-__all__ = ["OptimizationStudy", "default_trajectory_estimator"]
-
-#: Training settings used when the study gets no estimator (or leaves them to None).
-_DEFAULTS = {"max_epochs": 30, "lr": 1e-3, "batch_size": 128}
+__all__ = ["OptimizationStudy", "default_trajectory_estimator", "trace_run", "score_snapshots",
+           "apply_shortcuts", "shortcut_settings", "SHORTCUT_CONSTRAINTS"]
 
 #: Names of the tracing callbacks the study appends to every run.
 _WEIGHT_TRACE = "weight_trace"
 _GRAD_TRACE = "grad_norm_trace"
 
-_HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "dur")
+_GRAD_COLUMNS = ["run", "seed", "iteration", "epoch", "grad_norm", "loss"]
 
 
 def default_trajectory_estimator(regression=False, hidden=(64, 32)):
@@ -73,135 +74,70 @@ def default_trajectory_estimator(regression=False, hidden=(64, 32)):
     from ..estimators import NeuralClassifier, NeuralRegressor
 
     cls = NeuralRegressor if regression else NeuralClassifier
-    return cls(module="mlp", module__hidden=tuple(hidden), **_DEFAULTS)
+    return cls(module="mlp", module__hidden=tuple(hidden), lr=1e-3, batch_size=128,
+               max_epochs=30)
 
 
-# --------------------------------------------------------------------------- checks
-def _positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                         f"got {value!r}.")
-    return int(value)
+# ------------------------------------------------------------------ training shortcuts
+#: Parameter constraints of the training shortcuts of the HW1-2 studies: study
+#: parameters that, when set (not None), replace the estimator's setting of the same
+#: name (``hidden``: its ``module__hidden``); None keeps the estimator's.
+SHORTCUT_CONSTRAINTS = {
+    "hidden": ["array-like", None],
+    "lr": [Interval(Real, 0, None, closed="neither"), None],
+    "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
+}
 
 
-def _check_training_params(study):
-    """Validate the training settings shared by the HW1-2 studies."""
-    _positive_int(study.max_epochs, "max_epochs", allow_none=True)
-    if study.batch_size is not None and study.batch_size != -1:
-        _positive_int(study.batch_size, "batch_size")
-    if study.lr is not None and (not isinstance(study.lr, Real) or isinstance(study.lr, bool)
-                                 or not study.lr > 0):
-        raise ValueError(f"lr must be a positive number or None, got {study.lr!r}.")
-    _positive_int(study.every, "every")
-    _positive_int(study.n_train, "n_train", allow_none=True)
+def _shortcuts(study):
+    """The shortcuts the study sets, as estimator parameters (``hidden`` checked)."""
     hidden = study.hidden
-    if (isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
+    if hidden is not None and (
+            isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
             or not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1
                        for w in hidden)):
-        raise ValueError(f"hidden must be a sequence of positive integers, got {hidden!r}.")
-    est = study.estimator
-    if est is not None and not (isinstance(est, BaseEstimator)
-                                and (is_classifier(est) or is_regressor(est))):
-        raise ValueError("estimator must be an unfitted NeuralClassifier/NeuralRegressor "
-                         f"(a classifier or regressor) or None, got {type(est).__name__}.")
+        raise ValueError(f"hidden must be a sequence of positive integers or None, got "
+                         f"{hidden!r}.")
+    values = {"module__hidden": None if hidden is None else tuple(int(w) for w in hidden),
+              "lr": study.lr, "max_epochs": study.max_epochs, "batch_size": study.batch_size}
+    return {key: value for key, value in values.items() if value is not None}
 
 
-def _check_data(X, y, X_test=None, y_test=None, classify=None):
-    """Inputs as float32 arrays; class labels checked and kept, real targets float32.
+def apply_shortcuts(estimator, study):
+    """``estimator`` with the training shortcuts that ``study`` sets applied (in place).
 
-    Class labels keep their values (``{3, 7}``, strings): the estimator
-    encodes them through its ``classes_`` when it trains, and the study
-    encodes them the same way wherever it scores the module with its
-    criterion (:func:`hw1sk.evaluation.encode_targets`).  ``y_test`` may only
-    hold labels of ``y``.  ``classify=None`` decides from ``y``: float
-    targets are regression.
+    The shortcuts are the study parameters ``hidden`` (the estimator's
+    ``module__hidden``), ``lr``, ``max_epochs`` and ``batch_size``; each one
+    that is None leaves the estimator's own setting as it is.
+
+    Parameters
+    ----------
+    estimator : skorch-style estimator (unfitted)
+    study : estimator with ``hidden``, ``lr``, ``max_epochs``, ``batch_size``
 
     Returns
     -------
-    X, y, X_test, y_test, classify
+    estimator
+
+    Raises
+    ------
+    ValueError
+        If ``hidden`` is not None nor a sequence of positive integers.
     """
-    X = check_array(X, dtype=np.float32, allow_nd=True, input_name="X")
-    y = column_or_1d(np.asarray(y), warn=False)
-    check_consistent_length(X, y)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("X_test and y_test must be given together.")
-    if X_test is not None:
-        X_test = check_array(X_test, dtype=np.float32, allow_nd=True, input_name="X_test")
-        y_test = column_or_1d(np.asarray(y_test), warn=False)
-        check_consistent_length(X_test, y_test)
-        if X_test.shape[1:] != X.shape[1:]:
-            raise ValueError(f"X_test has samples of shape {X_test.shape[1:]}, but X has "
-                             f"{X.shape[1:]}.")
-    if classify is None:
-        classify = y.dtype.kind not in "fc"
-    if not classify:
-        if y.dtype.kind not in "fiub":
-            raise ValueError(f"a regressor needs numeric y, got dtype {y.dtype}.")
-        y = y.astype(np.float32)
-        y_test = None if y_test is None else y_test.astype(np.float32)
-        return X, y, X_test, y_test, False
-    if type_of_target(y) not in ("binary", "multiclass"):
-        raise ValueError(f"a classifier needs class labels, but y is {type_of_target(y)!r}.")
-    if y_test is not None:
-        unknown = ~np.isin(y_test, np.unique(y))
-        if np.any(unknown):
-            raise ValueError(f"y_test holds labels {np.unique(y_test[unknown]).tolist()} that "
-                             "are not among the training labels.")
-    return X, y, X_test, y_test, True
+    return estimator.set_params(**_shortcuts(study))
 
 
-def _subsample(X, y, n, random_state):
-    """``n`` rows of ``(X, y)`` drawn without replacement (all rows when ``n`` is None)."""
-    if n is None or n >= len(X):
-        return X, y
-    rng = np.random.RandomState(random_state)
-    idx = np.sort(rng.choice(len(X), size=n, replace=False))
-    return X[idx], y[idx]
+def shortcut_settings(study):
+    """The training shortcuts of ``study`` for its ``settings_``: ``"lr (set by the study)"``, ...
 
-
-def _template(study, classify):
-    """The unfitted estimator of every run: the study's (or the default), its settings applied."""
-    if study.estimator is None:
-        est = default_trajectory_estimator(regression=not classify, hidden=study.hidden)
-    else:
-        est = clone(study.estimator)
-    overrides = {"max_epochs": study.max_epochs, "lr": study.lr, "batch_size": study.batch_size}
-    return est.set_params(**{k: v for k, v in overrides.items() if v is not None},
-                          device=study.device)
-
-
-def _probe_module(template, X, y):
-    """The module the template builds on ``X`` (one full-batch step on a few samples).
-
-    Only its structure is used (layer names, parameter count); the step's
-    outcome, a divergence included, does not matter.
+    None for a shortcut the study leaves to the estimator.
     """
-    import warnings
-
-    probe = clone(template).set_params(max_epochs=1, batch_size=-1, device="cpu",
-                                       callbacks=None)
-    n = min(len(X), 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return probe.fit(X[:n], y[:n]).module_
+    return {f"{name} (set by the study)": describe_value(getattr(study, name))
+            for name in SHORTCUT_CONSTRAINTS}
 
 
-# below this many (samples per step x parameters) a training step is too small for torch's
-# intra-op threads: on the loaded 2-core machine, a 784-64-32-10 MLP at batch 128 trained
-# 6x faster per epoch with one thread than with two
-_SMALL_STEP = 2**24
-
-
-def _threads_for(template, module, n_samples):
-    """1 for runs whose steps are too small to gain from threads, else None (the default)."""
-    batch = n_samples if template.batch_size in (-1, None) else min(template.batch_size,
-                                                                     n_samples)
-    small = batch * count_params(module) < _SMALL_STEP and template.device == "cpu"
-    return 1 if small else None
-
-
+# -------------------------------------------------------------------------- one run
 def _evaluation_target(y):
     """Targets as the criterion takes them: 1-D real targets become a column."""
     y = np.asarray(y)
@@ -239,16 +175,29 @@ def score_snapshots(module, criterion, snapshots, X, y):
             np.array([s["accuracy"] for s in scores], dtype=float))
 
 
+def _on_cpu(obj):
+    """``obj`` when it is no module or already on the CPU, else a CPU copy of it.
+
+    A copy, so that the fitted estimator keeps its module on its own device.
+    """
+    if not isinstance(obj, torch.nn.Module):
+        return obj
+    if all(t.device.type == "cpu" for t in [*obj.parameters(), *obj.buffers()]):
+        return obj
+    return copy.deepcopy(obj).cpu()
+
+
 def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_every=1,
-              score=True, n_threads=None):
+              score=True):
     """One traced training run: weight snapshots, gradient norms, history (a sweep task).
 
     A module-level function so that it pickles into joblib and dask workers.
-    Appends :class:`~hw1sk.callbacks.WeightTrace` and
-    :class:`~hw1sk.callbacks.GradNormTrace` to a clone of ``estimator``,
-    trains it with :func:`~hw1sk.studies._base.train_run` and, when the last
-    epoch is not a multiple of ``every``, adds the final parameters as a last
-    snapshot, so that every trajectory ends at the trained model.
+    Appends :class:`~hw1sk.callbacks.WeightTrace` (every ``every`` epochs)
+    and :class:`~hw1sk.callbacks.GradNormTrace` to a clone of ``estimator``,
+    trains it with :func:`~hw1sk.studies._base.train_run` (seed ``seed``,
+    every other setting as given) and, when the last epoch is not a multiple
+    of ``every``, adds the final parameters as a last snapshot, so that every
+    trajectory ends at the trained model.
 
     Parameters
     ----------
@@ -265,17 +214,15 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
         Score every snapshot on ``(X, y)`` (exact full-data loss and accuracy
         at the snapshot's parameters, eval mode); otherwise the snapshots get
         the epoch's running training loss recorded by the WeightTrace.
-    n_threads : int or None, default=None
-        Torch intra-op threads during the run (restored afterwards); None
-        keeps the worker's setting.
 
     Returns
     -------
     run : dict
         ``snapshots`` (float32, ``(n_snapshots, n_params)``), ``epochs``,
         ``loss``, ``accuracy`` (per snapshot), ``grad_norms`` (DataFrame of
-        :meth:`GradNormTrace.to_frame`), ``history`` (DataFrame), ``train``,
-        ``test`` (final scores), ``n_params``, ``layer_slices``,
+        :meth:`GradNormTrace.to_frame`), ``history`` (DataFrame, every
+        column the callbacks recorded), ``train``, ``test`` (final scores),
+        ``n_params``, ``layer_slices``, ``estimator`` (the fitted one),
         ``module`` and ``criterion`` (the trained ones, on the CPU) and
         ``targets`` (``y`` as the criterion takes it: class indices through
         the fitted ``classes_``, or float columns).
@@ -289,52 +236,21 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
 
     est = with_callbacks(clone(estimator), (_WEIGHT_TRACE, WeightTrace(every=int(every))),
                          (_GRAD_TRACE, GradNormTrace()))
-    threads = torch.get_num_threads()
-    if n_threads is not None:
-        torch.set_num_threads(int(n_threads))
-    try:
-        run = _traced_fit(est, X, y, X_test, y_test, seed, test_every, score)
-    finally:
-        torch.set_num_threads(threads)
-    return run
-
-
-def _traced_fit(est, X, y, X_test, y_test, seed, test_every, score):
-    """The body of :func:`trace_run`: train, collect the traces, score the snapshots."""
     run = train_run(est, X, y, X_test, y_test, seed=seed, test_every=test_every,
                     keep_estimator=True)
-    fitted = run.pop("estimator")
-    callbacks = dict(fitted.callbacks_)
-    weights, grads = callbacks[_WEIGHT_TRACE], callbacks[_GRAD_TRACE]
-    snapshots = weights.to_array()
-    epochs = list(weights.epochs_)
-    losses, accuracies = list(weights.train_loss_), list(weights.train_accuracy_)
-    n_epochs = len(run["history"])
-    if epochs[-1] != n_epochs:
-        final = flatten_parameters(fitted.module_).to(device="cpu", dtype=torch.float32)
-        snapshots = np.vstack([snapshots, final.numpy()[None]])
-        epochs.append(n_epochs)
-        history = run["history"]
-        losses.append(float(history["train_loss"].iloc[-1]))
-        accuracies.append(float(history["train_acc"].iloc[-1])
-                          if "train_acc" in history.columns else np.nan)
-    module = fitted.module_.cpu()
-    criterion = fitted.criterion_.cpu() if isinstance(fitted.criterion_, torch.nn.Module) \
-        else fitted.criterion_
+    fitted = run["estimator"]
+    snapshots, epochs, losses, accuracies = _trajectory(fitted, run["history"])
+    module, criterion = _on_cpu(fitted.module_), _on_cpu(fitted.criterion_)
     targets = encode_targets(fitted, y)
     if score:
         losses, accuracies = score_snapshots(module, criterion, snapshots, X, targets)
-    history = run["history"]
     return {
+        **run,
         "snapshots": snapshots,
         "epochs": np.asarray(epochs, dtype=int),
         "loss": np.asarray(losses, dtype=float),
         "accuracy": np.asarray(accuracies, dtype=float),
-        "grad_norms": grads.to_frame(),
-        "history": history[[c for c in _HISTORY_COLUMNS if c in history.columns]],
-        "train": run["train"],
-        "test": run["test"],
-        "n_params": run["n_params"],
+        "grad_norms": dict(fitted.callbacks_)[_GRAD_TRACE].to_frame(),
         "layer_slices": dict(layer_slices(module)),
         "module": module,
         "criterion": criterion,
@@ -342,42 +258,62 @@ def _traced_fit(est, X, y, X_test, y_test, seed, test_every, score):
     }
 
 
-def _describe_template(template, module=None):
-    from ._defaults import describe_module
+def _trajectory(fitted, history):
+    """The WeightTrace's snapshots, epochs and running scores, the final weights appended."""
+    weights = dict(fitted.callbacks_)[_WEIGHT_TRACE]
+    snapshots = weights.to_array()
+    epochs = list(weights.epochs_)
+    losses, accuracies = list(weights.train_loss_), list(weights.train_accuracy_)
+    if epochs[-1] != len(history):
+        final = flatten_parameters(fitted.module_).to(device="cpu", dtype=torch.float32)
+        snapshots = np.vstack([snapshots, final.numpy()[None]])
+        epochs.append(len(history))
+        losses.append(float(history["train_loss"].iloc[-1]))
+        accuracies.append(float(history["train_acc"].iloc[-1])
+                          if "train_acc" in history.columns else np.nan)
+    return snapshots, epochs, losses, accuracies
 
-    model = describe_module(module) if module is not None else describe_value(template.module)
-    optimizer = getattr(template.optimizer, "__name__", str(template.optimizer))
-    return {
-        "model": model,
-        "estimator": type(template).__name__,
-        "optimizer": optimizer,
-        "lr": template.lr,
-        "max_epochs": template.max_epochs,
-        "batch_size": "full batch" if template.batch_size == -1 else template.batch_size,
-    }
+
+def _layer_names(template, X, y):
+    """The layer names of the module ``template`` builds on ``X`` (one step on a few samples).
+
+    Only the structure of the probe is used; the step's outcome, a divergence
+    included, does not matter.
+    """
+    probe = clone(template).set_params(max_epochs=1, batch_size=-1, device="cpu",
+                                       callbacks=None)
+    n = min(len(X), 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(layer_slices(probe.fit(X[:n], y[:n]).module_))
 
 
 class OptimizationStudy(Study):
     """HW1-2: where do repeated training runs go in weight space, and how?
 
-    Trains the same architecture ``n_runs`` times, each run with its own seed
-    (its own initial weights and batch order), snapshots the weights every
-    ``every`` epochs, and fits one :class:`~hw1sk.transformers.TrajectoryPCA`
-    on the snapshots of all runs together: once on all parameters (scope
-    ``"model"``) and once on one layer's (scope ``"layer"``).  Every snapshot
-    is scored on the training data, so each point of the 2-D trajectories can
-    be annotated with its loss or accuracy.  The global L2 norm of the
-    gradient and the batch loss are recorded at every iteration
-    (``grad_norms_``), for the "gradient norm during training" figure.
+    Trains the given estimator ``n_runs`` times, each run with its own seed
+    (its own initial weights and batch order) and every other setting as
+    given, snapshots the weights every ``every`` epochs, and fits one
+    :class:`~hw1sk.transformers.TrajectoryPCA` on the snapshots of all runs
+    together: once on all parameters (scope ``"model"``) and once on one
+    layer's (scope ``"layer"``).  Every snapshot is scored on the training
+    data, so each point of the 2-D trajectories can be annotated with its
+    loss or accuracy.  The global L2 norm of the gradient and the batch loss
+    are recorded at every iteration (``grad_norms_``), for the "gradient norm
+    during training" figure.
 
     Parameters
     ----------
     estimator : NeuralClassifier or NeuralRegressor or None, default=None
-        Template of the runs, cloned for each.  None:
-        :func:`default_trajectory_estimator` (MLP with ``hidden`` layers, Adam),
-        a classifier for label targets and a regressor for float targets.
-    hidden : sequence of int, default=(64, 32)
-        Hidden widths of the default MLP (ignored with an ``estimator``).
+        Template of the runs, cloned for each and never modified.  Every run
+        trains with its settings exactly, except the seed, the two tracing
+        callbacks the study appends, and the shortcuts below when they are
+        set.  None: :func:`default_trajectory_estimator` (MLP 64-32, Adam,
+        lr 1e-3, batches of 128, 30 epochs), a classifier for label targets
+        and a regressor for float targets.
+    hidden : sequence of int or None, default=None
+        Hidden widths (the estimator's ``module__hidden``), when set; None
+        keeps the estimator's.
     n_runs : int, default=8
         Independent training runs.
     every : int, default=3
@@ -387,26 +323,21 @@ class OptimizationStudy(Study):
         The layer of the ``"layer"`` scope, a name from
         :func:`hw1sk.parameters.layer_slices` (``"net.1"`` is the first layer
         of an MLP); None takes the first layer.
-    max_epochs : int or None, default=None
-        None: the estimator's value, or 30 without an estimator.
-    lr : float or None, default=None
-        None: the estimator's value, or 1e-3 without an estimator.
+    max_epochs, lr : int or None, float or None, default=None
+        Epochs and learning rate of every run, when set; None keeps the
+        estimator's.
     batch_size : int or None, default=None
-        ``-1`` is full batch; None: the estimator's, or 128 without one.
+        Batch size of every run, when set (``-1`` is full batch); None keeps
+        the estimator's.
     n_train : int or None, default=None
         Train on this many samples of ``X`` drawn at random (the same for
         every run); None uses all.
     test_every : int, default=1
         With test data: score it every ``test_every`` epochs (in ``history_``).
-    n_jobs : int, default=1
-        Runs in parallel (:func:`hw1sk.sweep.run_sweep`).
-    backend : {"loky", "threading", "sequential", "dask"}, default="loky"
-    scheduler : str or distributed.Client, optional
-        Dask scheduler, with ``backend="dask"``.
-    cache_dir : str, optional
-        Cache of finished runs (a killed study resumes).
-    progress : bool, default=False
-    device : str, default="cpu"
+    n_jobs, backend, scheduler, cache_dir, progress
+        How the runs are executed, see :func:`hw1sk.sweep.run_sweep`.
+    device : str or None, default=None
+        Where every run trains; None keeps the estimator's.
     random_state : int, RandomState or None, default=0
         Master seed: run ``i`` gets seed ``i`` of
         :func:`hw1sk.seeding.spawn_seeds`, whatever ``n_jobs``; the subset
@@ -425,9 +356,10 @@ class OptimizationStudy(Study):
         the gradient of the batch loss, before the step) and ``loss`` (that
         batch loss).
     history_ : pandas.DataFrame
-        Per-epoch training history of every run: ``run``, ``seed``, ``epoch``,
-        ``train_loss``, ``train_acc`` (classifiers), ``test_loss``,
-        ``test_acc`` (with test data), ``dur``.
+        Per-epoch training history of every run: ``run``, ``seed`` and every
+        column the estimator's callbacks recorded (``epoch``, ``train_loss``,
+        ``train_acc`` for classifiers, ``test_loss``, ``test_acc`` with test
+        data, ``dur``, and those of callbacks of the given estimator).
     summary_ : pandas.DataFrame
         One row per run: ``run``, ``seed``, ``n_params``, ``epochs``,
         ``train_loss``, ``train_accuracy`` (final, eval mode), ``test_loss``,
@@ -445,10 +377,15 @@ class OptimizationStudy(Study):
         The layer of the ``"layer"`` scope.
     layer_slices_ : dict
         Layer name -> slice of the flat parameter vector.
+    estimators_ : dict
+        Run -> the fitted estimator of that run (its callbacks, the two
+        tracing ones included, in ``callbacks_``).
     modules_ : dict
         Run -> trained ``nn.Module`` (on the CPU).
     settings_ : dict
-        Human-readable settings for the report.
+        Every training setting of the template estimator
+        (:func:`~hw1sk.studies._base.describe_estimator`), the shortcuts the
+        study set, the model, seeds and data sizes.
     diverged_ : pandas.DataFrame
         Runs whose loss became non-finite (``run``, ``seed``, ``message``);
         left out of everything else.
@@ -474,10 +411,21 @@ class OptimizationStudy(Study):
     'net.1'
     """
 
-    def __init__(self, estimator=None, *, hidden=(64, 32), n_runs=8, every=3, layer=None,
+    _parameter_constraints = {
+        **Study._parameter_constraints,
+        **SHORTCUT_CONSTRAINTS,
+        "n_runs": [Interval(Integral, 1, None, closed="left")],
+        "every": [Interval(Integral, 1, None, closed="left")],
+        "layer": [str, None],
+        "n_train": [Interval(Integral, 1, None, closed="left"), None],
+        "test_every": [Interval(Integral, 1, None, closed="left")],
+    }
+    _run_function = staticmethod(trace_run)
+
+    def __init__(self, estimator=None, *, hidden=None, n_runs=8, every=3, layer=None,
                  max_epochs=None, lr=None, batch_size=None, n_train=None, test_every=1,
                  n_jobs=1, backend="loky", scheduler=None, cache_dir=None, progress=False,
-                 device="cpu", random_state=0):
+                 device=None, random_state=0):
         self.estimator = estimator
         self.hidden = hidden
         self.n_runs = n_runs
@@ -496,134 +444,103 @@ class OptimizationStudy(Study):
         self.device = device
         self.random_state = random_state
 
-    def fit(self, X, y, X_test=None, y_test=None):
-        """Train ``n_runs`` traced runs and project their trajectories.
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        self._master = as_seed(self.random_state)  # the n_train subset and the run seeds
+        return prepare_data(X, y, X_test, y_test, n_train=self.n_train,
+                            seeds=(None, self._master, None))
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, ...)
-            Training inputs (images may keep their shape).
-        y : array-like of shape (n_samples,)
-            Class labels, or float targets for a regressor.
-        X_test, y_test : array-like, optional
-            Held-out data, scored during training (``history_``, ``summary_``).
+    def _default_estimator(self, data):
+        return default_trajectory_estimator(regression=data.y.dtype.kind in "fc")
 
-        Returns
-        -------
-        self : OptimizationStudy
+    def _template_estimator(self, data):
+        return apply_shortcuts(super()._template_estimator(data), self)
 
-        Raises
-        ------
-        ValueError
-            For invalid parameters or data, or an unknown ``layer``.
-        RuntimeError
-            When every run diverged.
-        """
-        from ..transformers import TrajectoryPCA
+    def _tasks(self, data, template):
+        if self.layer is not None:
+            names = _layer_names(template, data.X, data.y)
+            if self.layer not in names:
+                raise ValueError(f"layer {self.layer!r} is not a layer of the model; choose "
+                                 f"one of {names}.")
+        common = {"estimator": template, "X": data.X, "y": data.y, "X_test": data.X_test,
+                  "y_test": data.y_test, "every": int(self.every),
+                  "test_every": int(self.test_every)}
+        return [({"run": i, "seed": seed}, {**common, "seed": seed})
+                for i, seed in enumerate(spawn_seeds(self._master, self.n_runs))]
 
-        _check_training_params(self)
-        n_runs = _positive_int(self.n_runs, "n_runs")
-        _positive_int(self.test_every, "test_every")
-        if self.layer is not None and not isinstance(self.layer, str):
-            raise ValueError(f"layer must be a layer name (str) or None, got {self.layer!r}.")
-        classify = None if self.estimator is None else is_classifier(self.estimator)
-        X, y, X_test, y_test, classify = _check_data(X, y, X_test, y_test, classify)
-        master = as_seed(self.random_state)
-        X, y = _subsample(X, y, self.n_train, master)
-        template = _template(self, classify)
-        probe = _probe_module(template, X, y)
-        names = list(layer_slices(probe))
-        if self.layer is None:
-            layer = names[0]
-        elif self.layer in names:
-            layer = self.layer
-        else:
-            raise ValueError(f"layer {self.layer!r} is not a layer of the model; choose one "
-                             f"of {names}.")
-
-        seeds = spawn_seeds(master, n_runs)
-        tasks = [{"estimator": template, "X": X, "y": y, "X_test": X_test, "y_test": y_test,
-                  "seed": seed, "every": int(self.every), "test_every": int(self.test_every),
-                  "n_threads": _threads_for(template, probe, len(X))}
-                 for seed in seeds]
-        runs = self._run_tasks(trace_run, tasks, desc="OptimizationStudy")
-        if len(self.diverged_):
-            # name diverged runs by their index and seed rather than by their arrays
-            failed = [(i, seed) for i, (seed, run) in enumerate(zip(seeds, runs)) if run is None]
-            self.diverged_ = pd.DataFrame(
-                [{"run": i, "seed": seed, "message": msg}
-                 for (i, seed), msg in zip(failed, self.diverged_["message"])])
-        done = {i: run for i, run in enumerate(runs) if run is not None}
+    def _collect(self, data, template, labels, runs):
+        done = {label["run"]: run for label, run in zip(labels, runs) if run is not None}
         if not done:
             raise RuntimeError("OptimizationStudy: every run diverged; see diverged_ "
                                "(lower lr).")
+        seeds = {label["run"]: label["seed"] for label in labels}
+        self.layer_slices_ = next(iter(done.values()))["layer_slices"]
+        self.layer_ = self.layer if self.layer is not None else next(iter(self.layer_slices_))
+        self._project(done, seeds)
+        self.grad_norms_ = pd.concat(
+            [run["grad_norms"].assign(run=i, seed=seeds[i]) for i, run in done.items()],
+            ignore_index=True)[_GRAD_COLUMNS]
+        self.history_ = pd.concat(
+            [pd.concat([pd.DataFrame({"run": i, "seed": seeds[i]}, index=run["history"].index),
+                        run["history"]], axis=1) for i, run in done.items()],
+            ignore_index=True)
+        self.summary_ = pd.DataFrame([_summary_row(i, seeds[i], run)
+                                      for i, run in done.items()])
+        self.trajectories_ = {i: run["snapshots"] for i, run in done.items()}
+        self.estimators_ = {i: run["estimator"] for i, run in done.items()}
+        self.modules_ = {i: run["module"] for i, run in done.items()}
+        first = next(iter(done.values()))
+        self._model = (describe_module(first["module"]), int(first["n_params"]))
 
-        slices = next(iter(done.values()))["layer_slices"]
+    def _project(self, done, seeds):
+        """Fit the joint PCA of each scope; set ``results_``, ``pcas_`` and their ratios."""
+        from ..transformers import TrajectoryPCA
+
+        layer = self.layer_slices_[self.layer_]
         arrays = {"model": [run["snapshots"] for run in done.values()],
-                  "layer": [run["snapshots"][:, slices[layer]] for run in done.values()]}
-        pcas, frames = {}, []
+                  "layer": [run["snapshots"][:, layer] for run in done.values()]}
+        self.pcas_, frames = {}, []
         for scope, trajectories in arrays.items():
-            pca = TrajectoryPCA(n_components=2).fit(trajectories)
-            pcas[scope] = pca
+            pca = self.pcas_[scope] = TrajectoryPCA(n_components=2).fit(trajectories)
             for (i, run), coords in zip(done.items(), pca.transform(trajectories)):
                 frames.append(pd.DataFrame({
                     "scope": scope, "run": i, "seed": seeds[i], "epoch": run["epochs"],
                     "component_1": coords[:, 0].astype(float),
                     "component_2": coords[:, 1].astype(float),
                     "loss": run["loss"], "accuracy": run["accuracy"]}))
-
         self.results_ = pd.concat(frames, ignore_index=True)
-        self.grad_norms_ = pd.concat(
-            [run["grad_norms"].assign(run=i, seed=seeds[i]) for i, run in done.items()],
-            ignore_index=True)[["run", "seed", "iteration", "epoch", "grad_norm", "loss"]]
-        histories = []
-        for i, run in done.items():
-            hist = run["history"].copy()
-            hist.insert(0, "seed", seeds[i])
-            hist.insert(0, "run", i)
-            histories.append(hist)
-        self.history_ = pd.concat(histories, ignore_index=True)
-        self.summary_ = pd.DataFrame([self._summary_row(i, seeds[i], run)
-                                      for i, run in done.items()])
-        self.pcas_ = pcas
-        self.explained_variance_ratio_ = {s: p.explained_variance_ratio_ for s, p in pcas.items()}
-        self.trajectories_ = {i: run["snapshots"] for i, run in done.items()}
-        self.modules_ = {i: run["module"] for i, run in done.items()}
-        self.layer_ = layer
-        self.layer_slices_ = slices
-        self.settings_ = self._settings(template, done, seeds, X, X_test)
-        return self
+        self.explained_variance_ratio_ = {s: p.explained_variance_ratio_
+                                          for s, p in self.pcas_.items()}
 
-    @staticmethod
-    def _summary_row(i, seed, run):
-        snaps = run["snapshots"].astype(np.float64)
-        grads = run["grad_norms"]
-        last = grads[grads["epoch"] == grads["epoch"].max()]
-        row = {"run": i, "seed": seed, "n_params": run["n_params"],
-               "epochs": len(run["history"]),
-               "train_loss": run["train"]["loss"], "train_accuracy": run["train"]["accuracy"]}
-        if run["test"] is not None:
-            row.update(test_loss=run["test"]["loss"], test_accuracy=run["test"]["accuracy"])
-        row.update(final_grad_norm=float(last["grad_norm"].mean()),
-                   displacement=float(np.linalg.norm(snaps[-1] - snaps[0])),
-                   path_length=float(np.linalg.norm(np.diff(snaps, axis=0), axis=1).sum()))
-        return row
-
-    def _settings(self, template, done, seeds, X, X_test):
-        first = next(iter(done.values()))
-        slices = first["layer_slices"]
-        settings = _describe_template(template, first["module"])
-        settings.update({
-            "n_params": first["n_params"],
+    def _settings(self, data, template):
+        slices, layer = self.layer_slices_, self.layer_slices_[self.layer_]
+        return {
+            "model": self._model[0],
+            "n_params": self._model[1],
             "layers": {name: sl.stop - sl.start for name, sl in slices.items()},
+            "varied": "seed (random_state)",
+            **shortcut_settings(self),
             "n_runs": int(self.n_runs),
             "snapshots": f"every {self.every} epochs, initial and final weights included",
-            "layer": f"{self.layer_} ({slices[self.layer_].stop - slices[self.layer_].start} "
-                     "parameters)",
+            "layer": f"{self.layer_} ({layer.stop - layer.start} parameters)",
             "random_state": describe_value(self.random_state),
-            "seeds": list(seeds),
-            "n_train": int(X.shape[0]),
-            "n_test": None if X_test is None else int(X_test.shape[0]),
-            "input_shape": tuple(X.shape[1:]),
-        })
-        return settings
+            "seeds": list(spawn_seeds(self._master, self.n_runs)),
+            "n_train": int(data.X.shape[0]),
+            "n_test": None if data.X_test is None else int(data.X_test.shape[0]),
+            "input_shape": tuple(data.X.shape[1:]),
+        }
+
+
+def _summary_row(i, seed, run):
+    """One row of ``summary_``: final scores, last gradient norm and the path's lengths."""
+    snaps = run["snapshots"].astype(np.float64)
+    grads = run["grad_norms"]
+    last = grads[grads["epoch"] == grads["epoch"].max()]
+    row = {"run": i, "seed": seed, "n_params": run["n_params"], "epochs": len(run["history"]),
+           "train_loss": run["train"]["loss"], "train_accuracy": run["train"]["accuracy"]}
+    if run["test"] is not None:
+        row.update(test_loss=run["test"]["loss"], test_accuracy=run["test"]["accuracy"])
+    row.update(final_grad_norm=float(last["grad_norm"].mean()),
+               displacement=float(np.linalg.norm(snaps[-1] - snaps[0])),
+               path_length=float(np.linalg.norm(np.diff(snaps, axis=0), axis=1).sum()))
+    return row
