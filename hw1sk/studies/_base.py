@@ -13,7 +13,7 @@ import numbers
 import os
 import warnings
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -98,6 +98,65 @@ def describe_estimator(estimator):
     out["callbacks"] = ([c[0] if isinstance(c, tuple) else type(c).__name__ for c in callbacks]
                         or None)
     return out
+
+
+#: Constraints of the training shortcuts a study may offer: study parameters that,
+#: when set (not None), replace the estimator's setting of the same name (``hidden``:
+#: its ``module__hidden``); None keeps the estimator's.
+SHORTCUT_CONSTRAINTS = {
+    "hidden": ["array-like", None],
+    "lr": [Interval(Real, 0, None, closed="neither"), None],
+    "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
+}
+
+
+def _check_hidden(hidden):
+    if hidden is not None and (
+            isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
+            or not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1
+                       for w in hidden)):
+        raise ValueError(f"hidden must be a sequence of positive integers or None, got "
+                         f"{hidden!r}.")
+    return None if hidden is None else tuple(int(w) for w in hidden)
+
+
+def apply_shortcuts(estimator, study, names=("hidden", "lr", "max_epochs", "batch_size")):
+    """``estimator`` with the training shortcuts that ``study`` sets applied (in place).
+
+    Each of ``names`` that the study sets (not None) replaces the estimator's
+    setting of that name (``hidden``: its ``module__hidden``); one that is
+    None leaves the estimator's own setting as it is.
+
+    Parameters
+    ----------
+    estimator : skorch-style estimator (unfitted)
+    study : Study
+    names : sequence of str
+        The shortcuts the study offers, among :data:`SHORTCUT_CONSTRAINTS`.
+
+    Returns
+    -------
+    estimator
+
+    Raises
+    ------
+    ValueError
+        If ``hidden`` is set but not a sequence of positive integers.
+    """
+    values = {name: getattr(study, name) for name in names}
+    if "hidden" in values:
+        values["module__hidden"] = _check_hidden(values.pop("hidden"))
+    return estimator.set_params(**{k: v for k, v in values.items() if v is not None})
+
+
+def shortcut_settings(study, names=("hidden", "lr", "max_epochs", "batch_size")):
+    """The shortcuts of ``study`` for its ``settings_``: ``{"lr (set by the study)": ...}``.
+
+    None for a shortcut the study leaves to the estimator.
+    """
+    return {f"{name} (set by the study)": describe_value(getattr(study, name))
+            for name in names}
 
 
 @dataclass

@@ -26,16 +26,17 @@ from ..landscape import (
     random_direction,
 )
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, describe_value, prepare_data, subset_indices
-from ._defaults import describe_module
-from .optimization import (
+from ._base import (
     SHORTCUT_CONSTRAINTS,
+    Study,
     apply_shortcuts,
-    default_trajectory_estimator,
-    score_snapshots,
+    describe_value,
+    prepare_data,
     shortcut_settings,
-    trace_run,
+    subset_indices,
 )
+from ._defaults import describe_module
+from .optimization import default_trajectory_estimator, score_snapshots, trace_run
 
 __all__ = ["ErrorSurfaceStudy"]
 

@@ -9,10 +9,8 @@ runs, once for the whole model and once for a single layer, and projects
 every run's trajectory to two dimensions.
 
 The traced run (:func:`trace_run`), the snapshot scoring
-(:func:`score_snapshots`), the default estimator
-(:func:`default_trajectory_estimator`) and the training shortcuts
-(:data:`SHORTCUT_CONSTRAINTS`, :func:`apply_shortcuts`,
-:func:`shortcut_settings`) are public: the error-surface study
+(:func:`score_snapshots`) and the default estimator
+(:func:`default_trajectory_estimator`) are public: the error-surface study
 (:mod:`hw1sk.studies.error_surface`) uses them too.
 """
 
@@ -20,22 +18,30 @@ from __future__ import annotations
 
 import copy
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import clone
-from sklearn.utils._param_validation import Interval, Options
+from sklearn.utils._param_validation import Interval
 
 from ..evaluation import encode_targets, evaluate_module
 from ..parameters import assign_flat_parameters, flatten_parameters, layer_slices
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, describe_value, prepare_data, train_run, with_callbacks
+from ._base import (
+    SHORTCUT_CONSTRAINTS,
+    Study,
+    apply_shortcuts,
+    describe_value,
+    prepare_data,
+    shortcut_settings,
+    train_run,
+    with_callbacks,
+)
 from ._defaults import describe_module
 
-__all__ = ["OptimizationStudy", "default_trajectory_estimator", "trace_run", "score_snapshots",
-           "apply_shortcuts", "shortcut_settings", "SHORTCUT_CONSTRAINTS"]
+__all__ = ["OptimizationStudy", "default_trajectory_estimator", "trace_run", "score_snapshots"]
 
 #: Names of the tracing callbacks the study appends to every run.
 _WEIGHT_TRACE = "weight_trace"
@@ -76,65 +82,6 @@ def default_trajectory_estimator(regression=False, hidden=(64, 32)):
     cls = NeuralRegressor if regression else NeuralClassifier
     return cls(module="mlp", module__hidden=tuple(hidden), lr=1e-3, batch_size=128,
                max_epochs=30)
-
-
-# ------------------------------------------------------------------ training shortcuts
-#: Parameter constraints of the training shortcuts of the HW1-2 studies: study
-#: parameters that, when set (not None), replace the estimator's setting of the same
-#: name (``hidden``: its ``module__hidden``); None keeps the estimator's.
-SHORTCUT_CONSTRAINTS = {
-    "hidden": ["array-like", None],
-    "lr": [Interval(Real, 0, None, closed="neither"), None],
-    "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
-    "batch_size": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
-}
-
-
-def _shortcuts(study):
-    """The shortcuts the study sets, as estimator parameters (``hidden`` checked)."""
-    hidden = study.hidden
-    if hidden is not None and (
-            isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__")
-            or not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1
-                       for w in hidden)):
-        raise ValueError(f"hidden must be a sequence of positive integers or None, got "
-                         f"{hidden!r}.")
-    values = {"module__hidden": None if hidden is None else tuple(int(w) for w in hidden),
-              "lr": study.lr, "max_epochs": study.max_epochs, "batch_size": study.batch_size}
-    return {key: value for key, value in values.items() if value is not None}
-
-
-def apply_shortcuts(estimator, study):
-    """``estimator`` with the training shortcuts that ``study`` sets applied (in place).
-
-    The shortcuts are the study parameters ``hidden`` (the estimator's
-    ``module__hidden``), ``lr``, ``max_epochs`` and ``batch_size``; each one
-    that is None leaves the estimator's own setting as it is.
-
-    Parameters
-    ----------
-    estimator : skorch-style estimator (unfitted)
-    study : estimator with ``hidden``, ``lr``, ``max_epochs``, ``batch_size``
-
-    Returns
-    -------
-    estimator
-
-    Raises
-    ------
-    ValueError
-        If ``hidden`` is not None nor a sequence of positive integers.
-    """
-    return estimator.set_params(**_shortcuts(study))
-
-
-def shortcut_settings(study):
-    """The training shortcuts of ``study`` for its ``settings_``: ``"lr (set by the study)"``, ...
-
-    None for a shortcut the study leaves to the estimator.
-    """
-    return {f"{name} (set by the study)": describe_value(getattr(study, name))
-            for name in SHORTCUT_CONSTRAINTS}
 
 
 # -------------------------------------------------------------------------- one run

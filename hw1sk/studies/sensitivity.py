@@ -11,10 +11,21 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, prepare_data, subset_indices, train_run
+from ._base import (
+    SHORTCUT_CONSTRAINTS,
+    Study,
+    apply_shortcuts,
+    prepare_data,
+    shortcut_settings,
+    subset_indices,
+    train_run,
+)
 from ._defaults import default_flatness_classifier, describe_module
 
 __all__ = ["SensitivityStudy"]
+
+# the training settings the study sets when asked (None keeps the estimator's)
+_SHORTCUTS = ("lr", "max_epochs")
 
 _MEASURES = ["sensitivity", "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue"]
 _COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "train_loss",
@@ -190,8 +201,7 @@ class SensitivityStudy(Study):
     _parameter_constraints = {
         **Study._parameter_constraints,
         "batch_sizes": ["array-like"],
-        "lr": [Interval(Real, 0, None, closed="neither"), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "output": [StrOptions({"softmax", "logits"})],
         "sensitivity_on": [StrOptions({"train", "test"})],
         "n_eval": [Interval(Integral, 1, None, closed="left"), None],
@@ -244,9 +254,7 @@ class SensitivityStudy(Study):
         return default_flatness_classifier()
 
     def _template_estimator(self, data):
-        template = super()._template_estimator(data)
-        shortcuts = {"lr": self.lr, "max_epochs": self.max_epochs}
-        return template.set_params(**{k: v for k, v in shortcuts.items() if v is not None})
+        return apply_shortcuts(super()._template_estimator(data), self, _SHORTCUTS)
 
     def _tasks(self, data, template):
         batch_sizes = list(np.asarray(self.batch_sizes, dtype=object).ravel())
@@ -301,8 +309,7 @@ class SensitivityStudy(Study):
         settings.update({
             "varied": "batch_size",
             "batch_sizes": str(tuple(int(b) for b in np.asarray(self.batch_sizes).ravel())),
-            "lr (set by the study)": self.lr,
-            "max_epochs (set by the study)": self.max_epochs,
+            **shortcut_settings(self, _SHORTCUTS),
             "seed (all models)": int(self._seeds[1]),
             "n_train": int(data.X.shape[0]),
             "n_test": int(data.X_test.shape[0]),
