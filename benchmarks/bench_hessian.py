@@ -9,7 +9,7 @@ thread.  Timed in this process:
   generic fallback (one Hessian-vector product per parameter);
 - the baseline ``torch.autograd.functional.hessian`` on the same flat loss;
 - one full minimal-ratio run: full-batch Adam training, the gradient-norm
-  phase (:func:`hw1sk.curvature.minimize_gradient_norm`), then the exact
+  phase (:func:`hw1sk.critical_points.minimize_gradient_norm`), then the exact
   Hessian and its minimal ratio.
 
 Run::
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw1sk.curvature import hessian_minimal_ratio, loss_hessian, minimize_gradient_norm
+from hw1sk.critical_points import minimize_gradient_norm
+from hw1sk.curvature import hessian_minimal_ratio, loss_hessian
 from hw1sk.models import MLP
 from hw1sk.parameters import count_params, functional_loss
 

@@ -40,7 +40,7 @@ _EXPORTS = {
     "minimal_ratio": "curvature",
     "hessian_minimal_ratio": "curvature",
     "top_hessian_eigenvalues": "curvature",
-    "minimize_gradient_norm": "curvature",
+    "minimize_gradient_norm": "critical_points",
     "input_jacobian_norm": "generalization",
     "loss_input_gradient_norm": "generalization",
     "sharpness": "generalization",

@@ -157,8 +157,8 @@ def test_sweep_killed_midway_resumes_without_redoing_finished_runs(tmp_path, mon
     assert not (out / "report.html").exists()
 
     calls = []
-    monkeypatch.setattr(minimal_ratio, "minimal_ratio_run",
-                        _count_calls(minimal_ratio.minimal_ratio_run, calls))
+    monkeypatch.setattr(minimal_ratio.MinimalRatioStudy, "_run_function",
+                        staticmethod(_count_calls(minimal_ratio.minimal_ratio_run, calls)))
     assert sweep_main(FAST_ITEM, overrides, argv=argv) == 0
     # exactly the runs that had not finished were fitted, once each
     assert len(calls) == 8 - len(finished) and len(set(calls)) == len(calls)

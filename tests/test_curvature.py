@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from hw1sk.curvature import (
-    GradientNormResult,
     MinimalRatio,
     gradient_norm,
     hessian_eigenvalues,
@@ -16,7 +15,6 @@ from hw1sk.curvature import (
     hessian_vector_product,
     loss_hessian,
     minimal_ratio,
-    minimize_gradient_norm,
     top_hessian_eigenvalues,
 )
 from hw1sk.models import MLP
@@ -252,68 +250,6 @@ def test_lanczos_with_batches_and_random_state_is_reproducible(small_problem):
 
 
 # --------------------------------------------------------------------------- #
-# the gradient-norm phase
-# --------------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def _trained_net():
-    X = torch.linspace(-1, 1, 100)[:, None]
-    y = torch.sinc(5 * X)
-    torch.manual_seed(1)
-    module = MLP(1, (8,), 1, activation="tanh")
-    opt = torch.optim.Adam(module.parameters(), lr=3e-2)
-    for _ in range(800):
-        opt.zero_grad()
-        nn.MSELoss()(module(X), y).backward()
-        opt.step()
-    return module, X, y
-
-
-@pytest.fixture
-def trained_net(_trained_net):
-    module, X, y = _trained_net
-    return copy.deepcopy(module), X, y  # each test moves the parameters
-
-
-@pytest.mark.parametrize("optimizer", ["auto", "newton", "lbfgs"])
-def test_minimize_gradient_norm_reaches_tol(trained_net, optimizer):
-    module, X, y = trained_net
-    start = gradient_norm(module, nn.MSELoss(), X, y)
-    tol = 1e-3
-    assert start > 10 * tol  # the phase has work to do
-    result = minimize_gradient_norm(module, nn.MSELoss(), X, y, tol=tol, optimizer=optimizer)
-    assert isinstance(result, GradientNormResult)
-    assert result.initial_grad_norm == pytest.approx(start, rel=1e-4)
-    assert result.converged and result.final_grad_norm < tol
-    # the verdict is the module's own, measured independently
-    assert gradient_norm(module, nn.MSELoss(), X, y) == pytest.approx(result.final_grad_norm)
-    assert result.history[0] == result.initial_grad_norm
-    assert result.history[-1] == pytest.approx(result.final_grad_norm, rel=1e-2)
-    assert np.all(np.isfinite(result.history))
-    if result.optimizer == "newton":  # monotone, one entry per accepted step
-        assert len(result.history) == result.n_steps + 1
-        assert np.all(np.diff(result.history) < 0)
-    assert result.loss == pytest.approx(float(nn.MSELoss()(module(X), y).detach()), rel=1e-5)
-    assert all(p.dtype == torch.float32 for p in module.parameters())
-
-
-def test_minimize_gradient_norm_with_adam_lowers_the_norm_and_reports_the_cap(trained_net):
-    module, X, y = trained_net
-    result = minimize_gradient_norm(module, nn.MSELoss(), X, y, tol=1e-12, optimizer="adam",
-                                    lr=1e-4, max_steps=30)
-    assert not result.converged and result.n_steps == 30
-    assert result.final_grad_norm < result.initial_grad_norm
-
-
-def test_minimize_gradient_norm_finds_the_saddle_of_a_quadratic():
-    module = Saddle(0.4, -0.3)  # ||grad||^2 = 4 a^2 + 4 b^2: zero only at the saddle
-    X, y = torch.zeros(2, 1), torch.zeros(2)
-    result = minimize_gradient_norm(module, mean_output, X, y, tol=1e-6)
-    assert result.converged and result.n_steps <= 2
-    assert abs(module.a.item()) < 1e-6 and abs(module.b.item()) < 1e-6
-    assert hessian_minimal_ratio(module, mean_output, X, y).ratio == 0.5
-
-
-# --------------------------------------------------------------------------- #
 # input validation
 # --------------------------------------------------------------------------- #
 def test_input_validation_errors(regression):
@@ -344,10 +280,6 @@ def test_input_validation_errors(regression):
         top_hessian_eigenvalues(module, crit, X, y, method="arnoldi")
     with pytest.raises(ValueError, match=r"v has shape \(3,\), expected \(10,\)"):
         hessian_vector_product(module, crit, X, y, torch.ones(3))
-    with pytest.raises(ValueError, match="optimizer"):
-        minimize_gradient_norm(module, crit, X, y, optimizer="sgd")
-    with pytest.raises(ValueError, match="tol"):
-        minimize_gradient_norm(module, crit, X, y, tol=0)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         gradient_norm("mlp", crit, X, y)
     with pytest.raises(TypeError, match="callable"):

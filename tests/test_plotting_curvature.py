@@ -106,6 +106,23 @@ def test_spectrum_of_a_study_run(study):
     assert sum(p.get_height() for p in fig.axes[1].patches) == row["n_params"]
 
 
+def test_spectrum_counts_are_read_from_results(study):
+    """The study's census is drawn as results_ holds it, not recounted from the spectrum."""
+    import copy
+
+    edited = copy.copy(study)
+    edited.results_ = study.results_.copy()
+    mask = edited.results_["run"] == 1
+    edited.results_.loc[mask, ["n_positive", "n_negative", "n_zero"]] = [11, 22, 33]
+    edited.results_.loc[mask, "minimal_ratio"] = 0.125
+    text = plot_hessian_spectrum(edited, run=1)._suptitle.get_text()
+    assert "minimal ratio 0.125: 11 positive, 22 negative, 33 zero" in text
+    # another tolerance asks for a recount
+    lam = study.spectra_[1]
+    recount = plot_hessian_spectrum(edited, run=1, tol=0.5)._suptitle.get_text()
+    assert f"{int(np.sum(lam > 0.5 * np.abs(lam).max()))} positive" in recount
+
+
 def test_spectrum_errors(study):
     with pytest.raises(ValueError, match="run 99 has no spectrum"):
         plot_hessian_spectrum(study, run=99)

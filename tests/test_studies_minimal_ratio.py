@@ -65,7 +65,7 @@ def test_data_are_generated_once_from_random_state(study):
 
 def test_run_matches_direct_computation(study):
     """Retrain run 1 by hand; loss, gradient norm and spectrum agree with autograd + numpy."""
-    from hw1sk.curvature import minimize_gradient_norm
+    from hw1sk.critical_points import minimize_gradient_norm
 
     seed = int(study.results_.loc[1, "seed"])
     est = NeuralRegressor(module="mlp", module__hidden=(6, 6), module__activation="tanh",
@@ -109,7 +109,7 @@ def test_given_data_with_1d_target_and_two_features():
     study = MinimalRatioStudy(n_runs=1, hidden=(3,), train_epochs=20,
                               backend="sequential").fit(X, y)
     assert study.results_["n_params"].iloc[0] == (2 + 1) * 3 + (3 + 1) * 1
-    assert study.y_.shape == (30, 1)
+    np.testing.assert_array_equal(study.y_, y)  # as given; the estimator shapes it
     assert study.settings_["data"].startswith("30 given samples")
 
 
@@ -199,24 +199,131 @@ def test_params_and_clone():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"n_runs": 0}, "n_runs"),
-    ({"hidden": "20"}, "hidden"),
-    ({"activation": "nope"}, "activation"),
-    ({"train_epochs": 0}, "train_epochs"),
-    ({"lr": 0.0}, "lr"),
-    ({"grad_tol": -1e-3}, "grad_tol"),
-    ({"max_grad_steps": -1}, "max_grad_steps"),
-    ({"grad_optimizer": "sgd"}, "grad_optimizer"),
-    ({"eigen_tol": -1.0}, "eigen_tol"),
-    ({"keep_spectrum": "yes"}, "keep_spectrum"),
-    ({"n_samples": 0}, "n_samples"),
+    ({"n_runs": 0}, "'n_runs' parameter of MinimalRatioStudy"),
+    ({"hidden": "20"}, "'hidden' parameter of MinimalRatioStudy"),
+    ({"hidden": (4, 0)}, "hidden must be a sequence of positive integers"),
+    ({"activation": "nope"}, "'activation' parameter of MinimalRatioStudy"),
+    ({"train_epochs": 0}, "'train_epochs' parameter of MinimalRatioStudy"),
+    ({"lr": 0.0}, "'lr' parameter of MinimalRatioStudy"),
+    ({"grad_tol": -1e-3}, "'grad_tol' parameter of MinimalRatioStudy"),
+    ({"max_grad_steps": -1}, "'max_grad_steps' parameter of MinimalRatioStudy"),
+    ({"grad_optimizer": "sgd"}, "'grad_optimizer' parameter of MinimalRatioStudy"),
+    ({"eigen_tol": -1.0}, "'eigen_tol' parameter of MinimalRatioStudy"),
+    ({"keep_spectrum": "yes"}, "'keep_spectrum' parameter of MinimalRatioStudy"),
+    ({"n_samples": 0}, "'n_samples' parameter of MinimalRatioStudy"),
+    ({"estimator": "mlp"}, "'estimator' parameter of MinimalRatioStudy"),
+    ({"backend": "spark"}, "'backend' parameter of MinimalRatioStudy"),
     ({"function": "cosine"}, "Unknown function"),
+    ({"estimator": NeuralRegressor(), "hidden": (3,)}, "hidden=.* builds the default estimator"),
+    ({"estimator": NeuralRegressor(), "activation": "relu"}, "set its module__activation"),
 ])
 def test_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):
-        MinimalRatioStudy(**{"n_runs": 1, **params}).fit()
+        MinimalRatioStudy(**{"n_runs": 1, "n_samples": 10, **params}).fit()
 
 
 def test_x_without_y():
     with pytest.raises(ValueError, match="X and y must be given together"):
         MinimalRatioStudy(n_runs=1).fit(np.zeros((5, 1)))
+
+
+# ------------------------------------------- the estimator is the source of truth
+class _TinyCNN(torch.nn.Module):
+    """A convolution, tanh and a linear head on 1x5x5 images: 20 + 19 parameters."""
+
+    def __init__(self, n_out=1):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.head = torch.nn.Linear(2 * 3 * 3, n_out)
+
+    def forward(self, X):
+        return self.head(torch.tanh(self.conv(X)).flatten(1))
+
+
+def _census_is_complete(study):
+    res = study.results_
+    assert (res["n_positive"] + res["n_negative"] + res["n_zero"] == res["n_params"]).all()
+    for run, lam in study.spectra_.items():
+        assert lam.shape == (res.set_index("run").loc[run, "n_params"],)
+        assert np.all(np.isfinite(lam))
+
+
+def test_trains_with_the_estimators_settings(record_training):
+    X = np.random.RandomState(0).randn(30, 1, 5, 5).astype(np.float32)
+    y = X[:, 0, 2, 2] - X[:, 0, 1, 3]
+    est = NeuralRegressor(module=_TinyCNN, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                          optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7,
+                          callbacks=[("record", record_training)])
+    study = MinimalRatioStudy(n_runs=2, estimator=est, max_grad_steps=3,
+                              backend="sequential").fit(X, y)
+    assert set(study.estimators_) == {0, 1} and (study.results_["n_params"] == 39).all()
+    for net in study.estimators_.values():
+        assert dict(net.callbacks_)["record"].seen_ == {
+            "optimizer": "SGD", "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9,
+            "max_epochs": 2, "batch_size": 7, "module": "_TinyCNN"}
+        assert net.module_.conv.weight.dtype == torch.float32  # kept as trained
+    _census_is_complete(study)
+    settings = study.settings_
+    assert (settings["optimizer"], settings["optimizer__weight_decay"], settings["lr"],
+            settings["max_epochs"], settings["batch_size"]) == ("SGD", 1e-3, 0.05, 2, 7)
+    assert settings["module"] == "_TinyCNN" and settings["n_params"] == 39
+    # the study's own shortcuts apply only when set, and are recorded
+    study = MinimalRatioStudy(n_runs=1, estimator=est, train_epochs=3, lr=0.01,
+                              max_grad_steps=0, backend="sequential").fit(X, y)
+    seen = dict(study.estimators_[0].callbacks_)["record"].seen_
+    assert (seen["lr"], seen["max_epochs"], seen["batch_size"]) == (0.01, 3, 7)
+    assert study.settings_["lr"] == 0.01 and study.settings_["lr (set by the study)"] == 0.01
+    assert study.settings_["max_epochs"] == 3
+    assert study.settings_["train_epochs (set by the study)"] == 3
+
+
+def _cross_entropy(logits, y, classes):
+    """Mean softmax cross-entropy by numpy, labels mapped to positions by list.index."""
+    idx = np.array([list(classes).index(label) for label in y])
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), idx].mean())
+
+
+@pytest.mark.parametrize("classes", [None, [7, 3]])
+def test_classifier_on_labels_3_and_7(classes):
+    from hw1sk.estimators import NeuralClassifier
+
+    rng = np.random.RandomState(1)
+    X = rng.randn(40, 2).astype(np.float32)
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] > 0, 7, 3)
+    clf = NeuralClassifier(module__hidden=(3,), module__activation="tanh", max_epochs=20,
+                           lr=0.05, classes=classes, criterion=torch.nn.CrossEntropyLoss)
+    # no gradient phase: the loss is the cross-entropy of the trained net
+    study = MinimalRatioStudy(n_runs=2, estimator=clf, max_grad_steps=0,
+                              backend="sequential").fit(X, y)
+    assert (study.results_["n_params"] == (2 + 1) * 3 + (3 + 1) * 2).all()
+    _census_is_complete(study)
+    order = classes if classes is not None else [3, 7]
+    for run, net in study.estimators_.items():
+        logits = net.module_(torch.as_tensor(X)).detach().double().numpy()
+        row = study.results_.set_index("run").loc[run]
+        assert row["loss"] == pytest.approx(_cross_entropy(logits, y, order), rel=1e-5)
+        assert row["train_loss"] == pytest.approx(row["loss"], rel=1e-5)
+    # with the gradient phase: a critical point of the cross-entropy
+    study = MinimalRatioStudy(n_runs=1, estimator=clf, max_grad_steps=20, grad_tol=1e-6,
+                              backend="sequential").fit(X, y)
+    row = study.results_.iloc[0]
+    assert row["grad_norm_after"] < row["grad_norm_before"]
+    _census_is_complete(study)
+
+
+def test_classifier_ending_in_softmax_uses_the_nets_loss():
+    """NLLLoss on a softmax output: the net takes the log first, and so does the study."""
+    from hw1sk.estimators import NeuralClassifier
+
+    rng = np.random.RandomState(2)
+    X = rng.randn(30, 2).astype(np.float32)
+    y = (X[:, 1] > 0).astype(int)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Softmax(dim=1))
+    clf = NeuralClassifier(module=module, criterion=torch.nn.NLLLoss, max_epochs=5)
+    study = MinimalRatioStudy(n_runs=1, estimator=clf, max_grad_steps=0,
+                              backend="sequential").fit(X, y)
+    row = study.results_.iloc[0]
+    assert row["loss"] > 0 and row["loss"] == pytest.approx(row["train_loss"], rel=1e-5)
+    _census_is_complete(study)

@@ -26,6 +26,25 @@ study.results_[["run", "loss", "grad_norm_after", "converged", "minimal_ratio",
 study.summary_
 
 # %%
+# The default network is :func:`~hw1sk.studies.minimal_ratio.default_minimal_ratio_regressor`;
+# ``estimator=`` takes any other (a regressor or a classifier, any module and
+# optimizer), trained with its own settings. Here a classifier on two classes,
+# whose loss, for the gradient phase and the Hessian, is its cross-entropy. Its
+# 9 zero eigenvalues are the softmax's invariance: the same change to the weights
+# and bias of both output units (8 + 1 numbers) leaves every probability as it is.
+import numpy as np
+
+from hw1sk.estimators import NeuralClassifier
+
+rng = np.random.RandomState(0)
+X = rng.uniform(-1, 1, (200, 2)).astype("float32")
+y = np.where(X[:, 0] * X[:, 1] > 0, "same sign", "opposite signs")
+clf = NeuralClassifier(module__hidden=(8,), module__activation="tanh", batch_size=-1,
+                       max_epochs=300, lr=1e-2)
+MinimalRatioStudy(n_runs=4, estimator=clf).fit(X, y).results_[
+    ["run", "loss", "grad_norm_after", "minimal_ratio", "n_positive", "n_negative", "n_zero"]]
+
+# %%
 # Minimal ratio (x) against the training loss (y), one point per run.
 from hw1sk.plotting.curvature import plot_hessian_spectrum, plot_minimal_ratio
 

@@ -91,8 +91,12 @@ def plot_minimal_ratio(study, log_loss=True):
 
 
 def _spectrum(source, run, tol):
-    """``(eigenvalues, zero tolerance, label)`` from an array or a fitted study."""
-    from ..curvature import minimal_ratio
+    """``(eigenvalues, sign census, label)`` from an array or a fitted study.
+
+    A study's census is its own (the counts of ``results_``), unless another
+    ``tol`` is asked for.
+    """
+    from ..curvature import MinimalRatio, minimal_ratio
 
     if isinstance(source, (np.ndarray, list, tuple)) or hasattr(source, "__array__"):
         lam = check_array(source, ensure_2d=False, dtype=np.float64, input_name="eigenvalues")
@@ -109,9 +113,11 @@ def _spectrum(source, run, tol):
         lam = np.sort(np.asarray(spectra[run], dtype=np.float64))
         row = source.results_.set_index("run").loc[run]
         label = f"run {run}, loss {row['loss']:.3g}, ‖∇L‖ {row['grad_norm_after']:.1e}"
-        if tol is None:  # the study's own zero band, so the figure agrees with results_
-            return lam, minimal_ratio(lam, tol=float(row["eigen_tol_used"]),
-                                      relative=False), label
+        if tol is None:  # the study's own census, so the figure agrees with results_
+            return lam, MinimalRatio(
+                ratio=float(row["minimal_ratio"]), n_positive=int(row["n_positive"]),
+                n_negative=int(row["n_negative"]), n_zero=int(row["n_zero"]),
+                tol_used=float(row["eigen_tol_used"])), label
     return np.sort(lam), minimal_ratio(lam, tol=tol), label
 
 
@@ -134,7 +140,9 @@ def plot_hessian_spectrum(eigenvalues, run=0, tol=None, bins=60):
         The run of the study to draw (ignored for an array).
     tol : float, optional
         Relative zero tolerance (as in :func:`hw1sk.curvature.minimal_ratio`);
-        by default the study's, or ``n * eps(float64)`` for an array.
+        by default the study's (the counts in the title are then its
+        ``results_`` columns ``n_positive``, ``n_negative``, ``n_zero``), or
+        ``n * eps(float64)`` for an array.
     bins : int, default=60
         Histogram bins, log-spaced on each side of the zero band.
 
