@@ -21,15 +21,14 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
 from hw1sk.datasets import get_data_home, load_mnist
 from hw1sk.models import MLP
 from hw1sk.seeding import spawn_seeds
-from hw1sk.studies._base import THREADS_PER_RUN
-from hw1sk.studies.random_labels import RandomLabelStudy, generalization_data
+from hw1sk.studies._base import THREADS_PER_RUN, prepare_data
+from hw1sk.studies.random_labels import RandomLabelStudy
 
 BUDGET_S = 600.0
 MIN_TRAIN_ACCURACY = 0.90
@@ -100,12 +99,14 @@ def main():
     print(f"  bar: {'PASS' if passed else 'FAIL'}")
 
     if not args.no_baseline:
+        # the study's subsets (the seeds it derives from random_state) and its net's settings
         data_seed, _, run_seed = spawn_seeds(study.random_state, 3)
-        Xs, _, Xs_test, ys_test = generalization_data(X, y, X_test, y_test, study.n_train,
-                                                      study.n_test, data_seed)
+        data = prepare_data(X, y, X_test, y_test, n_train=study.n_train, n_test=study.n_test,
+                            seeds=spawn_seeds(data_seed, 3))
+        net = study.estimator_
         base, train_acc, test_acc = hand_written_loop(
-            Xs, study.random_labels_, Xs_test, ys_test, (512, 512), study.lr,
-            study.batch_size, study.max_epochs, run_seed)
+            data.X, study.random_labels_, data.X_test, data.y_test, net.module_.hidden, net.lr,
+            net.batch_size, net.max_epochs, run_seed)
         print(f"hand-written PyTorch loop, same settings ({torch.get_num_threads()} threads): "
               f"{base:.1f} s, train acc {train_acc:.4f}, test acc {test_acc:.4f}")
         print(f"  study / hand-written loop: {wall / base:.2f}x")

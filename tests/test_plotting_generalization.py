@@ -125,3 +125,27 @@ def test_plot_param_count_notes_diverged_runs(data):
                                      "message": "training loss became non-finite"}])
     fig = plot_param_count(study)
     assert "diverged, not shown: family=mlp, width=50, depth=1" in fig.get_suptitle()
+
+
+def test_plot_param_count_draws_hand_written_models():
+    # ParamCountStudy(models=...) rows: family "custom", no depth: one pair of lines
+    frame = _param_frame().assign(family="custom", depth=None)
+    (ax,) = plot_param_count(frame).axes
+    assert len(ax.lines) == 2
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), frame["n_params"])
+    mixed = pd.concat([_param_frame(), frame], ignore_index=True)
+    (ax,) = plot_param_count(mixed).axes
+    assert {ln.get_label() for ln in ax.lines} == {
+        "train loss (family=mlp depth=1)", "test loss (family=mlp depth=1)",
+        "train loss (family=custom)", "test loss (family=custom)"}
+
+
+def test_plot_param_count_from_a_study_of_models(data):
+    X, y, X_test, y_test = data
+    study = ParamCountStudy(models={"narrow": NeuralClassifier(module__hidden=(2,)),
+                                    "wide": NeuralClassifier(module__hidden=(9,))},
+                            max_epochs=1, n_train=None, backend="sequential")
+    study.fit(X, y, X_test, y_test)
+    (ax,) = plot_param_count(study).axes
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), study.results_["n_params"])
+    assert "custom models" in ax.get_title()

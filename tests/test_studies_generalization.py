@@ -3,21 +3,23 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import chisquare
+from skorch.callbacks import Callback
 from sklearn.base import clone
 
 from hw1sk.estimators import NeuralClassifier
 from hw1sk.evaluation import evaluate_estimator
-from hw1sk.models import CNN, count_params
+from hw1sk.models import CNN, MLP, count_params
 from hw1sk.seeding import spawn_seeds
-from hw1sk.studies._base import train_run
+from hw1sk.studies._base import prepare_data, train_run
 from hw1sk.studies.param_count import DEFAULT_WIDTHS, ParamCountStudy
-from hw1sk.studies.random_labels import RandomLabelStudy, generalization_data
+from hw1sk.studies.random_labels import RandomLabelStudy
 
 RANDOM_COLUMNS = ["epoch", "split", "loss", "accuracy"]
 SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
                    "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
-PARAM_COLUMNS = ["family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
+PARAM_COLUMNS = ["name", "family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
                  "train_accuracy", "test_accuracy"]
 
 
@@ -142,19 +144,24 @@ def test_random_label_study_splits_off_a_test_set(data):
     assert len(study.y_train_) == len(study.random_labels_) == 100
 
 
-def test_generalization_data_subsets_are_disjoint_and_reproducible(data):
+def test_random_label_subsets_are_disjoint_and_reproducible(data):
     X, y, _, _ = data
     ids = np.arange(len(X))
-    Xi = np.column_stack([X, ids]).astype(np.float64)  # carry each row's id
-    Xa, ya, Xta, yta = generalization_data(Xi, y, n_train=100, n_test=50, random_state=3)
-    Xb, _, Xtb, _ = generalization_data(Xi, y, n_train=100, n_test=50, random_state=3)
-    np.testing.assert_array_equal(Xa, Xb)
-    np.testing.assert_array_equal(Xta, Xtb)
+    Xi = np.column_stack([X, ids]).astype(np.float32)  # carry each row's id
+    # the study's subsets: prepare_data with the seeds derived from random_state
+    seeds = spawn_seeds(spawn_seeds(3, 3)[0], 3)
+    split = dict(test_size=None, n_train=100, n_test=50, seeds=seeds)
+    a, b = prepare_data(Xi, y, **split), prepare_data(Xi, y, **split)
+    Xa, ya, Xta, yta = a.X, a.y, a.X_test, a.y_test
+    np.testing.assert_array_equal(Xa, b.X)
+    np.testing.assert_array_equal(Xta, b.X_test)
     train_ids, test_ids = Xa[:, -1].astype(int), Xta[:, -1].astype(int)
     assert len(set(train_ids)) == 100 and len(set(test_ids)) == 50
     assert not set(train_ids) & set(test_ids)
     np.testing.assert_array_equal(ya, y[train_ids])
     np.testing.assert_array_equal(yta, y[test_ids])
+    study = _random_label_study(n_train=100, n_test=50, max_epochs=1, random_state=3).fit(Xi, y)
+    np.testing.assert_array_equal(study.y_train_, ya)
 
 
 def test_random_label_get_params_and_clone():
@@ -166,13 +173,14 @@ def test_random_label_get_params_and_clone():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"label_method": "flip"}, "label_method must be one of"),
-    ({"n_train": 0}, "n_train must be a positive integer"),
+    ({"label_method": "flip"}, "'label_method' parameter of RandomLabelStudy"),
+    ({"n_train": 0}, "'n_train' parameter of RandomLabelStudy"),
     ({"n_train": 1000}, r"n_train=1000 is larger than the 240 samples"),
     ({"n_test": 61}, r"n_test=61 is larger than the 60 samples"),
-    ({"lr": -1.0}, "lr must be a positive number"),
-    ({"max_epochs": 1.5}, "max_epochs must be a positive integer"),
-    ({"batch_size": True}, "batch_size must be a positive integer"),
+    ({"lr": -1.0}, "'lr' parameter of RandomLabelStudy"),
+    ({"max_epochs": 1.5}, "'max_epochs' parameter of RandomLabelStudy"),
+    ({"batch_size": 0}, "'batch_size' parameter of RandomLabelStudy"),
+    ({"backend": "spark"}, "'backend' parameter of RandomLabelStudy"),
 ])
 def test_random_label_bad_parameters(data, params, match):
     X, y, X_test, y_test = data
@@ -188,7 +196,7 @@ def test_random_label_bad_data(data):
         _random_label_study().fit(X, y.astype(float), X_test, y_test)
     with pytest.raises(ValueError, match="X_test has samples of shape"):
         _random_label_study().fit(X, y, X_test[:, :3], y_test)
-    with pytest.raises(ValueError, match="n_test=240 leaves no training data"):
+    with pytest.raises(ValueError, match="a held-out part of 240 samples leaves no training"):
         _random_label_study(n_test=240).fit(X, y)
 
 
@@ -288,12 +296,21 @@ def test_param_count_get_params_and_clone():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"family": "rnn"}, "family must be one of"),
+    ({"family": "rnn"}, "'family' parameter of ParamCountStudy"),
     ({"widths": (4,)}, "at least two different widths"),
     ({"widths": (4, 4)}, "at least two different widths"),
-    ({"widths": (4, -1)}, "each of widths must be a positive integer"),
-    ({"widths": 4}, "widths must be a sequence"),
-    ({"depth": 0}, "depth must be a positive integer"),
+    ({"widths": [(4, 2), (4, 2)]}, "at least two different widths"),
+    ({"widths": (4, -1)}, "widths must hold positive integers"),
+    ({"widths": [(4, 2), 8]}, "widths must hold positive integers"),
+    ({"widths": [(4, 0), (8,)]}, "widths must hold positive integers"),
+    ({"widths": 4}, "'widths' parameter of ParamCountStudy"),
+    ({"widths": [(4, 2), (8, 4)], "depth": 2}, "depth applies to integer widths only"),
+    ({"depth": 0}, "'depth' parameter of ParamCountStudy"),
+    ({"models": [MLP], "widths": None}, "models must hold at least two models"),
+    ({"models": [MLP, 3], "widths": None}, "each of models must be"),
+    ({"models": "mlp"}, "'models' parameter of ParamCountStudy"),
+    ({"models": [MLP, CNN], "widths": (2, 4)}, "Pass widths .* or models, not both"),
+    ({"lr": 0}, "'lr' parameter of ParamCountStudy"),
     ({"family": "cnn"}, "family='cnn' needs images"),
     ({"n_train": 500}, "n_train=500 is larger"),
 ])
@@ -312,3 +329,160 @@ def test_param_count_diverged_runs_are_excluded(data):
     assert study.results_.empty and list(study.results_.columns) == PARAM_COLUMNS
     assert study.summary_.empty
     assert "w=2: diverged" in study.settings_["models"]
+
+
+# ------------------------------------------- the estimator is the source of truth
+class _Tiny(torch.nn.Module):
+    """A hand-written model: one linear layer (n_in + 1) * n_out parameters."""
+
+    def __init__(self, n_in=8, n_out=4):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n_in, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class _TwoLayer(torch.nn.Module):
+    """A hand-written model: n_in -> 5 -> n_out."""
+
+    def __init__(self, n_in=8, n_out=4):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(n_in, 5), torch.nn.Tanh(),
+                                       torch.nn.Linear(5, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+class _RecordColumn(Callback):
+    """Writes a column of its own into the history: the studies must keep it."""
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("my_column", 7.0)
+
+
+SEEN = {"optimizer": "SGD", "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9,
+        "max_epochs": 2, "batch_size": 7}
+
+
+def _distinctive(record_training, **params):
+    kwargs = dict(module=_Tiny, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                  optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7,
+                  callbacks=[("record", record_training), ("column", _RecordColumn())])
+    kwargs.update(params)
+    return NeuralClassifier(**kwargs)
+
+
+def _assert_described(settings):
+    assert settings["optimizer"] == "SGD" and settings["optimizer__weight_decay"] == 1e-3
+    assert settings["optimizer__momentum"] == 0.9
+    assert settings["lr"] == 0.05 and settings["max_epochs"] == 2 and settings["batch_size"] == 7
+
+
+def test_random_labels_train_with_the_estimators_settings(data, record_training):
+    X, y, X_test, y_test = data
+    study = RandomLabelStudy(_distinctive(record_training), n_train=None, n_test=None,
+                             backend="sequential").fit(X, y, X_test, y_test)
+    seen = dict(study.estimator_.callbacks_)["record"].seen_
+    assert seen == {**SEEN, "module": "_Tiny"}
+    assert study.summary_["n_epochs"].iloc[0] == 2
+    assert (study.history_["my_column"] == 7.0).all()  # the callback's column is kept
+    _assert_described(study.settings_)
+    assert study.settings_["n_params"] == (8 + 1) * 4
+    # the study's own shortcuts apply only when set, and are recorded
+    study = RandomLabelStudy(_distinctive(record_training), n_train=None, n_test=None,
+                             lr=0.01, batch_size=16, backend="sequential").fit(X, y, X_test,
+                                                                               y_test)
+    seen = dict(study.estimator_.callbacks_)["record"].seen_
+    assert seen == {**SEEN, "lr": 0.01, "batch_size": 16, "module": "_Tiny"}
+    assert study.settings_["lr"] == 0.01 and study.settings_["lr (set by the study)"] == 0.01
+    assert study.settings_["batch_size (set by the study)"] == 16
+    assert study.settings_["max_epochs (set by the study)"] is None
+
+
+def test_param_count_trains_with_the_estimators_settings_except_the_module(data,
+                                                                            record_training):
+    X, y, X_test, y_test = data
+    est = _distinctive(record_training, module="cnn", module__hidden=(3,))
+    study = ParamCountStudy(est, widths=(4, 2), n_train=None,
+                            backend="sequential").fit(X, y, X_test, y_test)
+    assert list(study.estimators_) == ["w=2", "w=4"]  # by parameter count
+    for name, net in study.estimators_.items():
+        assert dict(net.callbacks_)["record"].seen_ == {**SEEN, "module": "MLP"}
+        assert net.module__hidden == (int(name[2:]),)
+        assert count_params(net.module_) == \
+            study.results_.set_index("name").loc[name, "n_params"]
+    assert set(study.histories_["my_column"]) == {7.0}
+    _assert_described(study.settings_)
+    assert study.settings_["module__hidden"] == "varies by model"
+    # the shortcuts apply to every model, only when set
+    study = ParamCountStudy(est, widths=(2, 4), max_epochs=1, n_train=None,
+                            backend="sequential").fit(X, y, X_test, y_test)
+    for net in study.estimators_.values():
+        assert dict(net.callbacks_)["record"].seen_ == {**SEEN, "max_epochs": 1,
+                                                        "module": "MLP"}
+    assert study.settings_["max_epochs"] == 1
+    assert study.settings_["max_epochs (set by the study)"] == 1
+
+
+def test_param_count_per_layer_layouts(data):
+    X, y, X_test, y_test = data
+    layouts = [(12, 6), (6, 3), (6, 3, 2)]
+    study = _param_study(widths=layouts).fit(X, y, X_test, y_test)
+    res = study.results_
+    by_hand = {t: count_params(MLP(8, t, 4)) for t in layouts}
+    assert by_hand[(6, 3)] == (8 + 1) * 6 + (6 + 1) * 3 + (3 + 1) * 4
+    # ordered by the parameter count; each model keeps the seed of its place as given
+    order = sorted(layouts, key=by_hand.get)
+    assert res["width"].tolist() == order
+    assert res["n_params"].tolist() == [by_hand[t] for t in order]
+    seeds = dict(zip(layouts, spawn_seeds(0, 4)[1:]))
+    assert res["seed"].tolist() == [seeds[t] for t in order]
+    assert res["name"].tolist() == [f"w={t}" for t in order]
+    assert res["depth"].isna().all()  # layouts of several depths
+    for t in layouts:
+        assert study.estimators_[f"w={t}"].module_.hidden == t
+    assert study.settings_["family"] == "MLP, per-layer widths"
+    same_depth = _param_study(widths=[(4, 2), (8, 4)], max_epochs=1).fit(X, y, X_test, y_test)
+    assert same_depth.results_["depth"].tolist() == [2, 2]
+
+
+def test_param_count_custom_module_classes(data, record_training):
+    X, y, X_test, y_test = data
+    est = _distinctive(record_training, module="mlp", module__hidden=(64,))
+    study = ParamCountStudy(est, models=[_TwoLayer, _Tiny], n_train=None,
+                            backend="sequential").fit(X, y, X_test, y_test)
+    res = study.results_
+    assert res["name"].tolist() == ["_Tiny", "_TwoLayer"]  # by parameter count
+    assert res["n_params"].tolist() == [count_params(_Tiny()), count_params(_TwoLayer())]
+    assert res["family"].tolist() == ["custom"] * 2 and res["width"].isna().all()
+    for name, net in study.estimators_.items():
+        # the module replaced (its module__ arguments with it); every other setting as given
+        assert dict(net.callbacks_)["record"].seen_ == {**SEEN, "module": name}
+    assert study.settings_["family"] == "custom models"
+    _assert_described(study.settings_)
+    named = ParamCountStudy(est, models={"small": _Tiny(), "two layers": _TwoLayer},
+                            n_train=None, backend="sequential").fit(X, y, X_test, y_test)
+    assert list(named.estimators_) == ["small", "two layers"]
+
+
+def test_param_count_estimators_are_trained_with_their_own_settings(data, record_training):
+    X, y, X_test, y_test = data
+    sgd = _distinctive(record_training, module="mlp", module__hidden=(16,))
+    adam = NeuralClassifier(module=_Tiny, optimizer=torch.optim.Adam, lr=0.02, max_epochs=3,
+                            batch_size=11, callbacks=[("record", record_training)])
+    study = ParamCountStudy(models=[sgd, adam], n_train=None,
+                            backend="sequential").fit(X, y, X_test, y_test)
+    assert study.results_["name"].tolist() == ["_Tiny (Adam)", "mlp (SGD)"]
+    seen = {name: dict(net.callbacks_)["record"].seen_
+            for name, net in study.estimators_.items()}
+    assert seen["mlp (SGD)"] == {**SEEN, "module": "MLP"}
+    assert seen["_Tiny (Adam)"] == {"optimizer": "Adam", "lr": 0.02, "weight_decay": 0,
+                                    "momentum": None, "max_epochs": 3, "batch_size": 11,
+                                    "module": "_Tiny"}
+    assert study.results_["n_params"].tolist() == [(8 + 1) * 4, (8 + 1) * 16 + (16 + 1) * 4]
+    settings = study.settings_
+    assert settings["optimizer"] == settings["lr"] == "varies by model"
+    assert settings["per model"]["mlp (SGD)"]["lr"] == 0.05
+    assert settings["per model"]["_Tiny (Adam)"]["optimizer"] == "Adam"

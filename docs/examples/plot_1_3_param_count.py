@@ -22,8 +22,8 @@ X, y = load_mnist(flatten=True)
 X_test, y_test = load_mnist(train=False, flatten=True)
 
 # %%
-# Ten widths, one model each (Adam, lr 1e-3, batch 128); every model gets its
-# own seed, derived from ``random_state``.
+# Ten widths, one model each (the default estimator: Adam, lr 1e-3, batch 128);
+# every model gets its own seed, derived from ``random_state``.
 study = ParamCountStudy(widths=(4, 6, 8, 12, 16, 24, 32, 64, 128, 256), max_epochs=8,
                         n_train=1000, n_test=1000, random_state=0)
 study.fit(X, y, X_test, y_test)
@@ -37,3 +37,14 @@ fig = plot_param_count(study, metric="loss")
 # %%
 # The same for accuracy.
 fig = plot_param_count(study, metric="accuracy")
+
+# %%
+# ``widths`` also takes one tuple per model, the width of each hidden layer
+# (here two layers, the second half as wide as the first); ``models=`` takes
+# hand-written ``torch.nn.Module`` classes or whole estimators instead. Each
+# model's parameters are counted, and the results are ordered by that count.
+layouts = ParamCountStudy(widths=[(16, 8), (64, 32), (256, 128)], max_epochs=8,
+                          n_train=1000, n_test=1000, random_state=0)
+layouts.fit(X, y, X_test, y_test)
+print(layouts.results_[["name", "n_params", "train_loss", "test_loss"]].round(3)
+      .to_string(index=False))

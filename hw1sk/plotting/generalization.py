@@ -89,7 +89,8 @@ def plot_param_count(study, metric="loss"):
     study : fitted ParamCountStudy or its ``results_`` DataFrame
         Columns ``n_params``, ``train_<metric>``, ``test_<metric>`` (and
         ``family``/``depth`` when several families are in one frame: one pair
-        of lines each).
+        of lines each; a missing depth, as of hand-written models, is a
+        group of its own).
     metric : {"loss", "accuracy"}, default="loss"
 
     Returns
@@ -105,14 +106,17 @@ def plot_param_count(study, metric="loss"):
         raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}.")
     frame = study_frame(study, "results_", ["n_params", f"train_{metric}", f"test_{metric}"])
     keys = [c for c in ("family", "depth") if c in frame.columns]
-    groups = list(frame.groupby(keys, sort=False)) if keys else [((), frame)]
+    # dropna: hand-written models and layouts of several depths have no depth
+    groups = list(frame.groupby(keys, sort=False, dropna=False)) if keys else [((), frame)]
     several = len(groups) > 1
     fig, (ax,) = _subplots(1, width=6.0)
     markers = "osD^v<>"
     for k, (key, part) in enumerate(groups):
         part = part.sort_values("n_params")
         key = key if isinstance(key, tuple) else (key,)
-        name = " ".join(f"{c}={v}" for c, v in zip(keys, key))
+        # a depth column with missing values is float: depth=2, not depth=2.0
+        name = " ".join(f"{c}={int(v) if isinstance(v, float) and v.is_integer() else v}"
+                        for c, v in zip(keys, key) if not pd.isna(v))
         for split in ("train", "test"):
             ax.plot(part["n_params"], part[f"{split}_{metric}"],
                     linestyle=_SPLIT_STYLE[split], marker=markers[k % len(markers)],

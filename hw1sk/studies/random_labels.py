@@ -7,22 +7,23 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
-from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_X_y
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import spawn_seeds
-from ._base import Study, train_run
+from ._base import Study, prepare_data, train_run
+from ._defaults import describe_module
 
-__all__ = ["RandomLabelStudy", "default_random_label_classifier", "generalization_data",
-           "LABEL_METHODS"]
+__all__ = ["RandomLabelStudy", "default_random_label_classifier", "LABEL_METHODS"]
 
 #: How the training labels are randomized, see :func:`hw1sk.datasets.random_labels`.
 LABEL_METHODS = ("shuffle", "uniform")
 
 # 784-512-512-10 (669,706 parameters): memorizes 5,000 random MNIST labels in ~50 epochs of Adam
 _DEFAULT_HIDDEN = (512, 512)
+
+_COLUMNS = ["epoch", "split", "loss", "accuracy"]
+_SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
+                    "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
 
 
 def default_random_label_classifier(max_epochs=60):
@@ -40,86 +41,18 @@ def default_random_label_classifier(max_epochs=60):
     Returns
     -------
     estimator : NeuralClassifier (unfitted)
+
+    Examples
+    --------
+    >>> from hw1sk.studies.random_labels import default_random_label_classifier
+    >>> est = default_random_label_classifier()
+    >>> est.module__hidden, est.lr, est.batch_size, est.max_epochs
+    ((512, 512), 0.001, 128, 60)
     """
     from ..estimators import NeuralClassifier
 
     return NeuralClassifier(module="mlp", module__hidden=_DEFAULT_HIDDEN, lr=1e-3,
                             batch_size=128, max_epochs=max_epochs)
-
-
-def check_count(value, name, allow_none=True):
-    """``value`` as a positive int (or None when allowed); ValueError naming ``name`` otherwise."""
-    if allow_none and value is None:
-        return None
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                         f"got {value!r}.")
-    return int(value)
-
-
-def check_positive(value, name, allow_none=True):
-    """``value`` as a positive finite float (or None when allowed)."""
-    if allow_none and value is None:
-        return None
-    if (not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(value)
-            or value <= 0):
-        raise ValueError(f"{name} must be a positive number{' or None' if allow_none else ''}, "
-                         f"got {value!r}.")
-    return float(value)
-
-
-def _subset(n_available, n_wanted, name, seed):
-    """Sorted indices of ``n_wanted`` of ``n_available`` rows, drawn with ``seed`` (all if None)."""
-    if n_wanted is None:
-        return np.arange(n_available)
-    if n_wanted > n_available:
-        raise ValueError(f"{name}={n_wanted} is larger than the {n_available} samples available.")
-    rng = check_random_state(seed)
-    return np.sort(rng.choice(n_available, size=n_wanted, replace=False))
-
-
-def generalization_data(X, y, X_test=None, y_test=None, n_train=None, n_test=None,
-                        random_state=0):
-    """Validated, reproducibly subsampled training and held-out data of a study.
-
-    When ``X_test`` and ``y_test`` are None, ``n_test`` samples (20% when
-    ``n_test`` is None) are split off ``(X, y)`` with
-    :func:`sklearn.model_selection.train_test_split`.  Then ``n_train``
-    training and ``n_test`` held-out samples are drawn without replacement
-    (all when None); the subsets keep the order of the data.
-
-    Parameters
-    ----------
-    X, y : array-like of shape (n_samples, ...) and (n_samples,)
-    X_test, y_test : array-like or None
-    n_train, n_test : int or None
-    random_state : int, RandomState or None, default=0
-        Seeds the split and the subsets.
-
-    Returns
-    -------
-    X, y, X_test, y_test : ndarray
-    """
-    n_train = check_count(n_train, "n_train")
-    n_test = check_count(n_test, "n_test")
-    X, y = check_X_y(X, y, allow_nd=True)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("Pass both X_test and y_test, or neither.")
-    split_seed, train_seed, test_seed = spawn_seeds(random_state, 3)
-    if X_test is None:
-        if n_test is not None and n_test >= len(X):
-            raise ValueError(f"n_test={n_test} leaves no training data: X has {len(X)} samples.")
-        X, X_test, y, y_test = train_test_split(
-            X, y, test_size=n_test if n_test is not None else 0.2, random_state=split_seed)
-        n_test = None  # the split already has the requested size
-    else:
-        X_test, y_test = check_X_y(X_test, y_test, allow_nd=True)
-        if X_test.shape[1:] != X.shape[1:]:
-            raise ValueError(f"X_test has samples of shape {X_test.shape[1:]}, but X has "
-                             f"{X.shape[1:]}.")
-    train = _subset(len(X), n_train, "n_train", train_seed)
-    test = _subset(len(X_test), n_test, "n_test", test_seed)
-    return X[train], y[train], X_test[test], y_test[test]
 
 
 def classes_of(y, y_test, given=None):
@@ -198,22 +131,33 @@ class RandomLabelStudy(Study):
     memorizes — while its test accuracy stays at chance (HW1-3 "can a
     network fit random labels", after Zhang et al., 2017).
 
+    The classes are those declared by the estimator's ``classes``, else
+    every label of ``y`` and ``y_test`` (integers such as ``0..9`` or
+    ``{3, 7}``, or strings); the study declares them to the estimator, so
+    uniform draws that miss a class still train a full-width output.
+    ``fit(X, y, X_test=None, y_test=None)`` splits the held-out images off
+    ``(X, y)`` when no ``X_test`` is given.
+
     Parameters
     ----------
     estimator : NeuralClassifier, optional
-        Unfitted template; cloned, never modified.  Default:
-        :func:`default_random_label_classifier` (MLP 784-512-512-10, Adam).
+        Unfitted template, cloned and never modified.  The run trains with
+        its settings exactly, except the labels (what the study varies), the
+        seed, its ``classes`` (declared as above) and ``max_epochs`` /
+        ``lr`` / ``batch_size`` when those are set here.  Default:
+        :func:`default_random_label_classifier` (MLP 784-512-512-10, Adam,
+        lr 1e-3, batch size 128, 60 epochs).
     n_train : int or None, default=5000
         Training images drawn (without replacement) from ``X``; None uses all.
     n_test : int or None, default=2000
         Held-out images drawn from ``X_test`` (or split off ``X`` when
         ``fit`` gets no ``X_test``); None uses all (20% of ``X`` when split).
-    max_epochs : int or None, default=60
-        Epochs; None keeps the estimator's.
-    lr : float or None, default=1e-3
-        Learning rate; None keeps the estimator's.
-    batch_size : int or None, default=128
-        Mini-batch size; None keeps the estimator's.
+    max_epochs : int or None, default=None
+        Epochs, when set (recorded in ``settings_``); None keeps the estimator's.
+    lr : float or None, default=None
+        Learning rate, when set; None keeps the estimator's.
+    batch_size : int or None, default=None
+        Mini-batch size, when set; None keeps the estimator's.
     label_method : {"shuffle", "uniform"}, default="shuffle"
         ``"shuffle"`` permutes the true training labels (the label histogram
         is kept exactly); ``"uniform"`` draws each label uniformly over the
@@ -224,8 +168,8 @@ class RandomLabelStudy(Study):
     random_state : int, RandomState or None, default=0
         Master seed of the subsets, the random labels and the training run;
         the same value gives the same numbers on CPU.
-    device : str, default="cpu"
-        Where the network is trained and evaluated.
+    device : str or None, default=None
+        Where the network is trained and evaluated; None keeps the estimator's.
 
     Attributes
     ----------
@@ -245,19 +189,22 @@ class RandomLabelStudy(Study):
         ``test_loss``, ``test_accuracy``, ``chance_accuracy`` (1 / n_classes)
         and ``fit_time`` (seconds of the training run, evaluation included).
     settings_ : dict
-        Human-readable settings: model, parameter count, optimizer, lr, batch
-        size, epochs, label method, data sizes, seeds.
+        Every training setting of the estimator
+        (:func:`~hw1sk.studies._base.describe_estimator`: optimizer and its
+        arguments, lr, batch size, epochs, ...), the shortcuts set here,
+        model, parameter count, label method, data sizes, seeds.
     y_train_ : ndarray of shape (n_train,)
         True labels of the training subset.
     random_labels_ : ndarray of shape (n_train,)
         The random labels the network was trained on.
     estimator_ : NeuralClassifier or None
-        The fitted network (None when the run diverged).
+        The fitted network of the (single) run; None when it diverged.
     history_ : pandas.DataFrame
         The raw training history (``train_loss``, ``train_acc``, ``test_loss``,
-        ``test_acc``, ``dur``, ...).
+        ``test_acc``, ``dur`` and every column the estimator's callbacks record).
     diverged_ : pandas.DataFrame
-        The run, when its training loss became non-finite.
+        The run (``seed``, ``lr``, ``batch_size``), when its training loss
+        became non-finite.
 
     See Also
     --------
@@ -283,12 +230,25 @@ class RandomLabelStudy(Study):
     ((6, 4), ['epoch', 'split', 'loss', 'accuracy'])
     >>> bool((np.sort(study.random_labels_) == np.sort(study.y_train_)).all())
     True
+    >>> study.settings_["batch_size"], study.settings_["max_epochs"]  # the estimator's, 3 set here
+    (64, 3)
     """
 
-    def __init__(self, estimator=None, n_train=5000, n_test=2000, max_epochs=60, lr=1e-3,
-                 batch_size=128, label_method="shuffle", n_jobs=1, backend="loky",
+    _parameter_constraints = {
+        **Study._parameter_constraints,
+        "n_train": [Interval(Integral, 1, None, closed="left"), None],
+        "n_test": [Interval(Integral, 1, None, closed="left"), None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "label_method": [StrOptions(set(LABEL_METHODS))],
+    }
+    _run_function = staticmethod(_train_random_label_run)
+
+    def __init__(self, estimator=None, n_train=5000, n_test=2000, max_epochs=None, lr=None,
+                 batch_size=None, label_method="shuffle", n_jobs=1, backend="loky",
                  scheduler=None, cache_dir=None, progress=False, random_state=0,
-                 device="cpu"):
+                 device=None):
         self.estimator = estimator
         self.n_train = n_train
         self.n_test = n_test
@@ -304,98 +264,82 @@ class RandomLabelStudy(Study):
         self.random_state = random_state
         self.device = device
 
-    def _template(self, classes):
-        max_epochs = check_count(self.max_epochs, "max_epochs")
-        lr = check_positive(self.lr, "lr")
-        batch_size = check_count(self.batch_size, "batch_size")
-        if self.label_method not in LABEL_METHODS:
-            raise ValueError(f"label_method must be one of {LABEL_METHODS}, "
-                             f"got {self.label_method!r}.")
-        template = clone(self.estimator if self.estimator is not None
-                         else default_random_label_classifier())
-        # all classes declared: uniform draws on a small subset may miss one
-        template.set_params(device=self.device, classes=classes)
-        for name, value in (("max_epochs", max_epochs), ("lr", lr), ("batch_size", batch_size)):
-            if value is not None:
-                template.set_params(**{name: value})
-        return template
-
-    def fit(self, X, y, X_test=None, y_test=None):
-        """Randomize the training labels, train, and score train and test every epoch.
-
-        Parameters
-        ----------
-        X, y : array-like of shape (n_samples, ...) and (n_samples,)
-            Training images and their true labels: integers (``0..9``,
-            ``{3, 7}``) or strings.  The classes are those declared by the
-            estimator's ``classes``, else every label of ``y`` and ``y_test``.
-        X_test, y_test : array-like, optional
-            Held-out images and true labels; default: split off ``(X, y)``.
-
-        Returns
-        -------
-        self : RandomLabelStudy
-        """
-        data_seed, label_seed, run_seed = spawn_seeds(self.random_state, 3)
-        X, y, X_test, y_test = generalization_data(X, y, X_test, y_test, self.n_train,
-                                                   self.n_test, data_seed)
+    # ------------------------------------------------------------------ hooks
+    def _prepare_data(self, X, y, X_test, y_test):
+        data_seed, self._label_seed, self._run_seed = spawn_seeds(self.random_state, 3)
+        # a split of n_test samples, or of 20% when n_test is None
+        data = prepare_data(X, y, X_test, y_test,
+                            test_size=None if self.n_test is not None else 0.2,
+                            n_train=self.n_train, n_test=self.n_test,
+                            seeds=spawn_seeds(data_seed, 3))
         given = getattr(self.estimator, "classes", None) if self.estimator is not None else None
-        classes = classes_of(y, y_test, given)
-        n_classes = len(classes)
-        template = self._template(classes)
-        y_random = _random_class_labels(y, classes, label_seed, self.label_method)
-        self.y_train_, self.random_labels_ = y, y_random
+        self._classes = classes_of(data.y, data.y_test, given)
+        return data
 
-        task = {"estimator": template, "X": X, "y": y_random, "X_test": X_test,
-                "y_test": y_test, "seed": run_seed}
-        (run,) = self._run_tasks(_train_random_label_run, [task], desc="RandomLabelStudy")
+    def _default_estimator(self, data):
+        return default_random_label_classifier()
 
-        columns = ["epoch", "split", "loss", "accuracy"]
-        summary_columns = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
-                           "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
+    def _template_estimator(self, data):
+        template = super()._template_estimator(data)
+        # all classes declared: uniform draws on a small subset may miss one
+        template.set_params(classes=self._classes)
+        shortcuts = {"max_epochs": self.max_epochs, "lr": self.lr, "batch_size": self.batch_size}
+        return template.set_params(**{k: v for k, v in shortcuts.items() if v is not None})
+
+    def _tasks(self, data, template):
+        y_random = _random_class_labels(data.y, self._classes, self._label_seed,
+                                        self.label_method)
+        self.y_train_, self.random_labels_ = data.y, y_random
+        label = {"seed": int(self._run_seed), "lr": template.lr,
+                 "batch_size": template.batch_size}
+        return [(label, {"estimator": template, "X": data.X, "y": y_random,
+                         "X_test": data.X_test, "y_test": data.y_test,
+                         "seed": self._run_seed})]
+
+    def _collect(self, data, template, labels, runs):
+        (run,) = runs
+        self._n_params = None if run is None else int(run["n_params"])
         if run is None:  # diverged: listed in diverged_, nothing to show
             self.estimator_, self.history_ = None, pd.DataFrame()
-            self.results_ = pd.DataFrame(columns=columns)
-            self.summary_ = pd.DataFrame(columns=summary_columns)
-        else:
-            history = run["history"]
-            self.estimator_, self.history_ = run["estimator"], history
-            epoch = history["epoch"].to_numpy()
-            frames = [pd.DataFrame({"epoch": epoch, "split": split,
-                                    "loss": history[f"{split}_loss"].to_numpy(float),
-                                    "accuracy": history[f"{split}_acc"].to_numpy(float)})
-                      for split in ("train", "test")]
-            self.results_ = (pd.concat(frames, ignore_index=True)
-                             .sort_values(["epoch", "split"], kind="stable")
-                             .reset_index(drop=True)[columns])
-            self.summary_ = pd.DataFrame([{
-                "n_train": len(X), "n_test": len(X_test), "n_epochs": len(history),
-                "train_loss": run["train"]["loss"], "train_accuracy": run["train"]["accuracy"],
-                "test_loss": run["test"]["loss"], "test_accuracy": run["test"]["accuracy"],
-                "chance_accuracy": 1.0 / n_classes, "fit_time": run["fit_time"],
-            }], columns=summary_columns)
-        self.settings_ = self._settings(template, run, X, X_test, n_classes, run_seed)
-        return self
+            self.results_ = pd.DataFrame(columns=_COLUMNS)
+            self.summary_ = pd.DataFrame(columns=_SUMMARY_COLUMNS)
+            return
+        history = run["history"]
+        self.estimator_, self.history_ = run["estimator"], history
+        epoch = history["epoch"].to_numpy()
+        frames = [pd.DataFrame({"epoch": epoch, "split": split,
+                                "loss": history[f"{split}_loss"].to_numpy(float),
+                                "accuracy": history[f"{split}_acc"].to_numpy(float)})
+                  for split in ("train", "test")]
+        self.results_ = (pd.concat(frames, ignore_index=True)
+                         .sort_values(["epoch", "split"], kind="stable")
+                         .reset_index(drop=True)[_COLUMNS])
+        self.summary_ = pd.DataFrame([{
+            "n_train": len(data.X), "n_test": len(data.X_test), "n_epochs": len(history),
+            "train_loss": run["train"]["loss"], "train_accuracy": run["train"]["accuracy"],
+            "test_loss": run["test"]["loss"], "test_accuracy": run["test"]["accuracy"],
+            "chance_accuracy": 1.0 / len(self._classes), "fit_time": run["fit_time"],
+        }], columns=_SUMMARY_COLUMNS)
 
-    def _settings(self, template, run, X, X_test, n_classes, run_seed):
-        from ._defaults import describe_module
-
+    def _settings(self, data, template):
+        n_classes, n_params = len(self._classes), self._n_params
         settings = {}
-        if run is not None:
-            settings["model"] = describe_module(run["estimator"].module_)
-            settings["n_params"] = int(run["n_params"])
-        optimizer = template.optimizer
-        settings["optimizer"] = getattr(optimizer, "__name__", type(optimizer).__name__)
-        settings["lr"] = float(template.lr)
-        settings["batch_size"] = int(template.batch_size)
-        settings["max_epochs"] = int(template.max_epochs)
-        settings["label_method"] = self.label_method
-        settings["n_classes"] = n_classes
-        settings["chance_accuracy"] = 1.0 / n_classes
-        settings["n_train"] = int(X.shape[0])
-        settings["n_test"] = int(X_test.shape[0])
-        if run is not None:
-            settings["params per training image"] = round(run["n_params"] / X.shape[0], 1)
-        settings["run seed"] = int(run_seed)
+        if n_params is not None:
+            settings["model"] = describe_module(self.estimator_.module_)
+            settings["n_params"] = n_params
+        settings.update({
+            "varied": "training labels",
+            "max_epochs (set by the study)": self.max_epochs,
+            "lr (set by the study)": self.lr,
+            "batch_size (set by the study)": self.batch_size,
+            "label_method": self.label_method,
+            "n_classes": n_classes,
+            "chance_accuracy": 1.0 / n_classes,
+            "n_train": int(data.X.shape[0]),
+            "n_test": int(data.X_test.shape[0]),
+        })
+        if n_params is not None:
+            settings["params per training image"] = round(n_params / data.X.shape[0], 1)
+        settings["run seed"] = int(self._run_seed)
         settings["random_state"] = self.random_state
         return settings
