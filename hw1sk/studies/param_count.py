@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -11,9 +11,21 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import spawn_seeds
-from ._base import Study, describe_estimator, describe_value, prepare_data, train_run
+from ._base import (
+    SHORTCUT_CONSTRAINTS,
+    Study,
+    apply_shortcuts,
+    describe_estimator,
+    describe_value,
+    prepare_data,
+    shortcut_settings,
+    train_run,
+)
 
 __all__ = ["ParamCountStudy", "default_param_count_classifier", "FAMILIES", "DEFAULT_WIDTHS"]
+
+# the training settings the study sets when asked (None keeps the estimator's)
+_SHORTCUTS = ("max_epochs", "lr", "batch_size")
 
 #: Model families: MLPs of ``depth`` hidden layers, CNNs of ``depth`` convolutions.
 FAMILIES = ("mlp", "cnn")
@@ -208,9 +220,7 @@ class ParamCountStudy(Study):
         "models": [list, tuple, dict, None],
         "family": [StrOptions(set(FAMILIES))],
         "depth": [Interval(Integral, 1, None, closed="left"), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
-        "lr": [Interval(Real, 0, None, closed="neither"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "n_train": [Interval(Integral, 1, None, closed="left"), None],
         "n_test": [Interval(Integral, 1, None, closed="left"), None],
     }
@@ -299,11 +309,7 @@ class ParamCountStudy(Study):
             est = clone(value)
             if self.device is not None:
                 est.set_params(device=self.device)
-        return est.set_params(**self._shortcuts())
-
-    def _shortcuts(self):
-        shortcuts = {"max_epochs": self.max_epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return {k: v for k, v in shortcuts.items() if v is not None}
+        return apply_shortcuts(est, self, _SHORTCUTS)
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):
@@ -323,7 +329,7 @@ class ParamCountStudy(Study):
         return default_param_count_classifier()
 
     def _template_estimator(self, data):
-        return super()._template_estimator(data).set_params(**self._shortcuts())
+        return apply_shortcuts(super()._template_estimator(data), self, _SHORTCUTS)
 
     def _tasks(self, data, template):
         self._built = [self._build(template, *spec) for _, spec in self._specs]
@@ -363,9 +369,7 @@ class ParamCountStudy(Study):
             "models": ", ".join(f"{n}: {counts[n]:,}" if n in counts else f"{n}: diverged"
                                 for n in names),
             "n_models": len(names),
-            "max_epochs (set by the study)": self.max_epochs,
-            "lr (set by the study)": self.lr,
-            "batch_size (set by the study)": self.batch_size,
+            **shortcut_settings(self, _SHORTCUTS),
             "n_train": int(data.X.shape[0]),
             "n_test": int(data.X_test.shape[0]),
             "random_state": self.random_state,

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import time
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import spawn_seeds
-from ._base import Study, prepare_data, train_run
+from ._base import (
+    SHORTCUT_CONSTRAINTS,
+    Study,
+    apply_shortcuts,
+    prepare_data,
+    shortcut_settings,
+    train_run,
+)
 from ._defaults import describe_module
 
 __all__ = ["RandomLabelStudy", "default_random_label_classifier", "LABEL_METHODS"]
+
+# the training settings the study sets when asked (None keeps the estimator's)
+_SHORTCUTS = ("max_epochs", "lr", "batch_size")
 
 #: How the training labels are randomized, see :func:`hw1sk.datasets.random_labels`.
 LABEL_METHODS = ("shuffle", "uniform")
@@ -238,9 +248,7 @@ class RandomLabelStudy(Study):
         **Study._parameter_constraints,
         "n_train": [Interval(Integral, 1, None, closed="left"), None],
         "n_test": [Interval(Integral, 1, None, closed="left"), None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
-        "lr": [Interval(Real, 0, None, closed="neither"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "label_method": [StrOptions(set(LABEL_METHODS))],
     }
     _run_function = staticmethod(_train_random_label_run)
@@ -283,8 +291,7 @@ class RandomLabelStudy(Study):
         template = super()._template_estimator(data)
         # all classes declared: uniform draws on a small subset may miss one
         template.set_params(classes=self._classes)
-        shortcuts = {"max_epochs": self.max_epochs, "lr": self.lr, "batch_size": self.batch_size}
-        return template.set_params(**{k: v for k, v in shortcuts.items() if v is not None})
+        return apply_shortcuts(template, self, _SHORTCUTS)
 
     def _tasks(self, data, template):
         y_random = _random_class_labels(data.y, self._classes, self._label_seed,
@@ -329,9 +336,7 @@ class RandomLabelStudy(Study):
             settings["n_params"] = n_params
         settings.update({
             "varied": "training labels",
-            "max_epochs (set by the study)": self.max_epochs,
-            "lr (set by the study)": self.lr,
-            "batch_size (set by the study)": self.batch_size,
+            **shortcut_settings(self, _SHORTCUTS),
             "label_method": self.label_method,
             "n_classes": n_classes,
             "chance_accuracy": 1.0 / n_classes,
