@@ -1,5 +1,6 @@
 """Tests of hw1sk.studies.deep_shallow (tiny networks and data: a few seconds each)."""
 
+import pickle
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from skorch.callbacks import Callback
 from torch import nn
 
 from hw1sk.datasets import make_function_dataset
@@ -25,6 +27,11 @@ torch.set_num_threads(1)
 
 TINY = dict(n_params=200, depths=(1, 3), max_epochs=25, n_restarts=2, plateau_patience=None,
             backend="sequential")
+
+
+def _timeless(frame):
+    """``results_`` without the epoch durations (the only column that is not reproducible)."""
+    return frame.drop(columns="dur")
 
 
 def _mse(module, X, y):
@@ -128,8 +135,8 @@ def test_fit_equals_fit_functions_for_one_function(function_study):
     X_grid, y_grid = make_function_dataset("sinc", n_samples=60, grid=True)
     single = DeepShallowStudy(**TINY).fit(X, y, X_grid, y_grid, name="sinc")
     both = function_study.results_
-    pd.testing.assert_frame_equal(single.results_,
-                                  both[both["function"] == "sinc"].reset_index(drop=True))
+    sinc = both[both["function"] == "sinc"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_timeless(single.results_), _timeless(sinc))
 
 
 def test_same_random_state_same_numbers_whatever_n_jobs(image_data, image_study):
@@ -137,14 +144,14 @@ def test_same_random_state_same_numbers_whatever_n_jobs(image_data, image_study)
     params = dict(TINY, max_epochs=10)
     a = DeepShallowStudy(**params).fit(X, y)
     b = DeepShallowStudy(**{**params, "backend": "loky"}, n_jobs=2).fit(X, y)
-    pd.testing.assert_frame_equal(a.results_, b.results_)
+    pd.testing.assert_frame_equal(_timeless(a.results_), _timeless(b.results_))
     pd.testing.assert_frame_equal(a.summary_, b.summary_)
     c = DeepShallowStudy(**{**params, "random_state": 1}).fit(X, y)
     assert not np.allclose(a.results_["train_loss"], c.results_["train_loss"])
     # convolutions too (their kernels depend on the thread count, pinned to one per run)
     parallel = clone(image_study).set_params(backend="loky", n_jobs=2).fit(*image_data,
                                                                            name="halves")
-    pd.testing.assert_frame_equal(parallel.results_, image_study.results_)
+    pd.testing.assert_frame_equal(_timeless(parallel.results_), _timeless(image_study.results_))
 
 
 def test_classification_study(image_study, image_data):
@@ -232,7 +239,7 @@ def test_module_instance_class_factory_and_estimator_specs():
     assert not torch.allclose(w0, w1)
     assert study.n_params_["instance"] == study.n_params_["factory"] == 6 * 3 + 1
     assert study.n_params_["class"] == count_params(MLP())
-    assert study.settings_["lr"]["estimator"] == 0.01
+    assert study.settings_["model settings"]["estimator"]["lr"] == 0.01
 
 
 def test_unequal_parameter_counts_warn():
@@ -349,17 +356,21 @@ def test_get_params_clone_and_not_fitted():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"n_restarts": 0}, "n_restarts must be a positive integer"),
-    ({"task": "ranking"}, "task must be one of"),
-    ({"lr": -1.0}, "lr must be a positive number"),
-    ({"max_epochs": 0}, "max_epochs must be a positive integer"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"plateau_tol": 1.5}, "plateau_tol must be a number in"),
-    ({"plateau_patience": -3}, "plateau_patience must be a positive integer"),
+    ({"n_restarts": 0}, "'n_restarts' parameter of DeepShallowStudy"),
+    ({"task": "ranking"}, "'task' parameter of DeepShallowStudy"),
+    ({"lr": -1.0}, "'lr' parameter of DeepShallowStudy"),
+    ({"max_epochs": 0}, "'max_epochs' parameter of DeepShallowStudy"),
+    ({"batch_size": 0}, "'batch_size' parameter of DeepShallowStudy"),
+    ({"plateau_tol": 1.5}, "'plateau_tol' parameter of DeepShallowStudy"),
+    ({"plateau_patience": -3}, "'plateau_patience' parameter of DeepShallowStudy"),
+    ({"test_every": 0}, "'test_every' parameter of DeepShallowStudy"),
+    ({"n_params": 0}, "'n_params' parameter of DeepShallowStudy"),
+    ({"models": ["mlp"]}, "'models' parameter of DeepShallowStudy"),
     ({"models": {}}, "models must be a non-empty dict"),
     ({"models": {"bad": 3}}, r"models\['bad'\] must be"),
     ({"models": {"bad": {"lr": 0.1}}}, "without a 'module' key"),
-    ({"estimator": "adam"}, "estimator must be"),
+    ({"estimator": "adam"}, "'estimator' parameter of DeepShallowStudy"),
+    ({"backend": "spark"}, "'backend' parameter of DeepShallowStudy"),
 ])
 def test_bad_parameters_raise(params, match):
     X = np.linspace(-1, 1, 10)[:, None]
@@ -370,9 +381,9 @@ def test_bad_parameters_raise(params, match):
 def test_bad_data_raise():
     X = np.linspace(-1, 1, 10)[:, None]
     study = DeepShallowStudy(max_epochs=1, backend="sequential")
-    with pytest.raises(ValueError, match="X_test and y_test must be given together"):
+    with pytest.raises(ValueError, match="Pass both X_test and y_test"):
         study.fit(X, X[:, 0], X_test=X)
-    with pytest.raises(ValueError, match="y must be 1-D"):
+    with pytest.raises(ValueError, match="y should be a 1d array"):
         study.fit(X, np.zeros((10, 2)))
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         study.fit(X, X[:5, 0])
@@ -403,3 +414,108 @@ def test_a_cnn_on_non_image_data_says_what_to_change():
     X, y = rng.randn(20, 10).astype(np.float32), rng.randint(0, 2, 20)
     with pytest.raises(ValueError, match="takes images of"):
         NeuralClassifier(module="cnn", max_epochs=1).fit(X, y)
+
+
+# ------------------------------------------- the estimator is the source of truth
+class _Tiny(nn.Module):
+    """A custom module: one linear layer on the flattened input."""
+
+    def __init__(self, n_in=1, n_out=1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+DISTINCT = dict(module=_Tiny, optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                optimizer__weight_decay=1e-3, lr=0.05, max_epochs=2, batch_size=7)
+SEEN = {"optimizer": "SGD", "lr": 0.05, "weight_decay": 1e-3, "momentum": 0.9,
+        "max_epochs": 2, "batch_size": 7, "module": "_Tiny"}
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_trains_with_the_estimators_settings_exactly(task, record_training):
+    from hw1sk.estimators import NeuralClassifier
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 3).astype(np.float32)
+    if task == "regression":
+        y, est = X[:, 0] * 0.5, NeuralRegressor(**DISTINCT)
+    else:
+        y, est = (X[:, 0] > 0).astype(int), NeuralClassifier(**DISTINCT)
+    est.set_params(callbacks=[("record", record_training)])
+    # a given estimator keeps its settings: no full batch, no 20,000 epochs for regression
+    study = DeepShallowStudy(models={"a": _Tiny, "b": {"module": _Tiny}}, estimator=est,
+                             n_restarts=2, backend="sequential").fit(X, y, X[:10], y[:10])
+    assert sorted(study.estimators_) == [("data", m, r) for m in "ab" for r in (0, 1)]
+    for key, net in study.estimators_.items():
+        assert dict(net.callbacks_)["record"].seen_ == SEEN
+        assert net.module_ is study.modules_[key]
+    assert len(study.results_) == 4 * 2
+    for setting, value in [("optimizer", "SGD"), ("optimizer__momentum", 0.9),
+                           ("optimizer__weight_decay", 1e-3), ("lr", 0.05), ("max_epochs", 2),
+                           ("batch_size", 7), ("module", "_Tiny")]:
+        assert study.settings_[setting] == value
+    assert est.get_params()["lr"] == 0.05 and not hasattr(est, "module_")  # never modified
+
+
+def test_shortcuts_and_model_dicts_apply_only_when_set(record_training):
+    X = np.linspace(-1, 1, 30, dtype=np.float32)[:, None]
+    est = NeuralRegressor(**DISTINCT, callbacks=[("record", record_training)])
+    study = DeepShallowStudy(models={"a": _Tiny, "fast": {"module": _Tiny, "lr": 0.2}},
+                             estimator=est, lr=0.01, max_epochs=3, batch_size=5,
+                             backend="sequential").fit(X, X[:, 0])
+    seen = {m: dict(study.estimators_[("data", m, 0)].callbacks_)["record"].seen_
+            for m in ("a", "fast")}
+    assert seen["a"] == {**SEEN, "lr": 0.01, "max_epochs": 3, "batch_size": 5}
+    assert seen["fast"] == {**SEEN, "lr": 0.2, "max_epochs": 3, "batch_size": 5}
+    s = study.settings_
+    assert (s["lr"], s["max_epochs"], s["batch_size"]) == (0.01, 3, 5)
+    assert (s["lr (set by the study)"], s["max_epochs (set by the study)"],
+            s["batch_size (set by the study)"]) == (0.01, 3, 5)
+    assert s["model settings"] == {"fast": {"lr": 0.2}}
+
+
+def test_default_estimator_carries_the_task_defaults(record_training):
+    X = np.linspace(-1, 1, 20, dtype=np.float32)[:, None]
+    study = DeepShallowStudy(models={"lin": {"module": "mlp", "module__hidden": ()}},
+                             plateau_patience=3, backend="sequential").fit(X, X[:, 0] ** 2)
+    assert (study.settings_["batch_size"], study.settings_["max_epochs"],
+            study.settings_["lr"]) == (-1, 20000, 1e-3)
+    assert study.settings_["lr (set by the study)"] is None
+    # the plateau stop ended it long before 20,000 epochs
+    assert study.summary_["stopped_on_plateau"].all()
+
+
+class RecordWeightNorm(Callback):
+    """A user's callback that writes its own history column."""
+
+    def on_epoch_end(self, net, **kwargs):
+        norm = sum(float(p.detach().norm()) for p in net.module_.parameters())
+        net.history.record("weight_norm", norm)
+
+
+def test_results_keep_every_history_column_the_callbacks_record():
+    X = np.linspace(-1, 1, 20, dtype=np.float32)[:, None]
+    est = NeuralRegressor(batch_size=-1, max_epochs=4, callbacks=[("w", RecordWeightNorm())])
+    study = DeepShallowStudy(models={"lin": {"module": "mlp", "module__hidden": ()}},
+                             estimator=est, backend="sequential").fit(X, X[:, 0])
+    assert {"weight_norm", "dur", "train_batch_count"} <= set(study.results_.columns)
+    history = study.estimators_[("data", "lin", 0)].history_
+    np.testing.assert_allclose(study.results_["weight_norm"], history["weight_norm"])
+
+
+def test_a_pickled_study_holds_the_test_data_once(image_data, image_study):
+    study = clone(image_study).set_params(backend="loky", n_jobs=2).fit(*image_data,
+                                                                        name="halves")
+    scorers = [dict(net.callbacks_)["test_score"] for net in study.estimators_.values()]
+    assert len(scorers) == 4 and all(s.X is scorers[0].X and s.y is scorers[0].y
+                                     for s in scorers)
+    copy_ = pickle.loads(pickle.dumps(study))
+    scorers = [dict(net.callbacks_)["test_score"] for net in copy_.estimators_.values()]
+    assert all(s.X is scorers[0].X for s in scorers)
+    X, y, X_test, y_test = image_data
+    for key, net in copy_.estimators_.items():
+        row = study.summary_.set_index(["dataset", "model", "restart"]).loc[key]
+        assert net.score(X_test, y_test) == pytest.approx(row["test_acc"])
