@@ -24,6 +24,7 @@ __all__ = [
     "cnn_for_budget",
     "mlp_n_params",
     "count_params",
+    "cnn_for_budget_flat",
     "make_module",
     "MODEL_ZOO",
 ]
@@ -435,3 +436,52 @@ def resolve_module(module):
             raise ValueError(f"Unknown model {module!r}; choose one of {sorted(MODEL_ZOO)}.")
         return MODEL_ZOO[module]
     return module
+
+
+def cnn_for_budget_flat(n_params=8000, depth=1, in_channels=1, image_size=28, n_out=10,
+                        kernel_size=3, activation="relu"):
+    """A :class:`~hw1sk.models.CNN` of ``depth`` equal-width convolutions and a flattening head.
+
+    Unlike :func:`hw1sk.models.cnn_for_budget` (global average pooling, so a
+    shallow net must spend its budget on very wide convolutions), the last
+    feature map is flattened into the linear output layer: a one-convolution
+    network stays narrow and cheap, and shallow and deep nets of one budget
+    cost about the same to train.
+
+    Parameters
+    ----------
+    n_params : int, default=8000
+        Parameter budget; the channel count whose parameter count is nearest
+        it is chosen.
+    depth : int, default=1
+        Number of convolutions.
+    in_channels, image_size, n_out, kernel_size, activation
+        As in :class:`~hw1sk.models.CNN`.
+
+    Examples
+    --------
+    >>> from hw1sk.models import cnn_for_budget_flat
+    >>> from hw1sk.models import count_params
+    >>> [count_params(cnn_for_budget_flat(8000, d)) for d in (1, 2, 4)]
+    [7890, 8044, 7630]
+    """
+    if not isinstance(n_params, Integral) or isinstance(n_params, bool) or n_params < 1:
+        raise ValueError(f"n_params must be a positive integer, got {n_params!r}.")
+    if not isinstance(depth, Integral) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}.")
+    kwargs = {"in_channels": in_channels, "image_size": image_size, "n_out": n_out,
+              "kernel_size": kernel_size, "activation": activation, "global_pool": False}
+
+    def count(c):
+        # built on the meta device: shapes only, no memory, no initialisation
+        with torch.device("meta"):
+            return count_params(CNN(channels=(c,) * depth, **kwargs))
+
+    lo, hi = 1, 1
+    while count(hi) < n_params:  # the count grows with the channels: bracket, then bisect
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
+    best = min((lo, hi), key=lambda c: (abs(count(c) - n_params), c))
+    return CNN(channels=(best,) * depth, **kwargs)

@@ -14,19 +14,17 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import column_or_1d
-from skorch.callbacks import EarlyStopping
 from torch import nn
 
-from ..estimators import NeuralClassifier, NeuralRegressor
 from ..evaluation import evaluate_estimator
-from ..interrupts import StopTraining
-from ..parameters import count_params
+from ..models import cnn_for_budget_flat
 from ..seeding import spawn_seeds
+from ..training_callbacks import PlateauStopping
+from ._defaults import default_deep_shallow_estimator
 from ._base import (Study, describe_estimator, describe_value, prepare_data, train_run,
                     with_callbacks)
 
@@ -40,112 +38,6 @@ _DEFAULT_MODELS = {"regression": {"n_params": 571, "depths": (1, 4, 7)},
 _PARAM_SPREAD = {"regression": 0.01, "classification": 0.1}
 
 
-class PlateauStopping(EarlyStopping):
-    """skorch's :class:`~skorch.callbacks.EarlyStopping`, cheap over thousands of epochs.
-
-    Stops training when the monitored score has not improved on its last
-    reference value by ``threshold`` (relative by default) for ``patience``
-    epochs.  It reads the current epoch's row directly: skorch's
-    ``history[-1, key]`` walks the whole history, which over 20,000 epochs
-    of a 571-parameter network costs more than the training itself.
-
-    Parameters
-    ----------
-    monitor, patience, threshold, threshold_mode, lower_is_better, sink, load_best
-        As in skorch's ``EarlyStopping``; defaults ``"train_loss"``, 1000,
-        1e-3, ``"rel"``, True, ``print``, False.
-
-    Attributes
-    ----------
-    stopped_epoch_ : int or None
-        The epoch after which training stopped; None if it ran to the end.
-    """
-
-    def __init__(self, monitor="train_loss", patience=1000, threshold=1e-3,
-                 threshold_mode="rel", lower_is_better=True, sink=print, load_best=False):
-        super().__init__(monitor=monitor, patience=patience, threshold=threshold,
-                         threshold_mode=threshold_mode, lower_is_better=lower_is_better,
-                         sink=sink, load_best=load_best)
-
-    def on_train_begin(self, net, **kwargs):
-        super().on_train_begin(net, **kwargs)
-        self.stopped_epoch_ = None
-
-    def on_epoch_end(self, net, **kwargs):
-        row = net.history[-1]
-        if not isinstance(row, Mapping):  # a plain skorch History: its own indexing
-            row = {self.monitor: net.history[-1, self.monitor],
-                   "epoch": net.history[-1, "epoch"]}
-        score = row[self.monitor]
-        if self._is_score_improved(score):
-            self.misses_ = 0
-            self.dynamic_threshold_ = self._calc_new_threshold(score)
-            self.best_epoch_ = row["epoch"]
-            if self.load_best:
-                self.best_model_weights_ = copy.deepcopy(net.module_.state_dict())
-        else:
-            self.misses_ += 1
-        if self.misses_ == self.patience:
-            self.stopped_epoch_ = row["epoch"]
-            if net.verbose:
-                self._sink(f"Stopping since {self.monitor} has not improved in the last "
-                           f"{self.patience} epochs.", verbose=net.verbose)
-            if isinstance(net, (NeuralClassifier, NeuralRegressor)):
-                raise StopTraining  # ours: never mistaken for the user's Ctrl-C
-            raise KeyboardInterrupt  # a plain skorch net knows no other way to stop early
-
-
-def cnn_for_budget_flat(n_params=8000, depth=1, in_channels=1, image_size=28, n_out=10,
-                        kernel_size=3, activation="relu"):
-    """A :class:`~hw1sk.models.CNN` of ``depth`` equal-width convolutions and a flattening head.
-
-    Unlike :func:`hw1sk.models.cnn_for_budget` (global average pooling, so a
-    shallow net must spend its budget on very wide convolutions), the last
-    feature map is flattened into the linear output layer: a one-convolution
-    network stays narrow and cheap, and shallow and deep nets of one budget
-    cost about the same to train.
-
-    Parameters
-    ----------
-    n_params : int, default=8000
-        Parameter budget; the channel count whose parameter count is nearest
-        it is chosen.
-    depth : int, default=1
-        Number of convolutions.
-    in_channels, image_size, n_out, kernel_size, activation
-        As in :class:`~hw1sk.models.CNN`.
-
-    Examples
-    --------
-    >>> from hw1sk.studies.deep_shallow import cnn_for_budget_flat
-    >>> from hw1sk.models import count_params
-    >>> [count_params(cnn_for_budget_flat(8000, d)) for d in (1, 2, 4)]
-    [7890, 8044, 7630]
-    """
-    from ..models import CNN
-
-    if not isinstance(n_params, Integral) or isinstance(n_params, bool) or n_params < 1:
-        raise ValueError(f"n_params must be a positive integer, got {n_params!r}.")
-    if not isinstance(depth, Integral) or isinstance(depth, bool) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}.")
-    kwargs = {"in_channels": in_channels, "image_size": image_size, "n_out": n_out,
-              "kernel_size": kernel_size, "activation": activation, "global_pool": False}
-
-    def count(c):
-        # built on the meta device: shapes only, no memory, no initialisation
-        with torch.device("meta"):
-            return count_params(CNN(channels=(c,) * depth, **kwargs))
-
-    lo, hi = 1, 1
-    while count(hi) < n_params:  # the count grows with the channels: bracket, then bisect
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
-    best = min((lo, hi), key=lambda c: (abs(count(c) - n_params), c))
-    return CNN(channels=(best,) * depth, **kwargs)
-
-
 def _reinitialized_copy(module):
     """A deep copy of ``module`` whose layers are re-initialised (under the caller's seed)."""
     fresh = copy.deepcopy(module)
@@ -153,23 +45,6 @@ def _reinitialized_copy(module):
         if hasattr(sub, "reset_parameters"):
             sub.reset_parameters()
     return fresh
-
-
-def default_deep_shallow_estimator(task):
-    """The estimator of :class:`DeepShallowStudy` when it is given none, for ``task``.
-
-    Regression: a :class:`~hw1sk.estimators.NeuralRegressor`, full batch,
-    20,000 epochs; classification: a :class:`~hw1sk.estimators.NeuralClassifier`,
-    batches of 128, 10 epochs; both Adam with lr 1e-3.
-
-    >>> from hw1sk.studies.deep_shallow import default_deep_shallow_estimator
-    >>> est = default_deep_shallow_estimator("regression")
-    >>> est.batch_size, est.max_epochs, est.lr
-    (-1, 20000, 0.001)
-    """
-    if task == "regression":
-        return NeuralRegressor(max_epochs=20000, lr=1e-3, batch_size=-1)
-    return NeuralClassifier(max_epochs=10, lr=1e-3, batch_size=128)
 
 
 def default_models(task, n_params=None, depths=None):

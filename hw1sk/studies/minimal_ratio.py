@@ -33,7 +33,12 @@ from sklearn.utils.validation import check_X_y
 from ..models import ACTIVATIONS
 from ..seeding import as_seed, spawn_seeds
 from ._base import Study, StudyData, describe_estimator, describe_value, prepare_data, train_run
-from ._defaults import describe_module
+from ._defaults import (
+    MINIMAL_RATIO_ACTIVATION,
+    MINIMAL_RATIO_HIDDEN,
+    default_minimal_ratio_regressor,
+    describe_module,
+)
 
 __all__ = ["MinimalRatioStudy", "minimal_ratio_run"]
 
@@ -44,40 +49,6 @@ RESULT_COLUMNS = (
     "n_zero", "eigen_tol_used", "min_eigenvalue", "max_eigenvalue",
 )
 
-# the default network of the study: 1-20-20-1 tanh (481 parameters on 1-D data)
-_HIDDEN, _ACTIVATION, _EPOCHS, _LR = (20, 20), "tanh", 1000, 1e-2
-
-
-def default_minimal_ratio_regressor(hidden=_HIDDEN, activation=_ACTIVATION, max_epochs=_EPOCHS,
-                                    lr=_LR):
-    """The default network of the HW1-2 minimal-ratio study.
-
-    A :class:`~hw1sk.estimators.NeuralRegressor` MLP (two hidden layers of
-    20 tanh units: 481 parameters on 1-D data), full-batch Adam, lr 1e-2,
-    1000 epochs, MSE.
-
-    Parameters
-    ----------
-    hidden : sequence of int, default=(20, 20)
-    activation : str, default="tanh"
-    max_epochs : int, default=1000
-    lr : float, default=1e-2
-
-    Returns
-    -------
-    estimator : NeuralRegressor (unfitted)
-
-    Examples
-    --------
-    >>> from hw1sk.studies.minimal_ratio import default_minimal_ratio_regressor
-    >>> default_minimal_ratio_regressor().get_params()["batch_size"]
-    -1
-    """
-    from ..estimators import NeuralRegressor
-
-    return NeuralRegressor(module="mlp", module__hidden=tuple(hidden),
-                           module__activation=activation, batch_size=-1,
-                           max_epochs=max_epochs, lr=lr)
 
 
 def minimal_ratio_run(estimator, X, y, seed=0, grad_tol=1e-3, max_grad_steps=50,
@@ -423,8 +394,8 @@ class MinimalRatioStudy(Study):
 
     def _default_estimator(self, data):
         return default_minimal_ratio_regressor(
-            hidden=_HIDDEN if self.hidden is None else _check_hidden(self.hidden),
-            activation=_ACTIVATION if self.activation is None else self.activation)
+            hidden=MINIMAL_RATIO_HIDDEN if self.hidden is None else _check_hidden(self.hidden),
+            activation=MINIMAL_RATIO_ACTIVATION if self.activation is None else self.activation)
 
     def _template_estimator(self, data):
         if self.estimator is not None:

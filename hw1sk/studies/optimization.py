@@ -39,7 +39,7 @@ from ._base import (
     train_run,
     with_callbacks,
 )
-from ._defaults import describe_module
+from ._defaults import default_trajectory_estimator, describe_module
 
 __all__ = ["OptimizationStudy", "default_trajectory_estimator", "trace_run", "score_snapshots"]
 
@@ -48,40 +48,6 @@ _WEIGHT_TRACE = "weight_trace"
 _GRAD_TRACE = "grad_norm_trace"
 
 _GRAD_COLUMNS = ["run", "seed", "iteration", "epoch", "grad_norm", "loss"]
-
-
-def default_trajectory_estimator(regression=False, hidden=(64, 32)):
-    """The estimator of the HW1-2 runs when the study is given none.
-
-    An :class:`~hw1sk.models.MLP` (784-64-32-10 on MNIST: 52,650 parameters)
-    trained with Adam (lr 1e-3), batches of 128, for 30 epochs: eight such
-    runs fit in ten minutes on two CPU cores
-    (``benchmarks/bench_trajectory_study.py``).
-
-    Parameters
-    ----------
-    regression : bool, default=False
-        A :class:`~hw1sk.estimators.NeuralRegressor` (mean squared error)
-        instead of a :class:`~hw1sk.estimators.NeuralClassifier`.
-    hidden : sequence of int, default=(64, 32)
-        Hidden layer widths.
-
-    Returns
-    -------
-    estimator : NeuralClassifier or NeuralRegressor (unfitted)
-
-    Examples
-    --------
-    >>> from hw1sk.studies.optimization import default_trajectory_estimator
-    >>> est = default_trajectory_estimator()
-    >>> est.module__hidden, est.max_epochs, est.batch_size
-    ((64, 32), 30, 128)
-    """
-    from ..estimators import NeuralClassifier, NeuralRegressor
-
-    cls = NeuralRegressor if regression else NeuralClassifier
-    return cls(module="mlp", module__hidden=tuple(hidden), lr=1e-3, batch_size=128,
-               max_epochs=30)
 
 
 # -------------------------------------------------------------------------- one run

@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import spawn_seeds
+from ._defaults import default_param_count_classifier
 from ._base import (
     SHORTCUT_CONSTRAINTS,
     Study,
@@ -44,25 +45,6 @@ _WIDTH_PARAM = {"mlp": "module__hidden", "cnn": "module__channels"}
 
 _COLUMNS = ["name", "family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
             "train_accuracy", "test_accuracy"]
-
-
-def default_param_count_classifier(max_epochs=20):
-    """The default training setup of the parameter-count study.
-
-    A :class:`~hw1sk.estimators.NeuralClassifier` with Adam, lr 1e-3, batch
-    size 128; the study sets its module (family and widths).
-
-    Parameters
-    ----------
-    max_epochs : int, default=20
-
-    Returns
-    -------
-    estimator : NeuralClassifier (unfitted)
-    """
-    from ..estimators import NeuralClassifier
-
-    return NeuralClassifier(module="mlp", lr=1e-3, batch_size=128, max_epochs=max_epochs)
 
 
 def _train_model(estimator, X, y, X_test, y_test, seed):

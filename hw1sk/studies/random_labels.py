@@ -18,7 +18,7 @@ from ._base import (
     shortcut_settings,
     train_run,
 )
-from ._defaults import describe_module
+from ._defaults import default_random_label_classifier, describe_module
 
 __all__ = ["RandomLabelStudy", "default_random_label_classifier", "LABEL_METHODS"]
 
@@ -28,41 +28,9 @@ _SHORTCUTS = ("max_epochs", "lr", "batch_size")
 #: How the training labels are randomized, see :func:`hw1sk.datasets.random_labels`.
 LABEL_METHODS = ("shuffle", "uniform")
 
-# 784-512-512-10 (669,706 parameters): memorizes 5,000 random MNIST labels in ~50 epochs of Adam
-_DEFAULT_HIDDEN = (512, 512)
-
 _COLUMNS = ["epoch", "split", "loss", "accuracy"]
 _SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
                     "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
-
-
-def default_random_label_classifier(max_epochs=60):
-    """The default network of the random-label study.
-
-    A :class:`~hw1sk.estimators.NeuralClassifier` MLP with two hidden layers
-    of 512 ReLU units (784-512-512-10 on MNIST, 669,706 parameters, over 100
-    per training image at the default 5,000 images), Adam, lr 1e-3, batch
-    size 128.
-
-    Parameters
-    ----------
-    max_epochs : int, default=60
-
-    Returns
-    -------
-    estimator : NeuralClassifier (unfitted)
-
-    Examples
-    --------
-    >>> from hw1sk.studies.random_labels import default_random_label_classifier
-    >>> est = default_random_label_classifier()
-    >>> est.module__hidden, est.lr, est.batch_size, est.max_epochs
-    ((512, 512), 0.001, 128, 60)
-    """
-    from ..estimators import NeuralClassifier
-
-    return NeuralClassifier(module="mlp", module__hidden=_DEFAULT_HIDDEN, lr=1e-3,
-                            batch_size=128, max_epochs=max_epochs)
 
 
 def classes_of(y, y_test, given=None):
