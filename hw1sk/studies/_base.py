@@ -361,6 +361,17 @@ class Study(BaseEstimator):
 
     _run_function = None
 
+    def __init__(self, estimator=None, *, n_jobs=1, backend="loky", scheduler=None,
+                 cache_dir=None, progress=False, device=None, random_state=0):
+        self.estimator = estimator
+        self.n_jobs = n_jobs
+        self.backend = backend
+        self.scheduler = scheduler
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.device = device
+        self.random_state = random_state
+
     def fit(self, X, y=None, X_test=None, y_test=None):
         """Run the study on ``(X, y)``; held-out data are split off unless given.
 

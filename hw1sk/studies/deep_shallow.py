@@ -304,8 +304,10 @@ class DeepShallowStudy(Study):
                  plateau_patience=1000, plateau_tol=1e-3, test_every=1, n_jobs=1,
                  backend="loky", scheduler=None, cache_dir=None, progress=False,
                  device=None, random_state=0):
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.models = models
-        self.estimator = estimator
         self.task = task
         self.n_params = n_params
         self.depths = depths
@@ -316,13 +318,6 @@ class DeepShallowStudy(Study):
         self.plateau_patience = plateau_patience
         self.plateau_tol = plateau_tol
         self.test_every = test_every
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.device = device
-        self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, X_test=None, y_test=None, *, name=None):

@@ -216,7 +216,9 @@ class ErrorSurfaceStudy(Study):
                  line_points=41, surface_points=21, extent=None, filter_normalize=True,
                  n_points_per_call=16, n_jobs=1, backend="loky", scheduler=None,
                  cache_dir=None, progress=False, device=None, random_state=0):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.hidden = hidden
         self.directions = directions
         self.every = every
@@ -230,13 +232,6 @@ class ErrorSurfaceStudy(Study):
         self.extent = extent
         self.filter_normalize = filter_normalize
         self.n_points_per_call = n_points_per_call
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.device = device
-        self.random_state = random_state
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):

@@ -186,7 +186,9 @@ class InterpolationStudy(Study):
                  test_size=0.2, recompute_batchnorm=True, n_jobs=1, backend="loky",
                  scheduler=None, cache_dir=None, progress=False, random_state=0,
                  device=None):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.pairs = pairs
         self.batch_sizes = batch_sizes
         self.lrs = lrs
@@ -195,13 +197,6 @@ class InterpolationStudy(Study):
         self.max_epochs = max_epochs
         self.test_size = test_size
         self.recompute_batchnorm = recompute_batchnorm
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.random_state = random_state
-        self.device = device
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):

@@ -326,8 +326,10 @@ class MinimalRatioStudy(Study):
                  grad_tol=1e-3, max_grad_steps=50, grad_optimizer="auto", eigen_tol=None,
                  keep_spectrum=True, n_jobs=1, backend="loky", scheduler=None,
                  cache_dir=None, progress=False, device=None, random_state=0):
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.n_runs = n_runs
-        self.estimator = estimator
         self.function = function
         self.n_samples = n_samples
         self.domain = domain
@@ -340,13 +342,6 @@ class MinimalRatioStudy(Study):
         self.grad_optimizer = grad_optimizer
         self.eigen_tol = eigen_tol
         self.keep_spectrum = keep_spectrum
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.device = device
-        self.random_state = random_state
 
     def fit(self, X=None, y=None):
         """Run the ``n_runs`` train / minimize-gradient / Hessian runs.

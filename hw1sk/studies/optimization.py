@@ -339,7 +339,9 @@ class OptimizationStudy(Study):
                  max_epochs=None, lr=None, batch_size=None, n_train=None, test_every=1,
                  n_jobs=1, backend="loky", scheduler=None, cache_dir=None, progress=False,
                  device=None, random_state=0):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.hidden = hidden
         self.n_runs = n_runs
         self.every = every
@@ -349,13 +351,6 @@ class OptimizationStudy(Study):
         self.batch_size = batch_size
         self.n_train = n_train
         self.test_every = test_every
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.device = device
-        self.random_state = random_state
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):

@@ -212,7 +212,9 @@ class ParamCountStudy(Study):
                  max_epochs=None, lr=None, batch_size=None, n_train=10000, n_test=None,
                  n_jobs=1, backend="loky", scheduler=None, cache_dir=None, progress=False,
                  random_state=0, device=None):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.widths = widths
         self.models = models
         self.family = family
@@ -222,13 +224,6 @@ class ParamCountStudy(Study):
         self.batch_size = batch_size
         self.n_train = n_train
         self.n_test = n_test
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.random_state = random_state
-        self.device = device
 
     # ------------------------------------------------------------- the models
     def _layouts(self):

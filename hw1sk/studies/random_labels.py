@@ -225,20 +225,15 @@ class RandomLabelStudy(Study):
                  batch_size=None, label_method="shuffle", n_jobs=1, backend="loky",
                  scheduler=None, cache_dir=None, progress=False, random_state=0,
                  device=None):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.n_train = n_train
         self.n_test = n_test
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
         self.label_method = label_method
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.random_state = random_state
-        self.device = device
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):

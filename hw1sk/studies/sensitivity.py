@@ -222,7 +222,9 @@ class SensitivityStudy(Study):
                  sharpness_restarts=3, hessian_top=True, hessian_max_iter=50,
                  test_size=0.2, n_jobs=1, backend="loky", scheduler=None, cache_dir=None,
                  progress=False, random_state=0, device=None):
-        self.estimator = estimator
+        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
+                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
+                         device=device, random_state=random_state)
         self.batch_sizes = batch_sizes
         self.lr = lr
         self.max_epochs = max_epochs
@@ -236,13 +238,6 @@ class SensitivityStudy(Study):
         self.hessian_top = hessian_top
         self.hessian_max_iter = hessian_max_iter
         self.test_size = test_size
-        self.n_jobs = n_jobs
-        self.backend = backend
-        self.scheduler = scheduler
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self.random_state = random_state
-        self.device = device
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):
