@@ -104,13 +104,11 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
               score=True):
     """One traced training run: weight snapshots, gradient norms, history (a sweep task).
 
-    A module-level function so that it pickles into joblib and dask workers.
     Appends :class:`~hw1sk.callbacks.WeightTrace` (every ``every`` epochs)
-    and :class:`~hw1sk.callbacks.GradNormTrace` to a clone of ``estimator``,
-    trains it with :func:`~hw1sk.studies._base.train_run` (seed ``seed``,
-    every other setting as given) and, when the last epoch is not a multiple
-    of ``every``, adds the final parameters as a last snapshot, so that every
-    trajectory ends at the trained model.
+    and :class:`~hw1sk.callbacks.GradNormTrace` to a clone of ``estimator``
+    and trains it with :func:`~hw1sk.studies._base.train_run` (seed
+    ``seed``, every other setting as given); every trajectory ends at the
+    trained model (a last snapshot is added when needed).
 
     Parameters
     ----------
@@ -119,10 +117,9 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
         Training data (class labels of any kind, or float targets).
     X_test, y_test : ndarray, optional
         Held-out data, scored every ``test_every`` epochs.
-    seed : int, default=0
+    seed, test_every : int, default=0, 1
     every : int, default=3
         Snapshot period in epochs (epoch 0, the initial weights, included).
-    test_every : int, default=1
     score : bool, default=True
         Score every snapshot on ``(X, y)`` (exact full-data loss and accuracy
         at the snapshot's parameters, eval mode); otherwise the snapshots get
@@ -131,19 +128,16 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
     Returns
     -------
     run : dict
-        ``snapshots`` (float32, ``(n_snapshots, n_params)``), ``epochs``,
-        ``loss``, ``accuracy`` (per snapshot), ``grad_norms`` (DataFrame of
-        :meth:`GradNormTrace.to_frame`), ``history`` (DataFrame, every
-        column the callbacks recorded), ``train``, ``test`` (final scores),
-        ``n_params``, ``layer_slices``, ``estimator`` (the fitted one),
-        ``module`` and ``criterion`` (the trained ones, on the CPU) and
-        ``targets`` (``y`` as the criterion takes it: class indices through
-        the fitted ``classes_``, or float columns).
+        What :func:`~hw1sk.studies._base.train_run` returns, plus
+        ``snapshots`` (``(n_snapshots, n_params)``), their ``epochs``,
+        ``loss`` and ``accuracy``, ``grad_norms`` (a DataFrame),
+        ``layer_slices``, the trained ``module`` and ``criterion`` (on the
+        CPU) and ``targets`` (``y`` as the criterion takes it).
 
     Raises
     ------
     hw1sk.sweep.RunDiverged
-        When the training loss became non-finite.
+        When the training diverged.
     """
     from ..callbacks import GradNormTrace, WeightTrace
 
