@@ -113,10 +113,8 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
     Parameters
     ----------
     estimator : NeuralClassifier or NeuralRegressor (unfitted template)
-    X, y : ndarray
-        Training data (class labels of any kind, or float targets).
-    X_test, y_test : ndarray, optional
-        Held-out data, scored every ``test_every`` epochs.
+    X, y, X_test, y_test : ndarray
+        Training data and (optional) held-out data, scored every ``test_every`` epochs.
     seed, test_every : int, default=0, 1
     every : int, default=3
         Snapshot period in epochs (epoch 0, the initial weights, included).
@@ -152,15 +150,10 @@ def trace_run(estimator, X, y, X_test=None, y_test=None, seed=0, every=3, test_e
     if score:
         losses, accuracies = score_snapshots(module, criterion, snapshots, X, targets)
     return {
-        **run,
-        "snapshots": snapshots,
-        "epochs": np.asarray(epochs, dtype=int),
-        "loss": np.asarray(losses, dtype=float),
-        "accuracy": np.asarray(accuracies, dtype=float),
+        **run, "snapshots": snapshots, "epochs": np.asarray(epochs, dtype=int),
+        "loss": np.asarray(losses, dtype=float), "accuracy": np.asarray(accuracies, dtype=float),
         "grad_norms": dict(fitted.callbacks_)[_GRAD_TRACE].to_frame(),
-        "layer_slices": dict(layer_slices(module)),
-        "module": module,
-        "criterion": criterion,
+        "layer_slices": dict(layer_slices(module)), "module": module, "criterion": criterion,
         "targets": targets,
     }
 
