@@ -77,7 +77,12 @@ def experiment_settings(exp_id, profile="quick", overrides=None) -> dict:
     """The study parameters of one experiment under a profile, with ``overrides`` on top.
 
     Keys starting with ``data_`` size the data (or are passed to the fit);
-    the others are study parameters.
+    the others are study parameters.  ``"estimator"`` is a spec of the
+    item's estimator (see :func:`hw1sk.hw1_items.estimator_from_spec`): the
+    one place that names its model, optimizer with its arguments, lr,
+    epochs and batch size.  An ``"estimator"`` override without ``"kind"``
+    changes only the settings it names (``{"estimator": {"lr": 1e-2}}``);
+    with ``"kind"`` it replaces the spec.
 
     Raises
     ------
@@ -89,7 +94,14 @@ def experiment_settings(exp_id, profile="quick", overrides=None) -> dict:
         raise ValueError(f"unknown item {exp_id!r}; choose from: {', '.join(EXPERIMENTS)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(PROFILES)}")
-    return {**PROFILES[profile][exp_id], **(overrides or {})}
+    settings = dict(PROFILES[profile][exp_id])
+    for key, value in (overrides or {}).items():
+        base = settings.get(key)
+        if (key == "estimator" and isinstance(value, dict) and isinstance(base, dict)
+                and "kind" not in value):
+            value = {**base, **value}  # change some of the profile's estimator settings
+        settings[key] = value
+    return settings
 
 
 def build_experiment_study(exp_id, profile="quick", *, data_home=None, n_jobs=1,

@@ -26,18 +26,67 @@ from .studies.param_count import ParamCountStudy
 from .studies.random_labels import RandomLabelStudy
 from .studies.sensitivity import SensitivityStudy
 
-__all__ = []
+__all__ = ["estimator_from_spec"]
 
 # study parameters every study takes from the run context
 _CONTEXT_KEYS = ("n_jobs", "backend", "scheduler", "cache_dir", "progress", "device",
                  "random_state")
 
 
+def estimator_from_spec(spec):
+    """The estimator a profile names: ``{"kind": "classifier" | "regressor", **parameters}``.
+
+    The parameters are the estimator's own (``module``, ``module__hidden``,
+    ``lr``, ``max_epochs``, ``batch_size``, ``optimizer__weight_decay``, ...);
+    ``optimizer`` is the name of a ``torch.optim`` class (``"Adam"``,
+    ``"SGD"``), so that a profile stays plain, printable data.
+
+    Examples
+    --------
+    >>> from hw1sk.hw1_items import estimator_from_spec
+    >>> est = estimator_from_spec({"kind": "regressor", "optimizer": "SGD",
+    ...                            "optimizer__momentum": 0.9, "lr": 0.1})
+    >>> type(est).__name__, est.optimizer.__name__, est.optimizer__momentum
+    ('NeuralRegressor', 'SGD', 0.9)
+    """
+    import torch
+
+    from .estimators import NeuralClassifier, NeuralRegressor
+
+    params = dict(spec)
+    kind = params.pop("kind", "classifier")
+    if kind not in ("classifier", "regressor"):
+        raise ValueError(f"an estimator spec's kind must be 'classifier' or 'regressor', "
+                         f"got {kind!r}.")
+    if isinstance(params.get("optimizer"), str):
+        name = params["optimizer"]
+        if not isinstance(getattr(torch.optim, name, None), type):
+            raise ValueError(f"optimizer {name!r} is not a torch.optim class.")
+        params["optimizer"] = getattr(torch.optim, name)
+    return (NeuralClassifier if kind == "classifier" else NeuralRegressor)(**params)
+
+
 def _study_kwargs(settings, context):
-    """The profile's study parameters plus the run context (context wins)."""
+    """The profile's study parameters (its estimator built) plus the run context (context wins)."""
     kwargs = {k: v for k, v in settings.items() if not k.startswith("data_")}
+    if isinstance(kwargs.get("estimator"), dict):
+        kwargs["estimator"] = estimator_from_spec(kwargs["estimator"])
     kwargs.update({k: context[k] for k in _CONTEXT_KEYS})
     return kwargs
+
+
+def _spec(kind, **params):
+    """An estimator spec of a profile (Adam unless ``optimizer`` says otherwise)."""
+    return {"kind": kind, "optimizer": "Adam", **params}
+
+
+# the networks of the items, by the studies that use them (the studies' defaults)
+_TRAJECTORY = {"module": "mlp", "module__hidden": (64, 32), "lr": 1e-3, "batch_size": 128}
+_RANDOM_LABEL = {"module": "mlp", "module__hidden": (512, 512), "lr": 1e-3, "batch_size": 128}
+_PARAM_COUNT = {"module": "mlp", "lr": 1e-3, "batch_size": 128}
+_FLATNESS = {"module": "mlp", "module__hidden": (128,), "lr": 1e-3, "batch_size": 64}
+_MINIMAL_RATIO = {"module": "mlp", "module__hidden": (20, 20), "module__activation": "tanh",
+                  "lr": 1e-2, "batch_size": -1}
 
 
 @functools.lru_cache(maxsize=8)
@@ -107,11 +156,11 @@ register(
     Experiment("1-1-functions", "Deep vs shallow: fitting 1-D functions with "
                "parameter-matched MLPs", needs_mnist=False, build=_build_functions,
                render=_render_functions, fit_method="fit_functions"),
-    quick={"depths": (1, 4, 7), "max_epochs": 4000, "lr": 1e-2, "n_restarts": 2,
-           "plateau_patience": 500, "data_functions": ("sinc", "sign"),
+    quick={"depths": (1, 4, 7), "n_restarts": 2, "plateau_patience": 500,
+           "estimator": _spec("regressor", lr=1e-2, max_epochs=4000, batch_size=-1), "data_functions": ("sinc", "sign"),
            "data_n_samples": 300, "data_n_grid": 400},
-    full={"depths": (1, 4, 7), "max_epochs": 20000, "lr": 1e-3, "n_restarts": 3,
-          "plateau_patience": 1000, "data_functions": ("sinc", "sign"),
+    full={"depths": (1, 4, 7), "n_restarts": 3, "plateau_patience": 1000,
+          "estimator": _spec("regressor", lr=1e-3, max_epochs=20000, batch_size=-1), "data_functions": ("sinc", "sign"),
           "data_n_samples": 1000, "data_n_grid": 1000},
 )
 
@@ -128,9 +177,11 @@ register(
                build=_mnist_builder(DeepShallowStudy, False,
                                     name="MNIST"),
                render=_render_training),
-    quick={"depths": (1, 2, 4), "max_epochs": 4, "lr": 3e-3, "batch_size": 64,
+    quick={"depths": (1, 2, 4),
+           "estimator": _spec("classifier", lr=3e-3, max_epochs=4, batch_size=64),
            "data_n_train": 6000, "data_n_test": 2000},
-    full={"depths": (1, 2, 4), "max_epochs": 10, "lr": 1e-3, "batch_size": 128,
+    full={"depths": (1, 2, 4),
+          "estimator": _spec("classifier", lr=1e-3, max_epochs=10, batch_size=128),
           "data_n_train": None, "data_n_test": None},
 )
 
@@ -159,10 +210,12 @@ register(
     Experiment("1-1-cifar10", "Deep vs shallow: shallow and deep CNNs and DNNs on "
                "CIFAR-10 (when its data is there)", needs_mnist=False,
                build=_build_cifar10, render=_render_training),
-    quick={"depths": (1, 2, 4), "n_params": 30000, "max_epochs": 2, "lr": 3e-3,
-           "batch_size": 64, "data_n_train": 2000, "data_n_test": 1000},
-    full={"depths": (1, 2, 4), "n_params": 30000, "max_epochs": 20, "lr": 1e-3,
-          "batch_size": 128, "data_n_train": None, "data_n_test": None},
+    quick={"depths": (1, 2, 4), "n_params": 30000,
+           "estimator": _spec("classifier", lr=3e-3, max_epochs=2, batch_size=64),
+           "data_n_train": 2000, "data_n_test": 1000},
+    full={"depths": (1, 2, 4), "n_params": 30000,
+          "estimator": _spec("classifier", lr=1e-3, max_epochs=20, batch_size=128),
+          "data_n_train": None, "data_n_test": None},
 )
 
 
@@ -181,9 +234,11 @@ register(
                "joint PCA (whole model and one layer)", needs_mnist=True,
                build=_mnist_builder(OptimizationStudy, True,
                                     with_test=False), render=_render_trajectory),
-    quick={"n_runs": 8, "every": 3, "max_epochs": 15, "hidden": (64, 32),
+    quick={"n_runs": 8, "every": 3,
+           "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=15),
            "data_n_train": 6000},
-    full={"n_runs": 8, "every": 3, "max_epochs": 30, "hidden": (64, 32),
+    full={"n_runs": 8, "every": 3,
+          "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=30),
           "data_n_train": None},
 )
 
@@ -206,10 +261,14 @@ def _render_gradient_norm(study):
 register(
     Experiment("1-2-gradient-norm", "Optimization: gradient norm and loss per iteration",
                needs_mnist=False, build=_build_gradient_norm, render=_render_gradient_norm),
-    quick={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 3000,
-           "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 200},
-    full={"n_runs": 1, "hidden": (16, 16), "every": 100, "max_epochs": 5000,
-          "batch_size": -1, "lr": 3e-3, "data_function": "sinc", "data_n_samples": 1000},
+    quick={"n_runs": 1, "every": 100,
+           "estimator": _spec("regressor", module="mlp", module__hidden=(16, 16), lr=3e-3,
+                              batch_size=-1, max_epochs=3000),
+           "data_function": "sinc", "data_n_samples": 200},
+    full={"n_runs": 1, "every": 100,
+          "estimator": _spec("regressor", module="mlp", module__hidden=(16, 16), lr=3e-3,
+                             batch_size=-1, max_epochs=5000),
+          "data_function": "sinc", "data_n_samples": 1000},
 )
 
 
@@ -230,8 +289,8 @@ register(
     Experiment("1-2-minimal-ratio", "Optimization: minimal ratio of the Hessian at points "
                "of near-zero gradient, against the loss", needs_mnist=False,
                build=_build_minimal_ratio, render=_render_minimal_ratio),
-    quick={"n_runs": 20, "train_epochs": 1000},
-    full={"n_runs": 100},
+    quick={"n_runs": 20, "estimator": _spec("regressor", **_MINIMAL_RATIO, max_epochs=1000)},
+    full={"n_runs": 100, "estimator": _spec("regressor", **_MINIMAL_RATIO, max_epochs=1000)},
 )
 
 
@@ -247,10 +306,12 @@ register(
                "trained model, with its trajectory", needs_mnist=True,
                build=_mnist_builder(ErrorSurfaceStudy, True,
                                     with_test=False), render=_render_error_surface),
-    quick={"directions": "pca", "max_epochs": 10, "n_eval": 2000, "surface_points": 21,
-           "line_points": 41, "data_n_train": 6000},
-    full={"directions": "pca", "max_epochs": 30, "n_eval": 10000, "surface_points": 31,
-          "line_points": 61, "data_n_train": None},
+    quick={"directions": "pca", "n_eval": 2000, "surface_points": 21, "line_points": 41,
+           "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=10),
+           "data_n_train": 6000},
+    full={"directions": "pca", "n_eval": 10000, "surface_points": 31, "line_points": 61,
+          "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=30),
+          "data_n_train": None},
 )
 
 
@@ -266,8 +327,10 @@ register(
                needs_mnist=True,
                build=_mnist_builder(RandomLabelStudy, True),
                render=_render_random_labels),
-    quick={"n_train": 2000, "n_test": 1000, "max_epochs": 40},
-    full={"n_train": 5000, "n_test": 2000, "max_epochs": 60},
+    quick={"n_train": 2000, "n_test": 1000,
+           "estimator": _spec("classifier", **_RANDOM_LABEL, max_epochs=40)},
+    full={"n_train": 5000, "n_test": 2000,
+          "estimator": _spec("classifier", **_RANDOM_LABEL, max_epochs=60)},
 )
 
 
@@ -284,9 +347,10 @@ register(
                "loss and accuracy", needs_mnist=True,
                build=_mnist_builder(ParamCountStudy, True),
                render=_render_param_count),
-    quick={"widths": (2, 4, 6, 8, 12, 16, 32, 64, 128, 256), "max_epochs": 10,
-           "n_train": 3000, "n_test": 2000},
-    full={"widths": None, "max_epochs": 20, "n_train": 10000, "n_test": None},
+    quick={"widths": (2, 4, 6, 8, 12, 16, 32, 64, 128, 256), "n_train": 3000, "n_test": 2000,
+           "estimator": _spec("classifier", **_PARAM_COUNT, max_epochs=10)},
+    full={"widths": None, "n_train": 10000, "n_test": None,
+          "estimator": _spec("classifier", **_PARAM_COUNT, max_epochs=20)},
 )
 
 
@@ -303,8 +367,10 @@ register(
                "two minima (batch size and learning rate pairs)", needs_mnist=True,
                build=_mnist_builder(InterpolationStudy, False),
                render=_render_interpolation),
-    quick={"max_epochs": 5, "data_n_train": 6000, "data_n_test": 2000},
-    full={"max_epochs": 5, "data_n_train": None, "data_n_test": None},
+    quick={"estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
+           "data_n_train": 6000, "data_n_test": 2000},
+    full={"estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
+          "data_n_train": None, "data_n_test": None},
 )
 
 
@@ -323,7 +389,9 @@ register(
                "vs batch size", needs_mnist=True,
                build=_mnist_builder(SensitivityStudy, False),
                render=_render_sensitivity),
-    quick={"max_epochs": 5, "n_eval": 500, "sharpness_steps": 10, "sharpness_restarts": 2,
-           "hessian_max_iter": 30, "data_n_train": 6000, "data_n_test": 2000},
-    full={"max_epochs": 5, "n_eval": 1000, "data_n_train": None, "data_n_test": None},
+    quick={"n_eval": 500, "sharpness_steps": 10, "sharpness_restarts": 2, "hessian_max_iter": 30,
+           "estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
+           "data_n_train": 6000, "data_n_test": 2000},
+    full={"n_eval": 1000, "estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
+          "data_n_train": None, "data_n_test": None},
 )

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from hw1sk.experiments import (
@@ -61,11 +62,11 @@ def test_selection_by_prefix_and_errors():
 def test_full_profile_has_the_assignments_sizes():
     full = PROFILES["full"]
     assert full["1-2-trajectory"]["n_runs"] == 8 and full["1-2-trajectory"]["every"] == 3
-    assert full["1-2-trajectory"]["max_epochs"] == 30
+    assert full["1-2-trajectory"]["estimator"]["max_epochs"] == 30
     assert full["1-2-trajectory"]["data_n_train"] is None  # full MNIST
     assert full["1-2-minimal-ratio"]["n_runs"] == 100
     assert len(full["1-1-functions"]["depths"]) >= 3
-    assert full["1-1-functions"]["max_epochs"] == 20000
+    assert full["1-1-functions"]["estimator"]["max_epochs"] == 20000
     # >= 10 models for parameter count, >= 5 batch sizes for sensitivity (study defaults)
     from hw1sk.studies.param_count import DEFAULT_WIDTHS
     from hw1sk.studies.sensitivity import SensitivityStudy
@@ -78,7 +79,33 @@ def test_full_profile_has_the_assignments_sizes():
 def test_overrides_go_on_top_of_the_profile():
     settings = experiment_settings("1-2-minimal-ratio", "quick", {"n_runs": 3})
     assert settings["n_runs"] == 3
-    assert settings["train_epochs"] == PROFILES["quick"]["1-2-minimal-ratio"]["train_epochs"]
+    assert settings["estimator"] == PROFILES["quick"]["1-2-minimal-ratio"]["estimator"]
+    # an estimator override changes the settings it names, and only those
+    changed = experiment_settings("1-2-minimal-ratio", "quick", {"estimator": {"lr": 0.5}})
+    assert changed["estimator"] == {**settings["estimator"], "lr": 0.5}
+    replaced = experiment_settings("1-2-minimal-ratio", "quick",
+                                   {"estimator": {"kind": "regressor", "lr": 0.5}})
+    assert replaced["estimator"] == {"kind": "regressor", "lr": 0.5}
+
+
+def test_every_profile_names_its_items_training_settings():
+    # the one place an item's training settings stand: model, optimizer, lr, epochs, batch
+    for profile in PROFILES.values():
+        for exp_id, settings in profile.items():
+            spec = settings["estimator"]
+            assert {"kind", "optimizer", "lr", "max_epochs", "batch_size"} <= set(spec), exp_id
+            assert not {"lr", "max_epochs", "batch_size", "hidden"} & set(settings), exp_id
+
+
+def test_the_profiles_estimator_is_the_one_the_study_trains(mnist_data_home):
+    from hw1sk.experiments import build_experiment_study
+
+    study, _ = build_experiment_study("1-3-sensitivity", "quick", data_home=mnist_data_home)
+    est = study.estimator
+    spec = PROFILES["quick"]["1-3-sensitivity"]["estimator"]
+    assert type(est).__name__ == "NeuralClassifier" and est.optimizer is torch.optim.Adam
+    assert (est.lr, est.max_epochs, est.batch_size) == (spec["lr"], spec["max_epochs"],
+                                                        spec["batch_size"])
 
 
 def test_context_reaches_the_study(mnist_data_home):

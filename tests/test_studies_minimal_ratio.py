@@ -214,8 +214,7 @@ def test_params_and_clone():
     ({"estimator": "mlp"}, "'estimator' parameter of MinimalRatioStudy"),
     ({"backend": "spark"}, "'backend' parameter of MinimalRatioStudy"),
     ({"function": "cosine"}, "Unknown function"),
-    ({"estimator": NeuralRegressor(), "hidden": (3,)}, "hidden=.* builds the default estimator"),
-    ({"estimator": NeuralRegressor(), "activation": "relu"}, "set its module__activation"),
+    ({"hidden": (3, 0)}, "hidden must be a sequence of positive integers"),
 ])
 def test_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):
@@ -327,3 +326,15 @@ def test_classifier_ending_in_softmax_uses_the_nets_loss():
     row = study.results_.iloc[0]
     assert row["loss"] > 0 and row["loss"] == pytest.approx(row["train_loss"], rel=1e-5)
     _census_is_complete(study)
+
+
+def test_hidden_and_activation_shortcuts_set_the_estimators_module():
+    from hw1sk.estimators import NeuralRegressor as Regressor
+
+    est = Regressor(module="mlp", batch_size=-1, max_epochs=5)
+    study = MinimalRatioStudy(estimator=est, hidden=(3,), activation="relu", n_runs=1,
+                              n_samples=20, max_grad_steps=2, backend="sequential").fit()
+    net = study.estimators_[0]
+    assert net.module__hidden == (3,) and net.module__activation == "relu"
+    assert study.settings_["module__hidden"] == "(3,)" or study.settings_["module__hidden"] == (3,)
+    assert est.get_params()["module"] == "mlp" and "module__hidden" not in est.get_params()

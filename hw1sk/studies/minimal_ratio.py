@@ -32,10 +32,16 @@ from sklearn.utils.validation import check_X_y
 
 from ..models import ACTIVATIONS
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, StudyData, describe_estimator, describe_value, prepare_data, train_run
+from ._base import (
+    Study,
+    StudyData,
+    apply_shortcuts,
+    describe_estimator,
+    describe_value,
+    prepare_data,
+    train_run,
+)
 from ._defaults import (
-    MINIMAL_RATIO_ACTIVATION,
-    MINIMAL_RATIO_HIDDEN,
     default_minimal_ratio_regressor,
     describe_module,
 )
@@ -151,14 +157,6 @@ def _run(estimator, X, y, seed, grad_tol, max_grad_steps, grad_optimizer, eigen_
     }
 
 
-def _check_hidden(hidden):
-    """``hidden`` as a tuple of positive widths (empty: a linear model)."""
-    widths = tuple(hidden)
-    if not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1 for w in widths):
-        raise ValueError(f"hidden must be a sequence of positive integers, got {hidden!r}.")
-    return tuple(int(w) for w in widths)
-
-
 class MinimalRatioStudy(Study):
     """HW1-2: minimal ratio of the Hessian vs loss at points of near-zero gradient.
 
@@ -203,14 +201,14 @@ class MinimalRatioStudy(Study):
     domain : (float, float), default=(-1.0, 1.0)
         Interval of the generated ``x``.
     hidden : sequence of int or None, default=None
-        Hidden widths of the default estimator's MLP (None: ``(20, 20)``,
-        481 parameters on 1-D data).  Only with ``estimator=None``; with an
-        estimator, set its ``module__hidden``.
+        Hidden widths, when set: the estimator's ``module__hidden`` (the
+        default estimator's MLP has ``(20, 20)``, 481 parameters on 1-D
+        data).  None keeps the estimator's.
     activation : str or None, default=None
-        Activation of the default estimator's MLP, a name of
-        :data:`hw1sk.models.ACTIVATIONS` (None: ``"tanh"``; a smooth
-        activation keeps the Hessian well defined).  Only with
-        ``estimator=None``.
+        Activation, when set: the estimator's ``module__activation``, a name
+        of :data:`hw1sk.models.ACTIVATIONS` (the default is ``"tanh"``; a
+        smooth activation keeps the Hessian well defined).  None keeps the
+        estimator's.
     train_epochs : int or None, default=None
         Training epochs of every run, when set (recorded in ``settings_``);
         None keeps the estimator's (1000 for the default one).
@@ -388,20 +386,15 @@ class MinimalRatioStudy(Study):
         return prepare_data(X, y, random_state=self._master)
 
     def _default_estimator(self, data):
-        return default_minimal_ratio_regressor(
-            hidden=MINIMAL_RATIO_HIDDEN if self.hidden is None else _check_hidden(self.hidden),
-            activation=MINIMAL_RATIO_ACTIVATION if self.activation is None else self.activation)
+        return default_minimal_ratio_regressor()
 
     def _template_estimator(self, data):
-        if self.estimator is not None:
-            for name in ("hidden", "activation"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name}={getattr(self, name)!r} builds the default "
-                                     f"estimator only; with an estimator, set its "
-                                     f"module__{name} instead.")
-        template = super()._template_estimator(data)
-        shortcuts = {"max_epochs": self.train_epochs, "lr": self.lr}
-        return template.set_params(**{k: v for k, v in shortcuts.items() if v is not None})
+        template = apply_shortcuts(super()._template_estimator(data), self, ("hidden", "lr"))
+        if self.activation is not None:
+            template.set_params(module__activation=self.activation)
+        if self.train_epochs is not None:
+            template.set_params(max_epochs=self.train_epochs)
+        return template
 
     def _tasks(self, data, template):
         self._seeds = spawn_seeds(self._master, self.n_runs)
