@@ -20,7 +20,8 @@ from sklearn.utils.validation import check_array, check_consistent_length
 from torch import nn
 
 __all__ = ["check_module", "module_dtype", "module_device", "eval_mode", "working_module",
-           "as_input_tensor", "as_target_tensor", "module_and_data", "check_batch_size"]
+           "as_input_tensor", "as_target_tensor", "module_and_data", "check_batch_size",
+           "check_finite"]
 
 
 def check_module(module, require_parameters=False):
@@ -93,7 +94,8 @@ def eval_mode(module):
             m.training = training
 
 
-def _check_finite(t, name):
+def check_finite(t, name):
+    """ValueError when the floating tensor ``t`` holds NaN or infinity."""
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"Input {name} contains NaN or infinity.")
 
@@ -113,7 +115,7 @@ def _tensor(a, name, ensure_2d):
             )
         if t.shape[0] < 1:
             raise ValueError(f"{name} has 0 samples; at least 1 is required.")
-        _check_finite(t, name)
+        check_finite(t, name)
         return t
     a = np.ascontiguousarray(check_array(a, ensure_2d=ensure_2d, allow_nd=True, dtype=None,
                                          input_name=name))

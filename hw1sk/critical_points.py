@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._inputs import check_module, eval_mode, module_dtype
 from .curvature import (
     _check_float_dtype,
     _check_int,
-    _check_module,
     _check_positive_real,
-    _eval_mode,
     _hvp_hessian,
     _linear_chain,
     _loss_and_gradient,
-    _module_dtype,
     _prepare,
     _structured_hessian,
 )
@@ -87,10 +85,9 @@ def _levenberg_marquardt(theta, loss_fn, hessian_fn, criterion, tol, max_steps, 
     """
     def grad_at(t):
         t = t.detach().requires_grad_(True)
-        loss, g = _loss_and_gradient(loss_fn, t, criterion)
-        return float(loss.detach()), g.detach()
+        return _loss_and_gradient(loss_fn, t, criterion)[1].detach()
 
-    loss, g = grad_at(theta)
+    g = grad_at(theta)
     norm = float(torch.linalg.vector_norm(g))
     history.append(norm)
     mu, steps = None, 0
@@ -103,7 +100,7 @@ def _levenberg_marquardt(theta, loss_fn, hessian_fn, criterion, tol, max_steps, 
         for _ in range(30):  # raise mu until the step lowers ||g||
             step = -U @ (lam / (lam ** 2 + mu) * proj)
             new_theta = theta + step
-            new_loss, new_g = grad_at(new_theta)
+            new_g = grad_at(new_theta)
             new_norm = float(torch.linalg.vector_norm(new_g))
             if math.isfinite(new_norm) and new_norm < norm:
                 accepted = True
@@ -112,7 +109,7 @@ def _levenberg_marquardt(theta, loss_fn, hessian_fn, criterion, tol, max_steps, 
         if not accepted:
             break
         steps += 1
-        theta, loss, g, norm = new_theta, new_loss, new_g, new_norm
+        theta, g, norm = new_theta, new_g, new_norm
         mu = max(mu / _LM_DOWN, 1e-300)
         history.append(norm)
     return theta, steps
@@ -237,7 +234,7 @@ def minimize_gradient_norm(module, criterion, X, y, tol=1e-3, max_steps=None, lr
         raise ValueError(f"optimizer must be one of {('auto',) + _OPTIMIZERS}, got {optimizer!r}.")
     tol = _check_positive_real(tol, "tol")
     max_exact_params = _check_int(max_exact_params, "max_exact_params")
-    own_dtype = _module_dtype(_check_module(module))
+    own_dtype = module_dtype(check_module(module, require_parameters=True))
     # a private copy: the Newton path writes trial parameters into it
     work, Xw, yw = _prepare(copy.deepcopy(module), criterion, X, y, _check_float_dtype(dtype))
     P = sum(p.numel() for p in work.parameters())
@@ -250,7 +247,7 @@ def minimize_gradient_norm(module, criterion, X, y, tol=1e-3, max_steps=None, lr
         lr = {"newton": 1.0, "lbfgs": 1.0, "adam": 1e-3}[optimizer]
     lr = _check_positive_real(lr, "lr")
     history = []
-    with _eval_mode(work):
+    with eval_mode(work):
         loss_fn, theta = functional_loss(work, criterion, Xw, yw)
         if optimizer == "newton":
             structured = _linear_chain(work) is not None
@@ -269,7 +266,7 @@ def minimize_gradient_norm(module, criterion, X, y, tol=1e-3, max_steps=None, lr
     assign_flat_parameters(module, theta.to(own_dtype))
     # the verdict is measured on the caller's module, in its own precision
     _, Xo, yo = _prepare(module, criterion, X, y, own_dtype)
-    with _eval_mode(module):
+    with eval_mode(module):
         loss_fn, theta_o = functional_loss(module, criterion, Xo, yo)
         loss, g = _loss_and_gradient(loss_fn, theta_o.requires_grad_(True), criterion)
     final = float(torch.linalg.vector_norm(g))

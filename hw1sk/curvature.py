@@ -27,9 +27,7 @@ Hessian-vector products.
 
 from __future__ import annotations
 
-import copy
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -38,6 +36,16 @@ import torch
 from sklearn.utils.validation import check_array, check_consistent_length
 from torch import nn
 
+from ._inputs import (
+    as_input_tensor,
+    as_target_tensor,
+    check_finite,
+    check_module,
+    eval_mode,
+    module_device,
+    module_dtype,
+    working_module,
+)
 from .models import ACTIVATIONS, MLP
 from .parameters import flatten_parameters, functional_loss
 from .seeding import torch_generator
@@ -60,26 +68,10 @@ _EIGEN_METHODS = ("lanczos", "power")
 # --------------------------------------------------------------------------- #
 # input checks and module handling
 # --------------------------------------------------------------------------- #
-def _check_module(module):
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}.")
-    if not any(True for _ in module.parameters()):
-        raise ValueError("module has no parameters; there is nothing to differentiate.")
-    return module
-
-
 def _check_criterion(criterion):
     if not callable(criterion):
         raise TypeError(f"criterion must be callable(output, y), got {criterion!r}.")
     return criterion
-
-
-def _module_dtype(module):
-    return next(module.parameters()).dtype
-
-
-def _module_device(module):
-    return next(module.parameters()).device
 
 
 def _check_float_dtype(dtype, name="dtype"):
@@ -88,71 +80,14 @@ def _check_float_dtype(dtype, name="dtype"):
     return dtype
 
 
-def _working_copy(module, dtype):
-    """``module`` itself when its parameters are already ``dtype``, else a converted copy.
-
-    Nothing here writes to parameters, so sharing the caller's module is safe.
-    """
-    if all(p.dtype == dtype for p in module.parameters()):
-        return module
-    return copy.deepcopy(module).to(dtype)
-
-
-@contextmanager
-def _eval_mode(module):
-    """Put ``module`` in eval mode and restore every submodule's flag on exit."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in flags:
-            m.training = training
-
-
-def _check_finite(t, name):
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"Input {name} contains NaN or infinity.")
-
-
-def _as_tensor(a, name, dtype, device, ensure_2d):
-    """``a`` (array-like or tensor) as a detached tensor; floats become ``dtype``."""
-    if isinstance(a, torch.Tensor):
-        t = a.detach()
-        if t.ndim == 0:
-            raise ValueError(f"Expected {name} with a sample axis, got a scalar tensor.")
-        if ensure_2d and t.ndim < 2:
-            raise ValueError(
-                f"Expected {name} with at least 2 dimensions (n_samples, ...), got shape "
-                f"{tuple(t.shape)}. Reshape your data either using X.reshape(-1, 1) if "
-                "your data has a single feature or X.reshape(1, -1) if it contains a "
-                "single sample."
-            )
-        if t.shape[0] < 1:
-            raise ValueError(f"{name} has 0 samples; at least 1 is required.")
-        _check_finite(t, name)
-    else:
-        t = torch.from_numpy(np.ascontiguousarray(check_array(
-            a, ensure_2d=ensure_2d, allow_nd=True, dtype=None, input_name=name,
-        )))
-    if t.is_floating_point():
-        t = t.to(dtype)
-    elif t.dtype != torch.bool and name == "X":
-        t = t.to(dtype)  # integer pixels or features feed a floating network
-    elif t.dtype != torch.bool:
-        t = t.to(torch.int64)  # class labels, as cross-entropy expects
-    return t.to(device)
-
-
 def _prepare(module, criterion, X, y, dtype):
     """The working module (in ``dtype``) and the data as tensors on its device."""
-    _check_module(module)
+    check_module(module, require_parameters=True)
     _check_criterion(criterion)
-    dtype = _module_dtype(module) if dtype is None else _check_float_dtype(dtype)
-    work = _working_copy(module, dtype)
-    device = _module_device(work)
-    X = _as_tensor(X, "X", dtype, device, ensure_2d=True)
-    y = _as_tensor(y, "y", dtype, device, ensure_2d=False)
+    dtype = module_dtype(module) if dtype is None else _check_float_dtype(dtype)
+    work, device = working_module(module, dtype=dtype)
+    X = as_input_tensor(X, dtype, device)
+    y = as_target_tensor(y, dtype, device)
     check_consistent_length(X, y)
     return work, X, y
 
@@ -529,7 +464,7 @@ def loss_hessian(module, criterion, X, y, dtype=torch.float64, method="auto", ch
     if chunk_size is not None:
         chunk_size = _check_int(chunk_size, "chunk_size")
     work, X, y = _prepare(module, criterion, X, y, _check_float_dtype(dtype))
-    with _eval_mode(work):
+    with eval_mode(work):
         H = None
         if method in ("auto", "structured"):
             H = _structured_hessian(work, criterion, X, y, chunk_size)
@@ -681,7 +616,7 @@ def gradient_norm(module, criterion, X, y, dtype=None):
     norm : float
     """
     work, X, y = _prepare(module, criterion, X, y, dtype)
-    with _eval_mode(work):
+    with eval_mode(work):
         loss_fn, theta = functional_loss(work, criterion, X, y)
         _, g = _loss_and_gradient(loss_fn, theta.requires_grad_(True), criterion)
     return float(torch.linalg.vector_norm(g))
@@ -753,9 +688,9 @@ def hessian_vector_product(module, criterion, X, y, v, dtype=None, batch_size=No
     v = torch.as_tensor(v).detach()
     if v.shape != (P,):
         raise ValueError(f"v has shape {tuple(v.shape)}, expected ({P},) for this module.")
-    _check_finite(v, "v")
-    v = v.to(dtype=_module_dtype(work), device=_module_device(work))
-    with _eval_mode(work):
+    check_finite(v, "v")
+    v = v.to(dtype=module_dtype(work), device=module_device(work))
+    with eval_mode(work):
         return _HessianOperator(work, criterion, X, y, batch_size)(v)
 
 
@@ -914,7 +849,7 @@ def top_hessian_eigenvalues(module, criterion, X, y, k=1, method="lanczos", max_
     if k > P:
         raise ValueError(f"k={k} is larger than the number of parameters ({P}).")
     gen = torch_generator(random_state)
-    with _eval_mode(work):
+    with eval_mode(work):
         op = _HessianOperator(work, criterion, X, y, batch_size)
         like = op.theta.detach()
         solver = _lanczos if method == "lanczos" else _power
