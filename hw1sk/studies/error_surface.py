@@ -35,8 +35,8 @@ from ._base import (
     shortcut_settings,
     subset_indices,
 )
-from ._defaults import describe_module
-from .optimization import default_trajectory_estimator, score_snapshots, trace_run
+from ._defaults import default_trajectory_estimator, describe_module
+from .optimization import score_snapshots, trace_run
 
 __all__ = ["ErrorSurfaceStudy"]
 
