@@ -19,3 +19,19 @@ def test_readme_python_blocks_run(mnist_data_home, monkeypatch):
     assert 0.0 < namespace["hessian_minimal_ratio"](
         namespace["reg"].module_, namespace["nn"].MSELoss(), namespace["Xf"],
         namespace["yf"]).ratio < 1.0
+
+
+def test_the_two_commands_are_make_targets_and_ci_runs_the_test_one():
+    import shutil
+    import subprocess
+
+    root = README.parent
+    text = README.read_text(encoding="utf-8")
+    commands = re.findall(r"^make (\w+)\s", text, re.M)
+    assert commands[:2] == ["report", "test"]
+    assert "make test" in (root / ".ci" / "run").read_text(encoding="utf-8")
+    if shutil.which("make"):
+        for target in commands[:2]:  # a dry run: the rules exist and resolve
+            out = subprocess.run(["make", "-n", target], cwd=root, capture_output=True,
+                                 text=True, check=True).stdout
+            assert ("hw1sk report" if target == "report" else "-m pytest") in out
