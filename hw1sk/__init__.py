@@ -34,6 +34,7 @@ _EXPORTS = {
     "WeightTrace": "callbacks",
     "GradNormTrace": "callbacks",
     "StopTraining": "interrupts",
+    "SeedEnsemble": "ensemble",
     # curvature and generalization measures
     "loss_hessian": "curvature",
     "hessian_eigenvalues": "curvature",
@@ -41,6 +42,9 @@ _EXPORTS = {
     "hessian_minimal_ratio": "curvature",
     "top_hessian_eigenvalues": "curvature",
     "minimize_gradient_norm": "critical_points",
+    "hessian_trace": "stochastic_curvature",
+    "hessian_spectral_density": "stochastic_curvature",
+    "exact_spectral_density": "stochastic_curvature",
     "input_jacobian_norm": "generalization",
     "loss_input_gradient_norm": "generalization",
     "sharpness": "generalization",

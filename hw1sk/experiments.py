@@ -24,7 +24,12 @@ __all__ = ["EXPERIMENTS", "PROFILES", "Experiment", "ExperimentResult", "Experim
 
 @dataclass
 class ExperimentResult:
-    """What one experiment produced: figures, tables, settings and headline numbers."""
+    """What one experiment produced: figures, tables, settings, headline numbers, findings.
+
+    ``findings`` holds the item's :class:`hw1sk.findings.Finding` list: claims
+    computed from its fitted study, each with its expectation and verdict
+    (empty for a skipped or failed item, or one without a findings function).
+    """
 
     id: str
     title: str
@@ -38,6 +43,7 @@ class ExperimentResult:
     wall_time: float = 0.0
     skipped: bool = False
     error: str | None = None  # set when the experiment raised: "<type>: <message>"
+    findings: list = field(default_factory=list)
 
 
 def select_experiments(only=None) -> list:
@@ -165,12 +171,13 @@ def fit_experiment_study(exp_id, profile="quick", **kwargs):
 
 
 def run_experiment(exp_id, profile="quick", **kwargs) -> ExperimentResult:
-    """Fit one experiment's study and render its figures and tables.
+    """Fit one experiment's study, render its figures and tables, compute its findings.
 
     An experiment whose data is missing comes back ``skipped``; one that
     raises while it fits or renders comes back with ``error`` set (and the
     runs that diverged before, if any), so that a report still shows the
-    other items.
+    other items.  A findings function that raises gives one
+    ``"inconclusive"`` finding saying so (:func:`hw1sk.findings.safe_findings`).
 
     Parameters
     ----------
@@ -204,6 +211,10 @@ def run_experiment(exp_id, profile="quick", **kwargs) -> ExperimentResult:
         result.settings.update(getattr(study, "settings_", {}))
         result.numbers = None if result.error else getattr(study, "summary_", None)
         result.diverged = getattr(study, "diverged_", None)
+        if exp.findings is not None and not (result.error or result.skipped):
+            from .findings import safe_findings
+
+            result.findings = safe_findings(exp.findings, study, exp_id)
     result.wall_time = time.perf_counter() - start
     return result
 

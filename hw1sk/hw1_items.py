@@ -16,6 +16,7 @@ import functools
 
 import pandas as pd
 
+from . import findings
 from .registry import Experiment, ExperimentSkipped, register
 from .studies.deep_shallow import DeepShallowStudy
 from .studies.error_surface import ErrorSurfaceStudy
@@ -155,7 +156,8 @@ def _render_functions(study):
 register(
     Experiment("1-1-functions", "Deep vs shallow: fitting 1-D functions with "
                "parameter-matched MLPs", needs_mnist=False, build=_build_functions,
-               render=_render_functions, fit_method="fit_functions"),
+               render=_render_functions, fit_method="fit_functions",
+               findings=findings.deep_shallow_findings),
     quick={"depths": (1, 4, 7), "n_restarts": 2, "plateau_patience": 500,
            "estimator": _spec("regressor", lr=1e-2, max_epochs=4000, batch_size=-1), "data_functions": ("sinc", "sign"),
            "data_n_samples": 300, "data_n_grid": 400},
@@ -176,7 +178,7 @@ register(
                "size on MNIST", needs_mnist=True,
                build=_mnist_builder(DeepShallowStudy, False,
                                     name="MNIST"),
-               render=_render_training),
+               render=_render_training, findings=findings.deep_shallow_findings),
     quick={"depths": (1, 2, 4),
            "estimator": _spec("classifier", lr=3e-3, max_epochs=4, batch_size=64),
            "data_n_train": 6000, "data_n_test": 2000},
@@ -209,7 +211,8 @@ def _build_cifar10(settings, context):
 register(
     Experiment("1-1-cifar10", "Deep vs shallow: shallow and deep CNNs and DNNs on "
                "CIFAR-10 (when its data is there)", needs_mnist=False,
-               build=_build_cifar10, render=_render_training),
+               build=_build_cifar10, render=_render_training,
+               findings=findings.deep_shallow_findings),
     quick={"depths": (1, 2, 4), "n_params": 30000,
            "estimator": _spec("classifier", lr=3e-3, max_epochs=2, batch_size=64),
            "data_n_train": 2000, "data_n_test": 1000},
@@ -233,7 +236,8 @@ register(
     Experiment("1-2-trajectory", "Optimization: weight trajectories of 8 runs under one "
                "joint PCA (whole model and one layer)", needs_mnist=True,
                build=_mnist_builder(OptimizationStudy, True,
-                                    with_test=False), render=_render_trajectory),
+                                    with_test=False), render=_render_trajectory,
+               findings=findings.trajectory_findings),
     quick={"n_runs": 8, "every": 3,
            "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=15),
            "data_n_train": 6000},
@@ -260,7 +264,8 @@ def _render_gradient_norm(study):
 
 register(
     Experiment("1-2-gradient-norm", "Optimization: gradient norm and loss per iteration",
-               needs_mnist=False, build=_build_gradient_norm, render=_render_gradient_norm),
+               needs_mnist=False, build=_build_gradient_norm, render=_render_gradient_norm,
+               findings=findings.gradient_norm_findings),
     quick={"n_runs": 1, "every": 100,
            "estimator": _spec("regressor", module="mlp", module__hidden=(16, 16), lr=3e-3,
                               batch_size=-1, max_epochs=3000),
@@ -288,7 +293,8 @@ def _render_minimal_ratio(study):
 register(
     Experiment("1-2-minimal-ratio", "Optimization: minimal ratio of the Hessian at points "
                "of near-zero gradient, against the loss", needs_mnist=False,
-               build=_build_minimal_ratio, render=_render_minimal_ratio),
+               build=_build_minimal_ratio, render=_render_minimal_ratio,
+               findings=findings.minimal_ratio_findings),
     quick={"n_runs": 20, "estimator": _spec("regressor", **_MINIMAL_RATIO, max_epochs=1000)},
     full={"n_runs": 100, "estimator": _spec("regressor", **_MINIMAL_RATIO, max_epochs=1000)},
 )
@@ -305,7 +311,8 @@ register(
     Experiment("1-2-error-surface", "Optimization (bonus): the error surface around a "
                "trained model, with its trajectory", needs_mnist=True,
                build=_mnist_builder(ErrorSurfaceStudy, True,
-                                    with_test=False), render=_render_error_surface),
+                                    with_test=False), render=_render_error_surface,
+               findings=findings.error_surface_findings),
     quick={"directions": "pca", "n_eval": 2000, "surface_points": 21, "line_points": 41,
            "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=10),
            "data_n_train": 6000},
@@ -326,7 +333,7 @@ register(
     Experiment("1-3-random-labels", "Generalization: fitting random labels (memorization)",
                needs_mnist=True,
                build=_mnist_builder(RandomLabelStudy, True),
-               render=_render_random_labels),
+               render=_render_random_labels, findings=findings.random_label_findings),
     quick={"n_train": 2000, "n_test": 1000,
            "estimator": _spec("classifier", **_RANDOM_LABEL, max_epochs=40)},
     full={"n_train": 5000, "n_test": 2000,
@@ -346,7 +353,7 @@ register(
     Experiment("1-3-param-count", "Generalization: number of parameters vs train and test "
                "loss and accuracy", needs_mnist=True,
                build=_mnist_builder(ParamCountStudy, True),
-               render=_render_param_count),
+               render=_render_param_count, findings=findings.param_count_findings),
     quick={"widths": (2, 4, 6, 8, 12, 16, 32, 64, 128, 256), "n_train": 3000, "n_test": 2000,
            "estimator": _spec("classifier", **_PARAM_COUNT, max_epochs=10)},
     full={"widths": None, "n_train": 10000, "n_test": None,
@@ -366,7 +373,7 @@ register(
     Experiment("1-3-interpolation", "Flatness vs generalization: interpolation between "
                "two minima (batch size and learning rate pairs)", needs_mnist=True,
                build=_mnist_builder(InterpolationStudy, False),
-               render=_render_interpolation),
+               render=_render_interpolation, findings=findings.interpolation_findings),
     quick={"estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
            "data_n_train": 6000, "data_n_test": 2000},
     full={"estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
@@ -388,7 +395,7 @@ register(
     Experiment("1-3-sensitivity", "Flatness vs generalization: sensitivity and sharpness "
                "vs batch size", needs_mnist=True,
                build=_mnist_builder(SensitivityStudy, False),
-               render=_render_sensitivity),
+               render=_render_sensitivity, findings=findings.sensitivity_findings),
     quick={"n_eval": 500, "sharpness_steps": 10, "sharpness_restarts": 2, "hessian_max_iter": 30,
            "estimator": _spec("classifier", **_FLATNESS, max_epochs=5),
            "data_n_train": 6000, "data_n_test": 2000},

@@ -31,6 +31,8 @@ class Experiment:
     build: Callable  # (settings: dict, context: dict) -> (study, fit_kwargs)
     render: Callable  # (study) -> (figures: dict, tables: dict)
     fit_method: str = "fit"  # the study's method that runs the experiment
+    #: (study, item=id) -> list of hw1sk.findings.Finding; None: the item has no findings
+    findings: Callable | None = None
 
 
 EXPERIMENTS: dict = {}

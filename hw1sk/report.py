@@ -173,12 +173,48 @@ def contents_frame(results) -> pd.DataFrame:
                         columns=["item", "title", "status", "figures", "wall time (s)"])
 
 
+#: The columns of the findings summary that opens the report.
+_SUMMARY_COLUMNS = ["item", "claim", "verdict", "evidence"]
+
+
+def _findings_summary(results):
+    """HTML and Markdown parts of the table of every item's findings (empty when none)."""
+    from .findings import VERDICTS, findings_frame
+
+    found = [f for res in results for f in res.findings]
+    if not found:
+        return [], []
+    frame = findings_frame(found)[_SUMMARY_COLUMNS]
+    counts = frame["verdict"].value_counts()
+    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in VERDICTS) + "."
+    return (["<h2>Findings</h2>", f"<p>{html.escape(tally)}</p>", frame.to_html(index=False)],
+            ["## Findings", "", tally, "", _markdown_table(frame, max_rows=len(frame)), ""])
+
+
+def _item_findings(findings):
+    """HTML and Markdown parts of one item's findings section (empty when none)."""
+    if not findings:
+        return [], []
+    html_parts, md_parts = ["<h3>Findings</h3>", "<ul>"], ["### Findings", ""]
+    for f in findings:
+        lines = [("Expected", f"{f.expectation} ({f.reference})"), ("Evidence", f.evidence),
+                 ("Reason", f.reason)]
+        html_parts.append(
+            f"<li><b>{html.escape(f.verdict)}</b>: {html.escape(f.claim)}"
+            + "".join(f"<br>{k}: {html.escape(v)}" for k, v in lines) + "</li>")
+        md_parts.append(f"- **{f.verdict}**: {f.claim}")
+        md_parts += [f"  - {k}: {v}" for k, v in lines]
+    return html_parts + ["</ul>"], md_parts + [""]
+
+
 def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta=None):
     """Write every figure (PNG, SVG), table (CSV), ``report.html`` and ``report.md``.
 
     Parameters
     ----------
     results : list of hw1sk.experiments.ExperimentResult
+        Their ``findings`` open the report as one table (item, claim,
+        verdict, evidence) and end each item's section in full.
     out_dir : str or Path
     title : str
     meta : dict, optional
@@ -219,6 +255,9 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         f"<h1>{html.escape(title)}</h1>",
     ]
     md_parts = [f"# {title}", ""]
+    summary_html, summary_md = _findings_summary(results)
+    html_parts += summary_html
+    md_parts += summary_md
     if meta:
         meta_frame = _settings_frame(meta)
         html_parts.append(meta_frame.to_html(index=False))
@@ -270,6 +309,9 @@ def write_report(results, out_dir, title="hw1sk: Deep Learning HW1 report", meta
         if tables_note:
             html_parts.append(f"<p>Full tables: {html.escape(tables_note)}</p>")
             md_parts += [f"Full tables: {tables_note}", ""]
+        item_html, item_md = _item_findings(res.findings)
+        html_parts += item_html
+        md_parts += item_md
     html_parts.append("</body></html>")
     html_path, md_path = out / "report.html", out / "report.md"
     _atomic_write_text(html_path, "\n".join(html_parts))

@@ -14,6 +14,7 @@ from hw1sk.experiments import (
     run_experiment,
     select_experiments,
 )
+from hw1sk.findings import INCONCLUSIVE, Finding
 
 # Every HW1 item of the brief, by the id it has in the report.
 HW1_ITEMS = ["1-1-functions", "1-1-mnist", "1-1-cifar10", "1-2-trajectory",
@@ -132,6 +133,10 @@ def test_every_item_renders_figures_tables_settings(exp_id, mnist_data_home):
         assert result.settings[key] == (own[key] if key in own else value)
     assert isinstance(result.numbers, pd.DataFrame) and len(result.numbers)
     assert result.wall_time > 0
+    # findings computed from the fitted study, never its fallback for a findings error
+    assert result.findings and all(isinstance(f, Finding) for f in result.findings)
+    assert all(f.item == exp_id and "could not be computed" not in f.claim
+               for f in result.findings), [f.reason for f in result.findings]
     import matplotlib.pyplot as plt
 
     plt.close("all")
@@ -182,3 +187,28 @@ def test_an_empty_selector_is_an_error_not_every_item(selector):
         select_experiments([selector])
     with pytest.raises(ValueError, match="empty item"):
         select_experiments(["1-2", selector])
+
+
+def test_a_findings_function_that_raises_never_loses_the_item(monkeypatch):
+    import dataclasses
+
+    def broken(study, item):
+        raise KeyError("no_such_column")
+
+    exp_id = "1-2-minimal-ratio"
+    monkeypatch.setitem(EXPERIMENTS, exp_id,
+                        dataclasses.replace(EXPERIMENTS[exp_id], findings=broken))
+    result = run_experiment(exp_id, "quick", seed=0, backend="sequential",
+                            overrides=TINY[exp_id])
+    assert result.error is None and result.figures
+    (finding,) = result.findings
+    assert finding.verdict == INCONCLUSIVE and finding.item == exp_id
+    assert "KeyError" in finding.reason and "no_such_column" in finding.reason
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_a_skipped_item_has_no_findings(tmp_path):
+    result = run_experiment("1-1-cifar10", "quick", data_home=str(tmp_path), seed=0)
+    assert result.skipped and result.findings == []

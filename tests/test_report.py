@@ -162,3 +162,54 @@ def test_a_manifest_never_deletes_outside_the_report_naming(tmp_path):
     (out / ".hw1sk_manifest.json").write_text("not json")
     write_report([_item("1-x")], out)  # an unreadable manifest is a manifest of nothing
     assert all(path.read_text() == "user" for path in victims)
+
+
+# ---------------------------------------------------------------------------
+# findings: a summary table first, each item's findings at its end
+
+def _with_findings():
+    from hw1sk.findings import Finding
+
+    results = _results()
+    results[0].findings = [
+        Finding("1-x-ok", "The loss falls 2x <b>fast</b>.", "The loss falls.", "HW1-x",
+                "reproduced", "loss 0.5 -> 0.25", "the ratio 0.5 is below 0.9"),
+        Finding("1-x-ok", "The gap grows (rho = 0.3, n = 4).", "The gap grows.", "Paper 2017",
+                "inconclusive", "rho = 0.3, p = 0.7, n = 4", "only 4 points: at least 5"),
+    ]
+    results[1].findings = [Finding("1-x-diverged", "Runs end apart.", "Apart.", "HW1-y",
+                                   "not reproduced", "min distance 0.01", "close")]
+    return results
+
+
+def test_the_report_opens_with_a_summary_of_every_finding(tmp_path):
+    paths = write_report(_with_findings(), tmp_path, meta={"profile": "quick"})
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    assert md.index("## Findings") < md.index("## Contents") < md.index("## 1-x-ok")
+    assert "1 reproduced, 1 not reproduced, 1 inconclusive." in md
+    assert "| item | claim | verdict | evidence |" in md
+    assert "| 1-x-ok | The gap grows (rho = 0.3, n = 4). | inconclusive | rho = 0.3, p = 0.7, n = 4 |" in md
+    assert "| 1-x-diverged | Runs end apart. | not reproduced | min distance 0.01 |" in md
+    assert html.index("<h2>Findings</h2>") < html.index("<h2>Contents</h2>")
+    # claims are escaped in the summary table and in the item's section
+    assert "<b>fast</b>" not in html and html.count("&lt;b&gt;fast&lt;/b&gt;") == 2
+
+
+def test_each_item_ends_with_its_findings(tmp_path):
+    paths = write_report(_with_findings(), tmp_path)
+    md, html = paths["markdown"].read_text(), paths["html"].read_text()
+    ok = md[md.index("## 1-x-ok"):md.index("## 1-x-diverged")]
+    assert ok.rstrip().endswith("- Reason: only 4 points: at least 5")
+    assert "- **reproduced**: The loss falls 2x <b>fast</b>." in ok
+    assert "  - Expected: The loss falls. (HW1-x)" in ok and "  - Evidence: loss 0.5 -> 0.25" in ok
+    assert ok.index("### Measured") < ok.index("### Findings")
+    section = html[html.index("id='1-x-diverged'"):html.index("id='1-x-skipped'")]
+    assert "<li><b>not reproduced</b>: Runs end apart.<br>Expected: Apart. (HW1-y)" in section
+    # an item without findings (skipped, failed) has no findings section, no summary rows
+    skipped = md[md.index("## 1-x-skipped"):]
+    assert "### Findings" not in skipped
+
+
+def test_a_report_without_findings_has_no_findings_table(tmp_path):
+    md = write_report(_results(), tmp_path)["markdown"].read_text()
+    assert "## Findings" not in md and "### Findings" not in md

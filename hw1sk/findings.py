@@ -1,0 +1,647 @@
+"""Findings: claims computed from a fitted study's results, with expectations and verdicts.
+
+Each HW1 item of the report ends with its findings.  A finding states what
+the numbers show (the *claim*, with the numbers in it), the *expectation* it
+tests (from the assignment or the paper in *reference*), and a *verdict*:
+``"reproduced"``, ``"not reproduced"`` or ``"inconclusive"``, with the
+*reason* (too few runs, overlapping spreads, a rank correlation that is not
+significant, a difference below a stated threshold, ...).  Nothing here is
+fixed text about the results: every claim, evidence and verdict is computed
+from the study's fitted attributes (``results_``, ``summary_``, ...).
+
+There is one function per kind of item; each takes the fitted study (and the
+item's id) and returns a list of :class:`Finding`.  The thresholds are the
+module's constants below, so that a reader finds them in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Finding", "VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE",
+           "findings_frame", "safe_findings", "deep_shallow_findings",
+           "trajectory_findings", "gradient_norm_findings", "minimal_ratio_findings",
+           "error_surface_findings", "random_label_findings", "param_count_findings",
+           "interpolation_findings", "sensitivity_findings"]
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+#: Significance level of every rank-correlation test.
+ALPHA = 0.05
+#: Restarts per model needed before the spread across restarts is judged (1-1).
+MIN_RESTARTS = 3
+#: Converged runs needed for the loss / minimal-ratio correlation (1-2).
+MIN_CONVERGED = 10
+#: Models (1-3 parameter count) and batch sizes (1-3 sensitivity) needed for a correlation.
+MIN_MODELS = 5
+MIN_BATCH_SIZES = 5
+#: Part of the iterations compared at the start and at the end of training (1-2).
+EDGE_FRACTION = 0.1
+#: Relative change of the gradient norm below which it neither "falls" nor "rises".
+GRAD_CHANGE = 0.1
+#: Endpoint distances, relative to a run's travel in the PCA plane, that count as
+#: "apart" (above) or "together" (below); explained variance that makes "together" final.
+APART, PLANE_VARIANCE = 0.1, 0.9
+#: Excess of the trained point's loss over the surface minimum, relative to the surface's
+#: range: at most ``AT_MINIMUM`` it is the minimum, above ``OFF_MINIMUM`` it is not.
+AT_MINIMUM, OFF_MINIMUM = 0.01, 0.05
+#: Memorization (1-3 random labels): train accuracy at least, test accuracy above chance at most.
+MEMORIZED, CHANCE_MARGIN = 0.9, 0.05
+#: Interpolation barrier relative to the larger end-point loss: a barrier at least
+#: ``BARRIER``, none at most ``NO_BARRIER``.
+BARRIER, NO_BARRIER = 0.05, 0.01
+#: Test-accuracy difference between the small- and the large-batch model that counts.
+ACCURACY_DIFFERENCE = 0.01
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim about an item's results, the expectation it tests and the verdict.
+
+    Parameters
+    ----------
+    item : str
+        The report item's id (``"1-2-minimal-ratio"``).
+    claim : str
+        What the numbers show, with the numbers.
+    expectation : str
+        The expected result the claim tests.
+    reference : str
+        Where the expectation comes from (the assignment, a paper).
+    verdict : {"reproduced", "not reproduced", "inconclusive"}
+    evidence : str
+        The numbers the verdict rests on.
+    reason : str
+        Why the verdict is what it is (thresholds, counts, p-values).
+    """
+
+    item: str
+    claim: str
+    expectation: str
+    reference: str
+    verdict: str
+    evidence: str
+    reason: str
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}.")
+
+
+def findings_frame(findings) -> pd.DataFrame:
+    """The findings as a table, one row each, columns as the fields of :class:`Finding`."""
+    columns = ["item", "claim", "verdict", "evidence", "expectation", "reference", "reason"]
+    return pd.DataFrame([asdict(f) for f in findings], columns=columns)
+
+
+def safe_findings(function, study, item):
+    """``function(study, item=item)``, or one inconclusive finding when it raises.
+
+    A report must never lose an item because its findings could not be
+    computed (a column missing, every run diverged, ...): the error becomes
+    the finding's reason.
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    try:
+        return list(function(study, item=item))
+    except Exception as exc:  # noqa: BLE001 - the report shows the error instead
+        return [Finding(item, "The findings of this item could not be computed.",
+                        "-", "-", INCONCLUSIVE, "none",
+                        f"computing them raised {type(exc).__name__}: {exc}")]
+
+
+# ------------------------------------------------------------------ shared pieces
+def _g(value) -> str:
+    """A number as the findings print it (4 significant digits)."""
+    value = float(value)
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+def _rank_correlation(x, y):
+    """Spearman's rho, its p-value and the number of finite pairs (NaN when undefined)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    if n < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return math.nan, math.nan, n
+    rho, p = spearmanr(x[ok], y[ok])
+    return float(rho), float(p), n
+
+
+def _correlation_verdict(rho, p, n, expected_sign, min_n):
+    """Verdict and reason of a rank correlation expected to have ``expected_sign``."""
+    if n < min_n:
+        return INCONCLUSIVE, f"only {n} points: at least {min_n} are needed"
+    if not math.isfinite(rho):
+        return INCONCLUSIVE, "one of the two quantities is constant: no rank correlation"
+    if p >= ALPHA:
+        return INCONCLUSIVE, f"the rank correlation is not significant (p = {_g(p)} >= {ALPHA})"
+    if np.sign(rho) == expected_sign:
+        return REPRODUCED, (f"significant rank correlation (p = {_g(p)} < {ALPHA}) of the "
+                            "expected sign")
+    return NOT_REPRODUCED, (f"significant rank correlation (p = {_g(p)} < {ALPHA}) of the "
+                            "opposite sign")
+
+
+def _correlation_finding(item, x, y, names, expected_sign, min_n, expectation, reference,
+                         note=""):
+    """A finding on the Spearman correlation of ``x`` and ``y`` (named ``names``)."""
+    rho, p, n = _rank_correlation(x, y)
+    verdict, reason = _correlation_verdict(rho, p, n, expected_sign, min_n)
+    subject = names[1][:1].upper() + names[1][1:]
+    if math.isfinite(rho):
+        claim = (f"{subject} {'rises' if rho > 0 else 'falls'} with {names[0]} "
+                 f"(Spearman rho = {_g(rho)}, n = {n}).")
+    elif n < 3:
+        claim = f"{subject} against {names[0]}: {n} point(s), too few to rank."
+    else:
+        claim = f"{subject} against {names[0]}: one of them is constant over {n} points."
+    evidence = f"Spearman rho({names[0]}, {names[1]}) = {_g(rho)}, p = {_g(p)}, n = {n}"
+    return Finding(item, claim, expectation, reference, verdict,
+                   evidence + (f"; {note}" if note else ""), reason)
+
+
+# --------------------------------------------------------------------------- 1-1
+def _depth_pair(frame):
+    """The shallowest and the deepest model of ``frame`` (by ``n_layers``), or None."""
+    layers = frame.groupby("model", sort=False)["n_layers"].first()
+    if layers.nunique() < 2:
+        return None
+    return layers.idxmin(), layers.idxmax(), layers
+
+
+def _deep_shallow_one(item, name, family, frame, metric, higher):
+    """One finding: the deepest vs the shallowest model of one family on one data set."""
+    shallow, deep, layers = _depth_pair(frame)
+    values = {m: frame.loc[frame["model"] == m, metric].to_numpy(float) for m in (shallow, deep)}
+    best = {m: (v.max() if higher else v.min()) for m, v in values.items()}
+    deep_better = best[deep] > best[shallow] if higher else best[deep] < best[shallow]
+    num, den = (best[deep], best[shallow]) if higher else (best[shallow], best[deep])
+    ratio = num / den if den else math.inf
+    word = ("higher" if deep_better else "lower") if higher else (
+        "lower" if deep_better else "higher")
+    claim = (f"{name}, {family}: the deepest model {deep} ({layers[deep]} layers) reaches a "
+             f"{word} best {metric} than the shallowest {shallow} ({layers[shallow]} layers): "
+             f"{_g(best[deep])} vs {_g(best[shallow])}"
+             f" ({_g(ratio if deep_better else 1 / ratio)}x).")
+    n = min(len(v) for v in values.values())
+    ranges = {m: (v.min(), v.max()) for m, v in values.items()}
+    overlap = max(r[0] for r in ranges.values()) <= min(r[1] for r in ranges.values())
+    evidence = "; ".join(f"{m}: {len(v)} restart(s), best {_g(best[m])}, range "
+                         f"[{_g(ranges[m][0])}, {_g(ranges[m][1])}]" for m, v in values.items())
+    if "constant_output" in frame:
+        evidence += f"; constant-output restarts: {int(frame['constant_output'].sum())}"
+    if n < MIN_RESTARTS:
+        verdict, reason = INCONCLUSIVE, (f"only {n} restart(s) per model: at least "
+                                         f"{MIN_RESTARTS} are needed to judge the spread")
+    elif overlap:
+        verdict, reason = INCONCLUSIVE, "the ranges of the two models across restarts overlap"
+    else:
+        verdict = REPRODUCED if deep_better else NOT_REPRODUCED
+        reason = f"the ranges across {n} restarts do not overlap"
+    goal = "higher " + metric if higher else "lower " + metric
+    expectation = f"The deeper model of about equal parameter count reaches a {goal}."
+    return Finding(item, claim, expectation, "HW1-1 (deep vs shallow)", verdict, evidence,
+                   reason)
+
+
+def deep_shallow_findings(study, item="1-1"):
+    """1-1: does the deepest model of each family beat the shallowest of equal size?
+
+    Function fitting compares the best (lowest) final ``train_loss`` over the
+    restarts; classification the best ``test_acc`` (``train_acc`` without
+    test data).  Inconclusive with fewer than :data:`MIN_RESTARTS` restarts
+    per model or when the ranges across restarts overlap.
+
+    Parameters
+    ----------
+    study : fitted DeepShallowStudy
+        ``summary_`` with ``function`` or ``dataset``, ``model``, ``n_layers``
+        and the metric.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+        One per (function or data set, model family) with two depths or more.
+    """
+    summary = study.summary_
+    key = "function" if "function" in summary else "dataset"
+    higher = "train_acc" in summary or "test_acc" in summary
+    metric = ("test_acc" if "test_acc" in summary else "train_acc") if higher else "train_loss"
+    family = summary["model"].astype(str).map(lambda m: re.sub(r"-\d+$", "", m))
+    out = []
+    for (name, fam), frame in summary.assign(_family=family).groupby([key, "_family"],
+                                                                     sort=False):
+        if _depth_pair(frame) is not None:
+            out.append(_deep_shallow_one(item, name, fam, frame, metric, higher))
+    return out
+
+
+# --------------------------------------------------------------------------- 1-2
+def _edge_ratio(values):
+    """Mean of the last over the first :data:`EDGE_FRACTION` of ``values``, and their size."""
+    values = np.asarray(values, dtype=float)
+    k = int(len(values) * EDGE_FRACTION)
+    if k < 2:
+        return math.nan, math.nan, math.nan, k
+    first, last = values[:k].mean(), values[-k:].mean()
+    return last / first if first else math.nan, first, last, k
+
+
+def gradient_norm_findings(study, item="1-2-gradient-norm"):
+    """1-2: does the gradient norm fall over training?
+
+    Per run, the mean gradient norm of the last :data:`EDGE_FRACTION` of the
+    iterations over that of the first; the median over runs decides: below
+    ``1 - GRAD_CHANGE`` reproduced, above ``1 + GRAD_CHANGE`` not reproduced,
+    between inconclusive (as with fewer than 20 iterations).
+
+    Parameters
+    ----------
+    study : fitted OptimizationStudy
+        ``grad_norms_`` with ``run``, ``iteration``, ``grad_norm``, ``loss``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    rows = []
+    for run, g in study.grad_norms_.sort_values(["run", "iteration"]).groupby("run"):
+        ratio, first, last, k = _edge_ratio(g["grad_norm"])
+        rows.append((run, ratio, first, last, k, _edge_ratio(g["loss"])[0]))
+    frame = pd.DataFrame(rows, columns=["run", "ratio", "first", "last", "k", "loss_ratio"])
+    ratios = frame["ratio"].dropna()
+    median = float(ratios.median()) if len(ratios) else math.nan
+    evidence = (f"last/first {EDGE_FRACTION:.0%} of iterations, mean gradient norm: median "
+                f"ratio {_g(median)} over {len(ratios)} run(s) (range "
+                f"[{_g(ratios.min() if len(ratios) else math.nan)}, "
+                f"{_g(ratios.max() if len(ratios) else math.nan)}]); run {frame['run'].iloc[0]}: "
+                f"{_g(frame['first'].iloc[0])} -> {_g(frame['last'].iloc[0])} over "
+                f"{frame['k'].iloc[0]} iterations each; loss ratio median "
+                f"{_g(frame['loss_ratio'].median())}")
+    if not len(ratios):
+        verdict, reason = INCONCLUSIVE, "fewer than 20 iterations per run: no edges to compare"
+    elif median < 1 - GRAD_CHANGE:
+        verdict, reason = REPRODUCED, f"the median ratio is below {1 - GRAD_CHANGE:g}"
+    elif median > 1 + GRAD_CHANGE:
+        verdict, reason = NOT_REPRODUCED, f"the median ratio is above {1 + GRAD_CHANGE:g}"
+    else:
+        verdict, reason = INCONCLUSIVE, f"the change is within ±{GRAD_CHANGE:.0%}"
+    trend = "falls" if median < 1 else "rises" if median > 1 else "stays"
+    claim = (f"The gradient norm {trend} over training: the last {EDGE_FRACTION:.0%} of "
+             f"iterations average {_g(median)}x the first {EDGE_FRACTION:.0%} (median of runs).")
+    return [Finding(item, claim, "The gradient norm falls as training converges.",
+                    "HW1-2 (gradient norm during training)", verdict, evidence, reason)]
+
+
+def trajectory_findings(study, item="1-2-trajectory"):
+    """1-2: do runs from different seeds end in different places of weight space?
+
+    In the joint PCA plane of the whole model (``scope == "model"``), the
+    distances between the runs' final points are compared with a run's travel
+    (its first to last point, median over runs).  The smallest endpoint
+    distance at least :data:`APART` times the travel: reproduced.  Projection
+    only shrinks distances, so endpoints that are close in the plane are
+    "not reproduced" only when the plane explains at least
+    :data:`PLANE_VARIANCE` of the variance; else inconclusive.
+
+    Parameters
+    ----------
+    study : fitted OptimizationStudy
+        ``results_`` with ``scope``, ``run``, ``epoch``, ``component_1``,
+        ``component_2``; ``explained_variance_ratio_`` when there.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    from scipy.spatial.distance import pdist
+
+    res = study.results_[study.results_["scope"] == "model"].sort_values(["run", "epoch"])
+    points = res.groupby("run")[["component_1", "component_2"]]
+    start, end = points.first().to_numpy(float), points.last().to_numpy(float)
+    n = len(end)
+    travel = float(np.median(np.linalg.norm(end - start, axis=1))) if n else math.nan
+    dist = pdist(end) if n > 1 else np.array([math.nan])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel_min, rel_median = dist.min() / travel, np.median(dist) / travel
+    ratio = (getattr(study, "explained_variance_ratio_", None) or {}).get("model")
+    explained = float(np.sum(ratio)) if ratio is not None else math.nan
+    evidence = (f"{n} runs; endpoint distances in the PCA plane: min {_g(dist.min())}, median "
+                f"{_g(np.median(dist))}; median travel of a run {_g(travel)}; plane explains "
+                f"{_g(explained)} of the variance")
+    if n < 3:
+        verdict, reason = INCONCLUSIVE, f"only {n} run(s): at least 3 are needed"
+    elif rel_min >= APART:
+        verdict, reason = REPRODUCED, (f"every pair of endpoints is at least {APART:g} x the "
+                                       "travel apart (true distances are at least as large)")
+    elif rel_median < APART and explained >= PLANE_VARIANCE:
+        verdict, reason = NOT_REPRODUCED, (f"most endpoints are within {APART:g} x the travel "
+                                           f"of each other in a plane explaining >= "
+                                           f"{PLANE_VARIANCE:.0%} of the variance")
+    else:
+        verdict, reason = INCONCLUSIVE, ("some endpoints are close in the plane, which may hide "
+                                         "distances off the plane")
+    claim = (f"In the joint PCA plane the {n} runs end at least {_g(rel_min)}x (median "
+             f"{_g(rel_median)}x) a run's travel apart from each other.")
+    return [Finding(item, claim, "Runs from different seeds end in different places of "
+                    "weight space.", "HW1-2 (visualize the optimization process)", verdict,
+                    evidence, reason)]
+
+
+def minimal_ratio_findings(study, item="1-2-minimal-ratio"):
+    """1-2: does a lower loss go with a higher minimal ratio, over the converged runs?
+
+    Spearman's rank correlation of ``loss`` and ``minimal_ratio`` over the
+    runs with ``converged`` true; inconclusive with fewer than
+    :data:`MIN_CONVERGED` of them or ``p >= ALPHA``.  The evidence counts the
+    zero eigenvalues, which the minimal ratio counts as not positive.
+
+    Parameters
+    ----------
+    study : fitted MinimalRatioStudy
+        ``results_`` with ``loss``, ``minimal_ratio``, ``converged``,
+        ``n_zero`` and ``n_params``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    res = study.results_
+    done = res[res["converged"].astype(bool)]
+    zero = done["n_zero"].to_numpy(float)
+    share = zero / done["n_params"].to_numpy(float) if len(done) else np.array([math.nan])
+    note = (f"{len(done)} of {len(res)} runs converged; zero eigenvalues (neither sign) per "
+            f"converged run: mean {_g(zero.mean() if len(zero) else math.nan)}, max "
+            f"{_g(zero.max() if len(zero) else math.nan)} (up to {_g(np.max(share))} of the "
+            "parameters); they count as not positive, so many zeros lower the ratio without "
+            "any negative curvature")
+    return [_correlation_finding(
+        item, done["loss"], done["minimal_ratio"], ("loss", "minimal ratio"), -1,
+        MIN_CONVERGED, "A lower loss goes with a higher minimal ratio (more positive "
+        "curvature): a negative rank correlation.", "HW1-2 (minimal ratio vs loss)", note)]
+
+
+def error_surface_findings(study, item="1-2-error-surface"):
+    """1-2 bonus: is the trained point the minimum of the evaluated surface?
+
+    The excess of the loss at the grid point nearest the trained weights
+    (``center_loss``) over the surface's minimum, relative to its range:
+    at most :data:`AT_MINIMUM` reproduced, above :data:`OFF_MINIMUM` not,
+    between (or on a flat surface) inconclusive.
+
+    Parameters
+    ----------
+    study : fitted ErrorSurfaceStudy
+        ``summary_`` with ``center_loss``, ``surface_min``, ``surface_max``,
+        ``line_min``, ``line_max``; ``results_`` with ``alpha``, ``beta``, ``loss``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    row = study.summary_.iloc[0]
+    center, low, high = (float(row[k]) for k in ("center_loss", "surface_min", "surface_max"))
+    span = high - low
+    excess = (center - low) / span if span > 1e-12 * max(abs(high), 1.0) else math.nan
+    at = study.results_.loc[study.results_["loss"].idxmin()]
+    evidence = (f"loss at the trained point {_g(center)}; surface min {_g(low)} at "
+                f"(alpha, beta) = ({_g(at['alpha'])}, {_g(at['beta'])}), max {_g(high)}; "
+                f"line min {_g(row['line_min'])}, max {_g(row['line_max'])}")
+    if not math.isfinite(excess):
+        verdict, reason = INCONCLUSIVE, "the surface is flat (or not finite): no minimum to find"
+    elif excess <= AT_MINIMUM:
+        verdict, reason = REPRODUCED, f"the excess is at most {AT_MINIMUM:.0%} of the range"
+    elif excess > OFF_MINIMUM:
+        verdict, reason = NOT_REPRODUCED, f"the excess is above {OFF_MINIMUM:.0%} of the range"
+    else:
+        verdict, reason = INCONCLUSIVE, (f"the excess is between {AT_MINIMUM:.0%} and "
+                                         f"{OFF_MINIMUM:.0%} of the range")
+    claim = (f"The trained point's loss is {_g(100 * excess)}% of the surface's range above "
+             "its minimum.")
+    return [Finding(item, claim, "The trained weights sit at the minimum of the error surface "
+                    "around them.", "HW1-2 bonus (error surface); Li et al. 2018", verdict,
+                    evidence, reason)]
+
+
+# --------------------------------------------------------------------------- 1-3
+def random_label_findings(study, item="1-3-random-labels"):
+    """1-3: does the network memorize random labels (Zhang et al. 2017)?
+
+    Reproduced when the final train accuracy (on the random labels) is at
+    least :data:`MEMORIZED` and the test accuracy at most chance +
+    :data:`CHANCE_MARGIN`; inconclusive when the run diverged or the test set
+    is too small to tell the margin from chance (two standard errors of a
+    chance-level accuracy above the margin).
+
+    Parameters
+    ----------
+    study : fitted RandomLabelStudy
+        ``summary_`` with ``train_accuracy``, ``test_accuracy``,
+        ``chance_accuracy``, ``n_test``, ``n_epochs``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    expectation = (f"Train accuracy >= {MEMORIZED:g} on random labels while test accuracy "
+                   f"stays within {CHANCE_MARGIN:g} of chance.")
+    reference = "Zhang et al. 2017, Understanding deep learning requires rethinking generalization"
+    if study.summary_.empty:
+        return [Finding(item, "The network has no final numbers (the run diverged).",
+                        expectation, reference, INCONCLUSIVE, "no summary row",
+                        "the training run diverged")]
+    row = study.summary_.iloc[0]
+    train, test, chance = (float(row[k]) for k in ("train_accuracy", "test_accuracy",
+                                                   "chance_accuracy"))
+    error = 2 * math.sqrt(chance * (1 - chance) / max(int(row["n_test"]), 1))
+    evidence = (f"after {int(row['n_epochs'])} epochs: train accuracy {_g(train)}, test "
+                f"accuracy {_g(test)} on {int(row['n_test'])} images, chance {_g(chance)}")
+    if error > CHANCE_MARGIN:
+        verdict, reason = INCONCLUSIVE, (f"two standard errors of chance accuracy "
+                                         f"({_g(error)}) exceed the {CHANCE_MARGIN:g} margin")
+    elif train >= MEMORIZED and test <= chance + CHANCE_MARGIN:
+        verdict, reason = REPRODUCED, "both thresholds are met"
+    else:
+        failed = [f"train accuracy < {MEMORIZED:g}"] * (train < MEMORIZED) + [
+            f"test accuracy > chance + {CHANCE_MARGIN:g}"] * (test > chance + CHANCE_MARGIN)
+        verdict, reason = NOT_REPRODUCED, "; ".join(failed)
+    claim = (f"On random labels the network reaches {_g(train)} train accuracy and {_g(test)} "
+             f"test accuracy (chance {_g(chance)}).")
+    return [Finding(item, claim, expectation, reference, verdict, evidence, reason)]
+
+
+def param_count_findings(study, item="1-3-param-count"):
+    """1-3: the train loss falls with the parameter count, the generalization gap grows.
+
+    Two Spearman rank correlations over the trained models: ``n_params`` vs
+    ``train_loss`` (expected negative) and ``n_params`` vs ``test_loss -
+    train_loss`` (expected positive); inconclusive with fewer than
+    :data:`MIN_MODELS` models or ``p >= ALPHA``.
+
+    Parameters
+    ----------
+    study : fitted ParamCountStudy
+        ``results_`` with ``n_params``, ``train_loss``, ``test_loss``,
+        ``train_accuracy``, ``test_accuracy``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    res = study.results_
+    reference = "HW1-3 (number of parameters vs generalization)"
+    acc_gap = res["train_accuracy"] - res["test_accuracy"]
+    rho, p, _ = _rank_correlation(res["n_params"], acc_gap)
+    return [
+        _correlation_finding(item, res["n_params"], res["train_loss"],
+                             ("parameters", "train loss"), -1, MIN_MODELS,
+                             "The train loss falls as the number of parameters grows.",
+                             reference, f"train loss from {_g(res['train_loss'].iloc[0])} "
+                             f"to {_g(res['train_loss'].iloc[-1])} (smallest to largest)"),
+        _correlation_finding(item, res["n_params"], res["test_loss"] - res["train_loss"],
+                             ("parameters", "test - train loss"), 1, MIN_MODELS,
+                             "The gap between test and train loss grows with the number of "
+                             "parameters.", reference,
+                             f"accuracy gap: rho = {_g(rho)}, p = {_g(p)}"),
+    ]
+
+
+def _barrier_finding(item, row):
+    """Whether the train loss between the two end points of one pair rises above them."""
+    top = max(float(row["loss_1"]), float(row["loss_2"]))
+    rel = float(row["loss_barrier"]) / top if top > 0 else math.nan
+    evidence = (f"pair {row['pair']}, train split: end-point losses {_g(row['loss_1'])} and "
+                f"{_g(row['loss_2'])}, barrier {_g(row['loss_barrier'])} "
+                f"({_g(100 * rel)}% of the larger)")
+    if not math.isfinite(rel):
+        verdict, reason = INCONCLUSIVE, "alpha = 0 and 1 are not both on the grid"
+    elif rel >= BARRIER:
+        verdict, reason = REPRODUCED, (f"the barrier is at least {BARRIER:.0%} of the "
+                                       "end-point loss")
+    elif rel <= NO_BARRIER:
+        verdict, reason = NOT_REPRODUCED, (f"the barrier is at most {NO_BARRIER:.0%} of the "
+                                           "end-point loss")
+    else:
+        verdict, reason = INCONCLUSIVE, (f"the barrier is between {NO_BARRIER:.0%} and "
+                                         f"{BARRIER:.0%} of the end-point loss")
+    claim = (f"Between the two {row['pair']} minima the train loss "
+             + (f"rises {_g(100 * rel)}% above the larger end-point loss." if rel > 0 else
+                "never rises above the larger end-point loss." if rel <= 0 else
+                "is not known at both end points."))
+    return Finding(item, claim, "The loss along the line between two minima rises between "
+                   "them (a barrier).", "Goodfellow et al. 2015; Keskar et al. 2017",
+                   verdict, evidence, reason)
+
+
+def _batch_gap_finding(item, row, batch_sizes):
+    """Whether the small-batch end point has the higher test accuracy."""
+    small_first = batch_sizes[0] <= batch_sizes[1]
+    acc = {"small": row["accuracy_1"], "large": row["accuracy_2"]}
+    if not small_first:
+        acc = {"small": row["accuracy_2"], "large": row["accuracy_1"]}
+    diff = float(acc["small"]) - float(acc["large"])
+    small, large = sorted(batch_sizes)
+    evidence = (f"test accuracy: batch size {small} {_g(acc['small'])}, batch size {large} "
+                f"{_g(acc['large'])}; difference {_g(diff)}; one seed per end point")
+    if not math.isfinite(diff):
+        verdict, reason = INCONCLUSIVE, "the end points' test accuracies are missing"
+    elif abs(diff) <= ACCURACY_DIFFERENCE:
+        verdict, reason = INCONCLUSIVE, (f"the difference is within the {ACCURACY_DIFFERENCE:g} "
+                                         "threshold (one seed each)")
+    else:
+        verdict = REPRODUCED if diff > 0 else NOT_REPRODUCED
+        reason = f"the difference exceeds {ACCURACY_DIFFERENCE:g} (one seed each)"
+    claim = (f"The small-batch model (batch size {small}) is {_g(abs(diff))} "
+             f"{'more' if diff >= 0 else 'less'} accurate on the test set than the large-batch "
+             f"one ({large}).")
+    return Finding(item, claim, "Small-batch training generalizes better than large-batch "
+                   "training.", "Keskar et al. 2017, On large-batch training for deep "
+                   "learning", verdict, evidence, reason)
+
+
+def interpolation_findings(study, item="1-3-interpolation"):
+    """1-3: the loss barrier between two minima; small- vs large-batch test accuracy.
+
+    Per pair (train split), the barrier relative to the larger end-point loss:
+    at least :data:`BARRIER` reproduced, at most :data:`NO_BARRIER` not,
+    between inconclusive.  For the ``batch_size`` pair (test split), the
+    small-batch model's test accuracy minus the large-batch one's: a
+    difference within :data:`ACCURACY_DIFFERENCE` is inconclusive.
+
+    Parameters
+    ----------
+    study : fitted InterpolationStudy
+        ``summary_`` with ``pair``, ``split``, ``loss_1``, ``loss_2``,
+        ``accuracy_1``, ``accuracy_2``, ``loss_barrier``; ``batch_sizes``
+        (the two end points' batch sizes, in order).
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    summary = study.summary_
+    out = [_barrier_finding(item, row) for _, row in
+           summary[summary["split"] == "train"].iterrows()]
+    batch = summary[(summary["pair"] == "batch_size") & (summary["split"] == "test")]
+    if len(batch):
+        sizes = tuple(int(b) for b in np.asarray(study.batch_sizes).ravel()[:2])
+        out.append(_batch_gap_finding(item, batch.iloc[0], sizes))
+    return out
+
+
+def sensitivity_findings(study, item="1-3-sensitivity"):
+    """1-3: sensitivity tracks the generalization gap; sharpness grows with the batch size.
+
+    Two Spearman rank correlations across the batch sizes: ``sensitivity`` vs
+    ``loss_gap`` (test minus train loss; Novak et al. 2018) and
+    ``batch_size`` vs ``sharpness`` (Keskar et al. 2017), both expected
+    positive; inconclusive with fewer than :data:`MIN_BATCH_SIZES` batch
+    sizes or ``p >= ALPHA``.
+
+    Parameters
+    ----------
+    study : fitted SensitivityStudy
+        ``summary_`` with ``batch_size``, ``loss_gap``, ``accuracy_gap``,
+        ``sensitivity``, ``sharpness``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    s = study.summary_
+    rho, p, _ = _rank_correlation(s["sensitivity"], s["accuracy_gap"])
+    return [
+        _correlation_finding(item, s["sensitivity"], s["loss_gap"],
+                             ("sensitivity", "test - train loss"), 1, MIN_BATCH_SIZES,
+                             "Models with a higher input sensitivity (Jacobian norm) have a "
+                             "larger generalization gap.",
+                             "Novak et al. 2018, Sensitivity and generalization in neural "
+                             "networks", f"batch sizes {s['batch_size'].tolist()}; accuracy "
+                             f"gap: rho = {_g(rho)}, p = {_g(p)}"),
+        _correlation_finding(item, s["batch_size"], s["sharpness"],
+                             ("batch size", "sharpness"), 1, MIN_BATCH_SIZES,
+                             "Sharpness grows with the batch size.",
+                             "Keskar et al. 2017, On large-batch training for deep learning",
+                             "sharpness " + ", ".join(_g(v) for v in s["sharpness"])),
+    ]
