@@ -22,7 +22,9 @@ matrix products (the Hessian back-propagation of Dangel et al., 2020), which
 is exact and about 15 times faster than one Hessian-vector product per
 parameter (``benchmarks/bench_hessian.py``); any other module gets one exact
 Hessian-vector product per parameter.  Larger models get their top eigenvalues by Lanczos iteration on
-Hessian-vector products.
+Hessian-vector products; their trace (Hutchinson, Hutch++) and spectral
+density (stochastic Lanczos quadrature), with standard errors and per
+parameter block, are in :mod:`hw1sk.stochastic_curvature`.
 """
 
 from __future__ import annotations
