@@ -250,12 +250,6 @@ def hessian_trace(module, criterion, X, y, method="auto", n_matvecs=100, random_
     R. A. Meyer, C. Musco, C. Musco, D. P. Woodruff, "Hutch++: Optimal
     Stochastic Trace Estimation", SOSA 2021.
 
-    B. Ghorbani, S. Krishnan, Y. Xiao, "An Investigation into Neural Net
-    Optimization via Hessian Eigenvalue Density", ICML 2019.
-
-    Z. Yao, A. Gholami, K. Keutzer, M. W. Mahoney, "PyHessian: Neural
-    Networks Through the Lens of the Hessian", IEEE Big Data 2020.
-
     Examples
     --------
     >>> import torch
@@ -403,13 +397,6 @@ def hessian_spectral_density(module, criterion, X, y, n_probes=10, n_iter=80, gr
 
     References
     ----------
-    M. F. Hutchinson, "A stochastic estimator of the trace of the influence
-    matrix for Laplacian smoothing splines", Communications in Statistics -
-    Simulation and Computation 19(2), 1990.
-
-    R. A. Meyer, C. Musco, C. Musco, D. P. Woodruff, "Hutch++: Optimal
-    Stochastic Trace Estimation", SOSA 2021.
-
     B. Ghorbani, S. Krishnan, Y. Xiao, "An Investigation into Neural Net
     Optimization via Hessian Eigenvalue Density", ICML 2019.
 
