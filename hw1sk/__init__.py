@@ -33,6 +33,7 @@ _EXPORTS = {
     "NeuralRegressor": "estimators",
     "WeightTrace": "callbacks",
     "GradNormTrace": "callbacks",
+    "CurvatureTrace": "callbacks",
     "StopTraining": "interrupts",
     "SeedEnsemble": "ensemble",
     # curvature and generalization measures
@@ -40,6 +41,7 @@ _EXPORTS = {
     "hessian_eigenvalues": "curvature",
     "minimal_ratio": "curvature",
     "hessian_minimal_ratio": "curvature",
+    "minimal_ratio_tolerance_sweep": "curvature",
     "top_hessian_eigenvalues": "curvature",
     "minimize_gradient_norm": "critical_points",
     "hessian_trace": "stochastic_curvature",
@@ -57,6 +59,7 @@ _EXPORTS = {
     "OptimizationStudy": "studies.optimization",
     "MinimalRatioStudy": "studies.minimal_ratio",
     "ErrorSurfaceStudy": "studies.error_surface",
+    "HessianSpectrumStudy": "studies.hessian_spectrum",
     "RandomLabelStudy": "studies.random_labels",
     "ParamCountStudy": "studies.param_count",
     "InterpolationStudy": "studies.interpolation",

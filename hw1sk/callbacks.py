@@ -1,6 +1,6 @@
-"""Tracing callbacks: weight snapshots and gradient norms recorded during training.
+"""Tracing callbacks: weight snapshots, gradient norms and curvature recorded during training.
 
-Both are :class:`skorch.callbacks.Callback` subclasses that keep their
+All are :class:`skorch.callbacks.Callback` subclasses that keep their
 records on themselves, so they travel with a pickled net.  Their records are
 reset when the net is (re)initialized (``fit`` without ``warm_start``,
 ``initialize``, ``set_params`` of a callback) and continue across
@@ -21,7 +21,7 @@ from skorch.callbacks import Callback
 
 from .parameters import flatten_parameters, layer_slices
 
-__all__ = ["WeightTrace", "GradNormTrace", "global_grad_norm"]
+__all__ = ["WeightTrace", "GradNormTrace", "CurvatureTrace", "global_grad_norm"]
 
 
 def global_grad_norm(grads) -> torch.Tensor:
@@ -382,4 +382,226 @@ class GradNormTrace(Callback):
             "epoch": np.asarray(self.epochs_, dtype=int),
             "grad_norm": np.asarray(self.grad_norms_, dtype=float),
             "loss": np.asarray(self.losses_, dtype=float),
+        })
+
+
+_CURVATURE_QUANTITIES = ("top", "trace")
+_SCHEDULES = ("linear", "log")
+
+
+def _check_positive_int(value, name):
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _take(a, index):
+    """Rows ``index`` of an array or tensor."""
+    if isinstance(a, torch.Tensor):
+        return a[torch.as_tensor(index, device=a.device)]
+    if hasattr(a, "iloc"):
+        return a.iloc[index].to_numpy()
+    return np.asarray(a)[index]
+
+
+class CurvatureTrace(Callback):
+    """Top Hessian eigenvalue and Hessian trace at chosen epochs of training.
+
+    At the end of each chosen epoch, the loss Hessian of the net's module
+    and loss (``net.get_loss``, i.e. the training criterion) on a fixed
+    subset of the training data gives
+
+    - ``"top"``: its largest eigenvalue,
+      :func:`hw1sk.curvature.top_hessian_eigenvalues` (``k=1``, Lanczos,
+      at most ``max_iter`` products);
+    - ``"trace"``: its trace and the standard error,
+      :func:`hw1sk.stochastic_curvature.hessian_trace` (``trace_method``,
+      ``n_matvecs`` products for the stochastic methods).
+
+    Training is not changed: the module is evaluated in eval mode (its
+    flags restored), through functional calls that leave no ``.grad``
+    behind, and the random numbers (subset, Lanczos start, trace probes)
+    come from the callback's own generators, never torch's or numpy's
+    global ones.
+
+    Parameters
+    ----------
+    every : int, default=1
+        ``schedule="linear"``: measure at epochs ``e`` with ``e % every == 0``.
+        ``schedule="log"``: measure at epochs ``every * 2**k`` (1, 2, 4, 8, ...
+        for ``every=1``).
+    schedule : {"linear", "log"}, default="linear"
+    quantities : tuple of {"top", "trace"}, default=("top", "trace")
+        What to measure; the other records hold NaN.
+    X, y : array-like or tensor, optional
+        Data to draw the subset from; by default the data passed to ``fit``
+        (as the net received it, after its own checks).
+    n_samples : int, default=512
+        Size of the subset, drawn once without replacement (all samples
+        when there are fewer) and kept for the whole of training.
+    n_matvecs : int, default=30
+        Hessian-vector products of the stochastic trace estimate.
+    max_iter : int, default=20
+        Lanczos products for the top eigenvalue.
+    random_state : int, RandomState or None, default=None
+        The subset and the seeds of each measurement (recorded in
+        ``seeds_``).  None: fresh entropy, not reproducible.
+    trace_method : {"auto", "hutch++", "hutchinson", "exact"}, default="auto"
+        As ``method`` of :func:`~hw1sk.stochastic_curvature.hessian_trace`
+        (``"auto"``: exact up to 2,000 parameters, else Hutch++).
+
+    Attributes
+    ----------
+    epochs_ : list of int
+        Epochs measured (from 1, as in the history).
+    top_ : list of float
+        Largest Hessian eigenvalue.
+    trace_ : list of float
+        Hessian trace (estimate).
+    trace_std_error_ : list of float
+        Its standard error (0 for the exact trace).
+    seeds_ : list of int
+        Seed given to both functions (``random_state``) at each measurement.
+    indices_ : ndarray of int
+        Rows of the data in the subset.
+
+    Notes
+    -----
+    Records are reset when the net is initialized and continue across
+    ``partial_fit`` calls, with the same subset.  Each measurement costs
+    about ``max_iter + n_matvecs`` Hessian-vector products on ``n_samples``
+    samples; ``benchmarks/bench_curvature_trace.py`` measures the overhead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralRegressor
+    >>> from hw1sk.callbacks import CurvatureTrace
+    >>> X = np.linspace(-1, 1, 20, dtype=np.float32)[:, None]; y = X[:, 0] ** 2
+    >>> trace = CurvatureTrace(schedule="log", random_state=0)
+    >>> _ = NeuralRegressor(module__hidden=(4,), max_epochs=10, batch_size=-1,
+    ...                     callbacks=[trace], random_state=0).fit(X, y)
+    >>> trace.epochs_
+    [1, 2, 4, 8]
+    """
+
+    def __init__(self, every=1, schedule="linear", quantities=("top", "trace"), X=None, y=None,
+                 n_samples=512, n_matvecs=30, max_iter=20, random_state=None,
+                 trace_method="auto"):
+        self.every = every
+        self.schedule = schedule
+        self.quantities = quantities
+        self.X = X
+        self.y = y
+        self.n_samples = n_samples
+        self.n_matvecs = n_matvecs
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.trace_method = trace_method
+
+    def initialize(self):
+        _check_positive_int(self.every, "every")
+        _check_positive_int(self.n_samples, "n_samples")
+        _check_positive_int(self.n_matvecs, "n_matvecs")
+        _check_positive_int(self.max_iter, "max_iter")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}.")
+        quantities = ((self.quantities,) if isinstance(self.quantities, str)
+                      else tuple(self.quantities))
+        bad = [q for q in quantities if q not in _CURVATURE_QUANTITIES]
+        if bad or not quantities:
+            raise ValueError(f"quantities must be a non-empty subset of "
+                             f"{_CURVATURE_QUANTITIES}, got {self.quantities!r}.")
+        if (self.X is None) != (self.y is None):
+            raise ValueError("give both X and y, or neither (the fit data is used).")
+        self._quantities_ = quantities
+        self.epochs_ = []
+        self.top_ = []
+        self.trace_ = []
+        self.trace_std_error_ = []
+        self.seeds_ = []
+        self.indices_ = None
+        self._subset_ = None
+        # a private generator: RandomState(None) draws OS entropy, not numpy's global state
+        rs = self.random_state
+        self._rng_ = (np.random.RandomState(np.random.SeedSequence().generate_state(1)[0])
+                      if rs is None else
+                      rs if isinstance(rs, np.random.RandomState) else np.random.RandomState(rs))
+        return self
+
+    def _is_scheduled(self, epoch):
+        if epoch < 1 or epoch % self.every:
+            return False
+        if self.schedule == "linear":
+            return True
+        q = epoch // self.every
+        return q & (q - 1) == 0
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        if self._subset_ is not None:
+            return
+        if self.X is not None:
+            fit_y = y
+            X, y = self.X, self.y
+            if fit_y is not None and np.ndim(fit_y) == 2 and np.ndim(y) == 1:
+                y = y.reshape(-1, 1)  # the shape the net gave its own targets
+        if X is None or y is None:
+            raise ValueError("CurvatureTrace needs X and y: give them to the callback or to fit.")
+        n = len(X)
+        if len(y) != n:
+            raise ValueError(f"X and y have different lengths ({n} and {len(y)}).")
+        if self.n_samples >= n:
+            index = np.arange(n)
+        else:
+            index = np.sort(self._rng_.choice(n, self.n_samples, replace=False))
+        self.indices_ = index
+        self._subset_ = (_take(X, index), _take(y, index))
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = net.history[-1]["epoch"]
+        if self._is_scheduled(epoch):
+            self._measure(net, epoch)
+
+    def _measure(self, net, epoch):
+        from .curvature import top_hessian_eigenvalues
+        from .stochastic_curvature import hessian_trace
+
+        module = net.module_
+        X, y = self._subset_
+
+        def criterion(output, target):
+            return net.get_loss(output, target)
+
+        seed = int(self._rng_.randint(np.iinfo(np.int32).max))
+        dtype = next(module.parameters()).dtype
+        top = trace = error = math.nan
+        if "top" in self._quantities_:
+            top = float(top_hessian_eigenvalues(
+                module, criterion, X, y, k=1, max_iter=self.max_iter, random_state=seed,
+                dtype=dtype)[-1])
+        if "trace" in self._quantities_:
+            est = hessian_trace(module, criterion, X, y, method=self.trace_method,
+                                n_matvecs=self.n_matvecs, random_state=seed)
+            trace, error = float(est.value), float(est.std_error)
+        self.epochs_.append(int(epoch))
+        self.seeds_.append(seed)
+        self.top_.append(top)
+        self.trace_.append(trace)
+        self.trace_std_error_.append(error)
+
+    def to_frame(self):
+        """One row per measurement.
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            Columns ``epoch``, ``top_eigenvalue``, ``trace``, ``trace_std_error``.
+        """
+        if not getattr(self, "epochs_", None):
+            raise NotFittedError("CurvatureTrace has no records; fit a net with it first.")
+        return pd.DataFrame({
+            "epoch": np.asarray(self.epochs_, dtype=int),
+            "top_eigenvalue": np.asarray(self.top_, dtype=float),
+            "trace": np.asarray(self.trace_, dtype=float),
+            "trace_std_error": np.asarray(self.trace_std_error_, dtype=float),
         })

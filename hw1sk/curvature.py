@@ -58,6 +58,7 @@ __all__ = [
     "MinimalRatio",
     "minimal_ratio",
     "hessian_minimal_ratio",
+    "minimal_ratio_tolerance_sweep",
     "gradient_norm",
     "hessian_vector_product",
     "top_hessian_eigenvalues",
@@ -506,12 +507,18 @@ def hessian_eigenvalues(module, criterion, X, y, **hessian_params):
 class MinimalRatio:
     """Sign census of a Hessian spectrum.
 
+    Only negative eigenvalues show a saddle.  Eigenvalues inside the zero
+    tolerance are flat directions (common in over-parameterized networks:
+    symmetries, dead or redundant units); they lower the classic ``ratio``
+    without meaning a saddle, so a minimum with many flat directions has
+    ``ratio < 1`` but ``n_negative == 0`` and ``nonzero_ratio == 1``.
+
     Attributes
     ----------
     ratio : float
-        Fraction of the eigenvalues greater than ``tol_used`` (HW1's "minimal
-        ratio": the proportion of positive eigenvalues; 1 at a strict local
-        minimum).
+        Fraction of *all* eigenvalues greater than ``tol_used`` (HW1's
+        "minimal ratio"; 1 only at a strict local minimum, where no direction
+        is flat).
     n_positive : int
         Eigenvalues ``> tol_used``.
     n_negative : int
@@ -520,6 +527,11 @@ class MinimalRatio:
         Eigenvalues with ``|lambda| <= tol_used``.
     tol_used : float
         The absolute tolerance that separated zero from nonzero.
+    nonzero_ratio : float
+        ``n_positive / (n_positive + n_negative)``: the fraction of positive
+        eigenvalues among the non-zero ones; 1 at any local minimum (strict
+        or flat), below 1 exactly when some direction curves down.  NaN when
+        no eigenvalue is non-zero.  Computed from the counts when not given.
     """
 
     ratio: float
@@ -527,6 +539,39 @@ class MinimalRatio:
     n_negative: int
     n_zero: int
     tol_used: float
+    nonzero_ratio: float | None = None
+
+    def __post_init__(self):
+        if self.nonzero_ratio is None:
+            nonzero = self.n_positive + self.n_negative
+            value = self.n_positive / nonzero if nonzero else math.nan
+            object.__setattr__(self, "nonzero_ratio", value)
+
+    @property
+    def is_saddle(self):
+        """True when some eigenvalue is below ``-tol_used`` (a direction curves down)."""
+        return self.n_negative > 0
+
+
+def _check_eigenvalues(eigenvalues):
+    lam = check_array(eigenvalues, ensure_2d=False, dtype=np.float64, input_name="eigenvalues")
+    if lam.ndim != 1:
+        raise ValueError(f"eigenvalues must be 1-D, got shape {lam.shape}.")
+    return lam
+
+
+def _census(lam, tol, relative):
+    scale = float(np.max(np.abs(lam)))
+    if tol is None:
+        tol, relative = lam.size * np.finfo(np.float64).eps, True
+    tol = _check_positive_real(tol, "tol", allow_zero=True)
+    t = tol * scale if relative else tol
+    n_pos = int(np.sum(lam > t))
+    n_neg = int(np.sum(lam < -t))
+    return MinimalRatio(
+        ratio=n_pos / lam.size, n_positive=n_pos, n_negative=n_neg,
+        n_zero=int(lam.size - n_pos - n_neg), tol_used=float(t),
+    )
 
 
 def minimal_ratio(eigenvalues, tol=None, relative=True):
@@ -537,7 +582,13 @@ def minimal_ratio(eigenvalues, tol=None, relative=True):
     ``relative`` and ``t = tol`` otherwise.  The default ``tol=None`` is
     ``n_eigenvalues * eps(float64)`` relative: the numerical-rank tolerance of
     :func:`numpy.linalg.matrix_rank`, i.e. what a float64 symmetric eigensolver
-    cannot tell from 0.  ``ratio = n_positive / n_eigenvalues``.
+    cannot tell from 0.  ``ratio = n_positive / n_eigenvalues`` and
+    ``nonzero_ratio = n_positive / (n_positive + n_negative)``.
+
+    Only ``n_negative > 0`` (equivalently ``nonzero_ratio < 1``) shows a
+    saddle.  Zero eigenvalues are flat directions: they lower ``ratio``
+    without meaning a saddle, and how many there are depends on ``tol``
+    (:func:`minimal_ratio_tolerance_sweep` shows by how much).
 
     Parameters
     ----------
@@ -550,26 +601,66 @@ def minimal_ratio(eigenvalues, tol=None, relative=True):
     -------
     result : MinimalRatio
 
+    See Also
+    --------
+    minimal_ratio_tolerance_sweep
+
     Examples
     --------
     >>> from hw1sk.curvature import minimal_ratio
-    >>> minimal_ratio([-2.0, 0.0, 1.0, 3.0]).ratio
-    0.5
+    >>> r = minimal_ratio([-2.0, 0.0, 1.0, 3.0])
+    >>> r.ratio, r.nonzero_ratio, r.n_zero
+    (0.5, 0.6666666666666666, 1)
+    >>> minimal_ratio([0.0, 0.0, 1.0, 3.0]).nonzero_ratio  # flat, but no saddle
+    1.0
     """
-    lam = check_array(eigenvalues, ensure_2d=False, dtype=np.float64, input_name="eigenvalues")
-    if lam.ndim != 1:
-        raise ValueError(f"eigenvalues must be 1-D, got shape {lam.shape}.")
-    scale = float(np.max(np.abs(lam)))
-    if tol is None:
-        tol, relative = lam.size * np.finfo(np.float64).eps, True
-    tol = _check_positive_real(tol, "tol", allow_zero=True)
-    t = tol * scale if relative else tol
-    n_pos = int(np.sum(lam > t))
-    n_neg = int(np.sum(lam < -t))
-    return MinimalRatio(
-        ratio=n_pos / lam.size, n_positive=n_pos, n_negative=n_neg,
-        n_zero=int(lam.size - n_pos - n_neg), tol_used=float(t),
-    )
+    return _census(_check_eigenvalues(eigenvalues), tol, relative)
+
+
+def minimal_ratio_tolerance_sweep(eigenvalues, tols, relative=True):
+    """The sign census of one spectrum at several zero tolerances.
+
+    Shows how much the classic ratio depends on the tolerance: as ``tol``
+    grows, eigenvalues move from positive or negative into zero, so
+    ``n_zero`` never decreases and ``n_positive``, ``n_negative`` and
+    ``ratio`` never increase.  ``nonzero_ratio`` is usually far more stable.
+
+    Parameters
+    ----------
+    eigenvalues : array-like of shape (n,)
+    tols : array-like of float
+        Tolerances, as ``tol`` in :func:`minimal_ratio` (``None`` entries
+        mean its default); one row each, in the given order.
+    relative : bool, default=True
+        As in :func:`minimal_ratio`.
+
+    Returns
+    -------
+    sweep : pandas.DataFrame
+        Columns ``tol`` (as given; NaN for ``None``), ``tol_used``,
+        ``n_positive``, ``n_negative``, ``n_zero``, ``ratio``,
+        ``nonzero_ratio``.
+
+    Examples
+    --------
+    >>> from hw1sk.curvature import minimal_ratio_tolerance_sweep
+    >>> sweep = minimal_ratio_tolerance_sweep([-1.0, 1e-9, 2.0, 4.0], [0.0, 1e-6])
+    >>> sweep[["n_zero", "ratio", "nonzero_ratio"]].to_numpy().tolist()
+    [[0.0, 0.75, 0.75], [1.0, 0.5, 0.6666666666666666]]
+    """
+    import pandas as pd
+
+    lam = _check_eigenvalues(eigenvalues)
+    tols = list(np.atleast_1d(np.asarray(tols, dtype=object)))
+    rows = []
+    for tol in tols:
+        r = _census(lam, None if tol is None else float(tol), relative)
+        rows.append({"tol": math.nan if tol is None else float(tol), "tol_used": r.tol_used,
+                     "n_positive": r.n_positive, "n_negative": r.n_negative,
+                     "n_zero": r.n_zero, "ratio": r.ratio, "nonzero_ratio": r.nonzero_ratio})
+    columns = ["tol", "tol_used", "n_positive", "n_negative", "n_zero", "ratio",
+               "nonzero_ratio"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def hessian_minimal_ratio(module, criterion, X, y, tol=None, relative=True, **hessian_params):
@@ -587,6 +678,8 @@ def hessian_minimal_ratio(module, criterion, X, y, tol=None, relative=True, **he
     Returns
     -------
     result : MinimalRatio
+        Read ``n_negative`` / ``nonzero_ratio`` for saddles: zero
+        eigenvalues (flat directions) lower ``ratio`` at a minimum too.
     """
     return minimal_ratio(hessian_eigenvalues(module, criterion, X, y, **hessian_params),
                          tol=tol, relative=relative)

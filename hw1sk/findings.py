@@ -27,7 +27,7 @@ __all__ = ["Finding", "VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE"
            "findings_frame", "safe_findings", "deep_shallow_findings",
            "trajectory_findings", "gradient_norm_findings", "minimal_ratio_findings",
            "error_surface_findings", "random_label_findings", "param_count_findings",
-           "interpolation_findings", "sensitivity_findings"]
+           "interpolation_findings", "sensitivity_findings", "hessian_spectrum_findings"]
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
@@ -58,6 +58,9 @@ MEMORIZED, CHANCE_MARGIN = 0.9, 0.05
 BARRIER, NO_BARRIER = 0.05, 0.01
 #: Test-accuracy difference between the small- and the large-batch model that counts.
 ACCURACY_DIFFERENCE = 0.01
+#: Hessian outliers (1-2 spectrum): a count within this many of C - 1 is "about C - 1";
+#: a relative change of the top eigenvalue below ``TOP_CHANGE`` is no change.
+OUTLIER_SLACK, TOP_CHANGE = 2, 0.05
 
 
 @dataclass(frozen=True)
@@ -645,3 +648,71 @@ def sensitivity_findings(study, item="1-3-sensitivity"):
                              "Keskar et al. 2017, On large-batch training for deep learning",
                              "sharpness " + ", ".join(_g(v) for v in s["sharpness"])),
     ]
+
+
+def hessian_spectrum_findings(study, item="1-2-hessian-spectrum"):
+    """1-2 spectrum: a bulk near zero and about C - 1 outliers; the top eigenvalue grows.
+
+    The outlier count at the ``"end"`` checkpoint (the last one when there is
+    none named so) within :data:`OUTLIER_SLACK` of ``C - 1``: reproduced;
+    outside: not reproduced; no density (the run diverged) or a non-finite
+    density: inconclusive.  The top Ritz value from the first to the last
+    checkpoint: a rise by more than :data:`TOP_CHANGE` reproduced, a fall by
+    more not reproduced, between inconclusive.
+
+    Parameters
+    ----------
+    study : fitted HessianSpectrumStudy
+        ``results_`` with ``checkpoint``, ``epoch``, ``n_outliers``,
+        ``top_ritz_value``, ``bulk_edge``, ``train_loss``; ``n_classes_``.
+    item : str
+
+    Returns
+    -------
+    findings : list of Finding
+    """
+    res = study.results_.sort_values("epoch")
+    c = int(study.n_classes_)
+    ref = "Sagun et al. 2017; Papyan 2020 (Hessian spectrum of classifiers)"
+    expectation = (f"At the end of training the spectrum has a bulk near zero and about "
+                   f"C - 1 = {c - 1} outliers.")
+    ok = res[np.isfinite(res[["top_ritz_value", "bulk_edge", "train_loss"]].to_numpy(float))
+             .all(axis=1)] if len(res) else res
+    end = ok[ok["checkpoint"] == "end"] if len(ok) else ok
+    end = end if len(end) else ok.tail(1)
+    if not len(end):
+        return [Finding(item, "No spectral density could be computed.", expectation, ref,
+                        INCONCLUSIVE, f"{len(study.diverged_)} diverged run(s)",
+                        "training diverged or the density is not finite"),
+                Finding(item, "No spectral density could be computed.",
+                        "The top Hessian eigenvalue grows from initialization to the end "
+                        "of training.", ref, INCONCLUSIVE, "none",
+                        "training diverged or the density is not finite")]
+    row = end.iloc[-1]
+    n = int(row["n_outliers"])
+    evidence = (f"{row['checkpoint']} (epoch {int(row['epoch'])}): {n} Ritz value(s) above the "
+                f"bulk edge {_g(row['bulk_edge'])} (median over probes), top "
+                f"{_g(row['top_ritz_value'])}; C = {c}")
+    within = abs(n - (c - 1)) <= OUTLIER_SLACK
+    out = [Finding(item, f"At {row['checkpoint']} the spectrum has {n} outlier(s) above a bulk "
+                   f"ending at {_g(row['bulk_edge'])} (C - 1 = {c - 1}).", expectation, ref,
+                   REPRODUCED if within else NOT_REPRODUCED, evidence,
+                   f"the count is {'within' if within else 'more than'} {OUTLIER_SLACK} of "
+                   f"C - 1")]
+    first, last = ok.iloc[0], ok.iloc[-1]
+    a, b = float(first["top_ritz_value"]), float(last["top_ritz_value"])
+    change = (b - a) / abs(a) if a else math.inf
+    if len(ok) < 2:
+        verdict, reason = INCONCLUSIVE, "only one checkpoint: nothing to compare"
+    elif abs(change) <= TOP_CHANGE:
+        verdict, reason = INCONCLUSIVE, f"the change is within ±{TOP_CHANGE:.0%}"
+    else:
+        verdict = REPRODUCED if change > 0 else NOT_REPRODUCED
+        reason = f"the top eigenvalue {'rises' if change > 0 else 'falls'} by more than {TOP_CHANGE:.0%}"
+    out.append(Finding(
+        item, f"The top Hessian eigenvalue goes from {_g(a)} ({first['checkpoint']}) to {_g(b)} "
+        f"({last['checkpoint']}): {_g(100 * change)}%.",
+        "The top Hessian eigenvalue grows from initialization to the end of training.", ref,
+        verdict, f"top Ritz value per checkpoint: " + ", ".join(
+            f"{r.checkpoint} {_g(r.top_ritz_value)}" for r in ok.itertuples()), reason))
+    return out

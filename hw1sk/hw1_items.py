@@ -20,6 +20,7 @@ from . import findings
 from .registry import Experiment, ExperimentSkipped, register
 from .studies.deep_shallow import DeepShallowStudy
 from .studies.error_surface import ErrorSurfaceStudy
+from .studies.hessian_spectrum import HessianSpectrumStudy
 from .studies.interpolation import InterpolationStudy
 from .studies.minimal_ratio import MinimalRatioStudy
 from .studies.optimization import OptimizationStudy
@@ -318,6 +319,29 @@ register(
            "data_n_train": 6000},
     full={"directions": "pca", "n_eval": 10000, "surface_points": 31, "line_points": 61,
           "estimator": _spec("classifier", **_TRAJECTORY, max_epochs=30),
+          "data_n_train": None},
+)
+
+
+def _render_hessian_spectrum(study):
+    from .plotting.spectrum import plot_spectral_density
+
+    return {"spectral_density": plot_spectral_density(study)}, _tables(study)
+
+
+_SPECTRUM = {"module": "mlp", "module__hidden": (32,), "lr": 1e-3, "batch_size": 128}
+
+register(
+    Experiment("1-2-hessian-spectrum", "Curvature: the Hessian spectral density (SLQ) at "
+               "initialization, mid-training and the end: bulk and outliers",
+               needs_mnist=True,
+               build=_mnist_builder(HessianSpectrumStudy, True, with_test=False),
+               render=_render_hessian_spectrum, findings=findings.hessian_spectrum_findings),
+    quick={"n_hessian": 500, "n_probes": 5, "n_iter": 40,
+           "estimator": _spec("classifier", **_SPECTRUM, max_epochs=3),
+           "data_n_train": 3000},
+    full={"n_hessian": 2000, "n_probes": 10, "n_iter": 80,
+          "estimator": _spec("classifier", **_SPECTRUM, max_epochs=10),
           "data_n_train": None},
 )
 

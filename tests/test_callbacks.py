@@ -232,3 +232,103 @@ def test_device_path_records_the_same_norms_and_losses(two_classes):
     assert device.epochs_ == host.epochs_
     np.testing.assert_allclose(device.grad_norms_, host.grad_norms_, rtol=1e-6)
     assert device.losses_ == host.losses_
+
+
+# --------------------------------------------------------------------------- #
+# CurvatureTrace
+# --------------------------------------------------------------------------- #
+from hw1sk.callbacks import CurvatureTrace  # noqa: E402
+from hw1sk.curvature import top_hessian_eigenvalues  # noqa: E402
+from hw1sk.stochastic_curvature import hessian_trace  # noqa: E402
+from skorch.callbacks import Callback  # noqa: E402
+import copy  # noqa: E402
+
+
+class _ModuleSnapshot(Callback):
+    """Deep copies of the module at the end of every epoch (after CurvatureTrace)."""
+
+    def initialize(self):
+        self.modules_ = {}
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        self.modules_[net.history[-1]["epoch"]] = copy.deepcopy(net.module_)
+
+
+@pytest.mark.parametrize("schedule, every, expected", [
+    ("linear", 1, [1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    ("linear", 3, [3, 6, 9]),
+    ("log", 1, [1, 2, 4, 8]),
+    ("log", 2, [2, 4, 8]),
+])
+def test_curvature_trace_schedules(curve, schedule, every, expected):
+    X, y = curve
+    trace = CurvatureTrace(every=every, schedule=schedule, quantities=("top",), max_iter=3,
+                           random_state=0)
+    NeuralRegressor(module__hidden=(3,), max_epochs=9, batch_size=-1, callbacks=[trace],
+                    random_state=0).fit(X, y)
+    assert trace.epochs_ == expected
+    frame = trace.to_frame()
+    assert frame["epoch"].tolist() == expected
+    assert frame["trace"].isna().all() and frame["top_eigenvalue"].notna().all()
+
+
+def test_curvature_trace_equals_direct_calls_at_each_epoch(two_classes):
+    X, y = two_classes
+    trace = CurvatureTrace(every=2, n_samples=30, n_matvecs=9, max_iter=10, random_state=3,
+                           trace_method="hutch++")
+    snap = _ModuleSnapshot()
+    net = NeuralClassifier(module__hidden=(5,), max_epochs=6, batch_size=16,
+                           callbacks=[trace, snap], random_state=0).fit(X, y)
+    assert trace.epochs_ == [2, 4, 6]
+    assert len(trace.indices_) == 30 and len(np.unique(trace.indices_)) == 30
+    Xs, ys = X[trace.indices_], y[trace.indices_]
+    crit = nn.CrossEntropyLoss()
+    for i, epoch in enumerate(trace.epochs_):
+        module, seed = snap.modules_[epoch], trace.seeds_[i]
+        top = top_hessian_eigenvalues(module, crit, Xs, ys, k=1, max_iter=10,
+                                      random_state=seed)[-1]
+        est = hessian_trace(module, crit, Xs, ys, method="hutch++", n_matvecs=9,
+                            random_state=seed)
+        assert trace.top_[i] == pytest.approx(top, rel=1e-5)
+        assert trace.trace_[i] == pytest.approx(est.value, rel=1e-5)
+        assert trace.trace_std_error_[i] == pytest.approx(est.std_error, rel=1e-5)
+    assert np.isfinite(trace.trace_std_error_).all()
+    assert net.module_.training  # the mode is restored
+
+
+def test_curvature_trace_does_not_change_training(two_classes):
+    X, y = two_classes
+
+    def fit(callbacks):
+        torch.manual_seed(123)
+        net = NeuralClassifier(module__hidden=(5,), max_epochs=5, batch_size=16,
+                               callbacks=callbacks, random_state=0).fit(X, y)
+        grads = [p.grad.clone() for p in net.module_.parameters()]
+        return flatten_parameters(net.module_).detach().clone(), grads, torch.get_rng_state()
+
+    plain, plain_grads, plain_rng = fit([])
+    trace = CurvatureTrace(n_samples=20, n_matvecs=6, max_iter=4)
+    traced, traced_grads, traced_rng = fit([trace])
+    assert trace.epochs_ == [1, 2, 3, 4, 5]
+    assert torch.equal(plain, traced)
+    assert all(torch.equal(a, b) for a, b in zip(plain_grads, traced_grads))
+    assert torch.equal(plain_rng, traced_rng)  # torch's global generator untouched
+
+
+def test_curvature_trace_uses_given_data_and_rejects_bad_params(curve):
+    X, y = curve
+    Xg, yg = X[:10] * 2, y[:10]
+    trace = CurvatureTrace(X=Xg, y=yg, n_samples=100, quantities="top", max_iter=3,
+                           random_state=0)
+    NeuralRegressor(module__hidden=(3,), max_epochs=2, batch_size=-1, callbacks=[trace],
+                    random_state=0).fit(X, y)
+    np.testing.assert_array_equal(trace.indices_, np.arange(10))
+    np.testing.assert_array_equal(trace._subset_[0], Xg)
+    for bad in [dict(every=0), dict(schedule="cubic"), dict(quantities=("top", "x")),
+                dict(X=X)]:
+        with pytest.raises(ValueError):
+            NeuralRegressor(module__hidden=(3,), max_epochs=1, callbacks=[CurvatureTrace(**bad)],
+                            random_state=0).fit(X, y)
+    with pytest.raises(NotFittedError):
+        CurvatureTrace().to_frame()

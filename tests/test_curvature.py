@@ -15,6 +15,7 @@ from hw1sk.curvature import (
     hessian_vector_product,
     loss_hessian,
     minimal_ratio,
+    minimal_ratio_tolerance_sweep,
     top_hessian_eigenvalues,
 )
 from hw1sk.models import MLP
@@ -167,6 +168,69 @@ def test_minimal_ratio_counts_signs_with_the_documented_tolerance():
     relative = minimal_ratio(lam, tol=0.2)
     assert relative.tol_used == pytest.approx(0.8)
     assert (relative.n_positive, relative.n_negative, relative.n_zero) == (1, 1, 4)
+
+
+def test_minimal_ratio_separates_flat_directions_from_saddles():
+    # [-1, 0, 0, 2, 3] with absolute tol 0.5: one negative, two flat, two positive
+    r = minimal_ratio([-1.0, 0.0, 0.0, 2.0, 3.0], tol=0.5, relative=False)
+    assert (r.n_positive, r.n_negative, r.n_zero, r.tol_used) == (2, 1, 2, 0.5)
+    assert r.ratio == pytest.approx(2 / 5)
+    assert r.nonzero_ratio == pytest.approx(2 / 3)
+    assert r.is_saddle
+    # a flat minimum: the classic ratio is below 1, yet nothing curves down
+    flat = minimal_ratio([0.0, 1e-20, 0.0, 2.0, 3.0], tol=1e-12, relative=False)
+    assert flat.ratio == pytest.approx(2 / 5)
+    assert flat.nonzero_ratio == 1.0 and flat.n_negative == 0 and not flat.is_saddle
+    # relative tol 0.5: t = 0.5 * max|lambda| = 1.5, so -1 becomes flat
+    rel = minimal_ratio([-1.0, 0.0, 0.0, 2.0, 3.0], tol=0.5)
+    assert rel.tol_used == pytest.approx(1.5)
+    assert (rel.n_positive, rel.n_negative, rel.n_zero) == (2, 0, 3)
+    assert rel.nonzero_ratio == 1.0
+
+
+def test_minimal_ratio_nonzero_ratio_is_nan_without_nonzero_eigenvalues():
+    r = minimal_ratio([0.0, 0.0, 0.0], tol=0.0, relative=False)
+    assert r.n_zero == 3 and r.ratio == 0.0
+    assert np.isnan(r.nonzero_ratio)
+
+
+def test_minimal_ratio_keyword_construction_still_computes_nonzero_ratio():
+    # callers (plotting) build MinimalRatio from stored counts without nonzero_ratio
+    r = MinimalRatio(ratio=0.4, n_positive=2, n_negative=1, n_zero=2, tol_used=0.5)
+    assert r.nonzero_ratio == pytest.approx(2 / 3)
+    assert r == minimal_ratio([-1.0, 0.0, 0.0, 2.0, 3.0], tol=0.5, relative=False)
+
+
+def test_minimal_ratio_tolerance_sweep_matches_minimal_ratio_and_is_monotone():
+    rng = np.random.RandomState(0)
+    lam = np.concatenate([-rng.exponential(1.0, 20), rng.randn(30) * 1e-10,
+                          rng.exponential(1.0, 50)]) * 10.0 ** rng.uniform(-8, 0, 100)
+    tols = [0.0, 1e-14, 1e-12, 1e-9, 1e-6, 1e-3, 1e-1]
+    sweep = minimal_ratio_tolerance_sweep(lam, tols)
+    assert list(sweep.columns) == ["tol", "tol_used", "n_positive", "n_negative", "n_zero",
+                                   "ratio", "nonzero_ratio"]
+    assert sweep["tol"].tolist() == tols
+    for row, tol in zip(sweep.itertuples(), tols):
+        r = minimal_ratio(lam, tol=tol)
+        assert (row.n_positive, row.n_negative, row.n_zero) == (r.n_positive, r.n_negative,
+                                                                 r.n_zero)
+        assert row.ratio == r.ratio and row.tol_used == r.tol_used
+        assert row.nonzero_ratio == pytest.approx(r.nonzero_ratio, nan_ok=True)
+    assert (sweep["n_positive"] + sweep["n_negative"] + sweep["n_zero"] == lam.size).all()
+    assert np.all(np.diff(sweep["n_zero"]) >= 0)
+    assert np.all(np.diff(sweep["n_positive"]) <= 0)
+    assert np.all(np.diff(sweep["n_negative"]) <= 0)
+    assert np.all(np.diff(sweep["ratio"]) <= 0)
+    assert sweep["n_zero"].iloc[-1] > sweep["n_zero"].iloc[0]
+
+
+def test_minimal_ratio_tolerance_sweep_default_tolerance_row():
+    lam = np.array([-3.0, -1e-15, 0.0, 2e-15, 0.5, 4.0])
+    sweep = minimal_ratio_tolerance_sweep(lam, [None, 0.2])
+    assert np.isnan(sweep["tol"].iloc[0])
+    default = minimal_ratio(lam)
+    assert sweep["tol_used"].iloc[0] == default.tol_used
+    assert sweep[["n_positive", "n_negative", "n_zero"]].iloc[1].tolist() == [1, 1, 4]
 
 
 def test_minimal_ratio_rejects_bad_input():

@@ -19,7 +19,8 @@ from hw1sk.findings import INCONCLUSIVE, Finding
 # Every HW1 item of the brief, by the id it has in the report.
 HW1_ITEMS = ["1-1-functions", "1-1-mnist", "1-1-cifar10", "1-2-trajectory",
              "1-2-gradient-norm", "1-2-minimal-ratio", "1-2-error-surface",
-             "1-3-random-labels", "1-3-param-count", "1-3-interpolation", "1-3-sensitivity"]
+             "1-2-hessian-spectrum", "1-3-random-labels", "1-3-param-count",
+             "1-3-interpolation", "1-3-sensitivity"]
 
 # Sizes far below the quick profile, so that every item runs in a few seconds.
 TINY = {
@@ -32,6 +33,9 @@ TINY = {
     "1-2-minimal-ratio": {"n_runs": 2, "hidden": (5,), "n_samples": 50, "train_epochs": 30},
     "1-2-error-surface": {"hidden": (8,), "max_epochs": 2, "n_eval": 100, "surface_points": 5,
                           "line_points": 5, "data_n_train": 200},
+    "1-2-hessian-spectrum": {"estimator": {"module__hidden": (8,), "max_epochs": 2},
+                             "n_hessian": 100, "n_probes": 2, "n_iter": 10,
+                             "data_n_train": 200},
     "1-3-random-labels": {"n_train": 200, "n_test": 100, "max_epochs": 2},
     "1-3-param-count": {"widths": (2, 4), "max_epochs": 1, "n_train": 200, "n_test": 100},
     "1-3-interpolation": {"max_epochs": 1, "alphas": [-1.0, 0.0, 0.5, 1.0, 2.0],

@@ -195,16 +195,21 @@ def test_the_report_opens_with_a_summary_of_every_finding(tmp_path):
     assert "<b>fast</b>" not in html and html.count("&lt;b&gt;fast&lt;/b&gt;") == 2
 
 
-def test_each_item_ends_with_its_findings(tmp_path):
+def test_each_item_shows_figures_then_findings_then_settings(tmp_path):
     paths = write_report(_with_findings(), tmp_path)
     md, html = paths["markdown"].read_text(), paths["html"].read_text()
     ok = md[md.index("## 1-x-ok"):md.index("## 1-x-diverged")]
-    assert ok.rstrip().endswith("- Reason: only 4 points: at least 5")
+    assert "- Reason: only 4 points: at least 5" in ok
     assert "- **reproduced**: The loss falls 2x <b>fast</b>." in ok
     assert "  - Expected: The loss falls. (HW1-x)" in ok and "  - Evidence: loss 0.5 -> 0.25" in ok
-    assert ok.index("### Measured") < ok.index("### Findings")
+    assert (ok.index("](figures/1-x-ok_curve.png)") < ok.index("### Findings")
+            < ok.index("### Settings") < ok.index("### Measured") < ok.index("Full tables:"))
+    item = html[html.index("id='1-x-ok'"):html.index("id='1-x-diverged'")]
+    assert (item.index("<figure>") < item.index("<h3>Findings</h3>")
+            < item.index("<summary>Settings</summary>") < item.index("<summary>Measured</summary>"))
     section = html[html.index("id='1-x-diverged'"):html.index("id='1-x-skipped'")]
-    assert "<li><b>not reproduced</b>: Runs end apart.<br>Expected: Apart. (HW1-y)" in section
+    assert ("<li class='v-not-reproduced'><b>not reproduced</b>: Runs end apart."
+            "<br>Expected: Apart. (HW1-y)") in section
     # an item without findings (skipped, failed) has no findings section, no summary rows
     skipped = md[md.index("## 1-x-skipped"):]
     assert "### Findings" not in skipped

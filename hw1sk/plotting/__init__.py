@@ -15,6 +15,7 @@ _EXPORTS = {
     "plot_error_surface": "optimization",
     "plot_minimal_ratio": "curvature",
     "plot_hessian_spectrum": "curvature",
+    "plot_spectral_density": "spectrum",
     "plot_random_labels": "generalization",
     "plot_param_count": "generalization",
     "plot_interpolation": "flatness",

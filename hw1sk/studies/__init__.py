@@ -12,6 +12,7 @@ _EXPORTS = {
     "ParamCountStudy": "param_count",
     "InterpolationStudy": "interpolation",
     "SensitivityStudy": "sensitivity",
+    "HessianSpectrumStudy": "hessian_spectrum",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

@@ -51,8 +51,8 @@ __all__ = ["MinimalRatioStudy", "minimal_ratio_run"]
 #: Columns of ``results_``, in order.
 RESULT_COLUMNS = (
     "run", "seed", "n_params", "train_loss", "loss", "grad_norm_before", "grad_norm_after",
-    "converged", "n_steps", "grad_optimizer", "minimal_ratio", "n_positive", "n_negative",
-    "n_zero", "eigen_tol_used", "min_eigenvalue", "max_eigenvalue",
+    "converged", "n_steps", "grad_optimizer", "minimal_ratio", "nonzero_ratio", "n_positive",
+    "n_negative", "n_zero", "eigen_tol_used", "min_eigenvalue", "max_eigenvalue",
 )
 
 
@@ -148,7 +148,8 @@ def _run(estimator, X, y, seed, grad_tol, max_grad_steps, grad_optimizer, eigen_
         "loss": float(result.loss), "grad_norm_before": float(result.initial_grad_norm),
         "grad_norm_after": float(result.final_grad_norm), "converged": bool(result.converged),
         "n_steps": int(result.n_steps), "grad_optimizer": result.optimizer,
-        "minimal_ratio": float(census.ratio), "n_positive": census.n_positive,
+        "minimal_ratio": float(census.ratio), "nonzero_ratio": float(census.nonzero_ratio),
+        "n_positive": census.n_positive,
         "n_negative": census.n_negative, "n_zero": census.n_zero,
         "eigen_tol_used": census.tol_used, "min_eigenvalue": float(eigenvalues[0]),
         "max_eigenvalue": float(eigenvalues[-1]),
@@ -247,9 +248,12 @@ class MinimalRatioStudy(Study):
         ``grad_norm_before`` / ``grad_norm_after`` (float64 gradient norm
         before and after the gradient phase), ``converged``
         (``grad_norm_after < grad_tol``), ``n_steps``, ``grad_optimizer``,
-        ``minimal_ratio``, ``n_positive``, ``n_negative``, ``n_zero`` (they
-        add up to ``n_params``), ``eigen_tol_used`` (absolute zero
-        tolerance), ``min_eigenvalue``, ``max_eigenvalue``.
+        ``minimal_ratio`` (positive / all eigenvalues, the classic ratio),
+        ``nonzero_ratio`` (positive / non-zero eigenvalues: zero eigenvalues
+        are flat directions, not a saddle; only negative ones show a
+        saddle), ``n_positive``, ``n_negative``, ``n_zero`` (they add up to
+        ``n_params``), ``eigen_tol_used`` (absolute zero tolerance),
+        ``min_eigenvalue``, ``max_eigenvalue``.
     spectra_ : dict
         Run -> ascending float64 eigenvalues (with ``keep_spectrum``; else empty).
     estimators_ : dict
