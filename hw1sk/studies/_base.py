@@ -9,6 +9,7 @@ see :class:`Study` for the hooks a study implements.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import os
 import warnings
@@ -340,12 +341,34 @@ class Study(BaseEstimator):
     ``_prepare_data(X, y, X_test, y_test)`` may be overridden; by default it
     is :func:`prepare_data` with the study's ``test_size`` (if it has one).
 
+    A study's ``__init__`` takes its own parameters and ``**shared``::
+
+        def __init__(self, estimator=None, *, batch_sizes=(16, 64), **shared):
+            super().__init__(estimator, **shared)
+            self._store(locals())
+
+    and its signature is completed with the shared parameters below.
+
     The estimator given is the single source of truth for training: a study
     changes only what it exists to vary, and the seed, and only as its own
     parameters say.  ``device``, when not None, moves every run to that
     device (recorded in ``settings_``).  Every run trains on
     :data:`THREADS_PER_RUN` threads, so the same ``random_state`` gives the
     same numbers whatever ``n_jobs`` and backend.
+
+    Parameters
+    ----------
+    estimator : skorch-style estimator or None, default=None
+        Unfitted template of the runs, cloned and never modified; None: the
+        study's default estimator.
+    n_jobs, backend, scheduler, cache_dir, progress
+        How the runs are executed (one torch thread per run), see
+        :func:`hw1sk.sweep.run_sweep`.
+    device : str or None, default=None
+        Where every run trains; None keeps the estimator's.
+    random_state : int, RandomState or None, default=0
+        Master seed of everything random in the study (what it seeds is
+        listed by each study).
     """
 
     _parameter_constraints: dict = {
@@ -360,6 +383,35 @@ class Study(BaseEstimator):
     }
 
     _run_function = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Give a study's ``__init__(own parameters, **shared)`` the full signature.
+
+        scikit-learn reads an estimator's parameters from its ``__init__``
+        signature; a study lists only its own parameters and passes the shared
+        ones on as ``**shared``, so the signature (what ``get_params``,
+        ``clone``, ``repr`` and ``help`` see) is completed here with the
+        base's keyword-only parameters.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = inspect.signature(init)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(params) == len(own.parameters):
+            return  # a complete signature of its own
+        names = {p.name for p in params}
+        shared = [p.replace(kind=p.KEYWORD_ONLY)
+                  for p in inspect.signature(Study.__init__).parameters.values()
+                  if p.name not in names]
+        init.__signature__ = own.replace(parameters=params + shared)
+
+    def _store(self, params):
+        """Store a study's own ``__init__`` arguments (its ``locals()``) under their names."""
+        for name, value in params.items():
+            if name not in ("self", "shared", "__class__"):
+                setattr(self, name, value)
 
     def __init__(self, estimator=None, *, n_jobs=1, backend="loky", scheduler=None,
                  cache_dir=None, progress=False, device=None, random_state=0):

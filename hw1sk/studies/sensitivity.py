@@ -220,24 +220,9 @@ class SensitivityStudy(Study):
                  max_epochs=None, output="softmax", sensitivity_on="test", n_eval=1000,
                  sharpness=True, sharpness_epsilon=1e-3, sharpness_steps=20,
                  sharpness_restarts=3, hessian_top=True, hessian_max_iter=50,
-                 test_size=0.2, n_jobs=1, backend="loky", scheduler=None, cache_dir=None,
-                 progress=False, random_state=0, device=None):
-        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
-                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
-                         device=device, random_state=random_state)
-        self.batch_sizes = batch_sizes
-        self.lr = lr
-        self.max_epochs = max_epochs
-        self.output = output
-        self.sensitivity_on = sensitivity_on
-        self.n_eval = n_eval
-        self.sharpness = sharpness
-        self.sharpness_epsilon = sharpness_epsilon
-        self.sharpness_steps = sharpness_steps
-        self.sharpness_restarts = sharpness_restarts
-        self.hessian_top = hessian_top
-        self.hessian_max_iter = hessian_max_iter
-        self.test_size = test_size
+                 test_size=0.2, **shared):
+        super().__init__(estimator, **shared)
+        self._store(locals())
 
     # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):
