@@ -49,14 +49,12 @@ class WeightDecayStudy(Study):
                               "test_size": [Interval(Real, 0, 1, closed="neither")]}
     _run_function = staticmethod(weight_decay_run)
 
+    # its own parameters; the shared ones (n_jobs, cache_dir, random_state, ...)
+    # pass through **shared and appear in get_params all the same
     def __init__(self, estimator=None, *, weight_decays=(0.0, 1e-3, 1e-2), test_size=0.25,
-                 n_jobs=1, backend="loky", scheduler=None, cache_dir=None, progress=False,
-                 device=None, random_state=0):
-        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
-                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
-                         device=device, random_state=random_state)
-        self.weight_decays = weight_decays
-        self.test_size = test_size
+                 **shared):
+        super().__init__(estimator, **shared)
+        self._store(locals())
 
     def _default_estimator(self, data):
         return NeuralClassifier(module__hidden=(32,), max_epochs=20, lr=1e-2)

@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_X_y
 from ..evaluation import evaluate_estimator
 from ..parameters import count_params
 from ..seeding import spawn_seeds
+from ._seed_groups import run_seed_group, seed_groups
 
 
 def describe_value(value):
@@ -63,19 +64,9 @@ def _name_of(value):
 def describe_estimator(estimator):
     """Every training setting of an estimator, as a flat dict of plain values.
 
-    The estimator's class, its module, criterion and optimizer (by name)
-    with every argument routed to them (``module__hidden``,
-    ``optimizer__weight_decay``, ``optimizer__momentum``, ...), lr, epochs,
-    batch size, device and the names of its callbacks: what a report needs
-    to say how a model was trained.
-
-    Parameters
-    ----------
-    estimator : skorch-style estimator
-
-    Returns
-    -------
-    settings : dict
+    Its class; module, criterion and optimizer by name, with every argument
+    routed to them (``module__hidden``, ``optimizer__weight_decay``, ...);
+    lr, epochs, batch size, device and the names of its callbacks.
 
     Examples
     --------
@@ -123,27 +114,10 @@ def _check_hidden(hidden):
 
 
 def apply_shortcuts(estimator, study, names=("hidden", "lr", "max_epochs", "batch_size")):
-    """``estimator`` with the training shortcuts that ``study`` sets applied (in place).
+    """``estimator`` (changed in place) with the shortcuts among ``names`` that ``study`` sets.
 
-    Each of ``names`` that the study sets (not None) replaces the estimator's
-    setting of that name (``hidden``: its ``module__hidden``); one that is
-    None leaves the estimator's own setting as it is.
-
-    Parameters
-    ----------
-    estimator : skorch-style estimator (unfitted)
-    study : Study
-    names : sequence of str
-        The shortcuts the study offers, among :data:`SHORTCUT_CONSTRAINTS`.
-
-    Returns
-    -------
-    estimator
-
-    Raises
-    ------
-    ValueError
-        If ``hidden`` is set but not a sequence of positive integers.
+    A shortcut set (not None) replaces the estimator's setting of that name
+    (``hidden``: ``module__hidden``); None keeps the estimator's own.
     """
     values = {name: getattr(study, name) for name in names}
     if "hidden" in values:
@@ -186,32 +160,16 @@ def subset_indices(n_available, n_wanted, random_state, name="n_samples"):
 
 def prepare_data(X, y, X_test=None, y_test=None, *, test_size=None, n_train=None, n_test=None,
                  random_state=0, seeds=None):
-    """The one data preparation of the studies: check, split, subsample.
+    """The one data preparation of the studies: check, split, subsample; a :class:`StudyData`.
 
-    ``X`` and ``y`` are checked with scikit-learn's ``check_X_y`` (any
-    sample shape, e.g. ``(n, 1, 28, 28)`` images); labels stay as given
-    (each fitted classifier encodes them through its ``classes_``).  When
-    ``X_test`` and ``y_test`` are None and ``test_size`` or ``n_test`` is
-    set, a held-out part is split off with ``train_test_split``.  Then
-    ``n_train`` training and ``n_test`` held-out samples are drawn without
-    replacement (all when None); the subsets keep the order of the data.
-
-    Parameters
-    ----------
-    X, y : array-like of shape (n_samples, ...) and (n_samples,)
-    X_test, y_test : array-like or None
-    test_size : float, int or None, default=None
-        Held-out part to split off when no ``X_test`` is given (``n_test``
-        when None; no split when both are None).
-    n_train, n_test : int or None
-    random_state : int, RandomState or None, default=0
-        Seeds the split and the subsets (three seeds spawned from it).
-    seeds : tuple of 3 int, optional
-        The split, training-subset and held-out-subset seeds themselves.
-
-    Returns
-    -------
-    data : StudyData
+    ``X, y`` are checked by ``check_X_y`` (any sample shape); labels stay as
+    given (each classifier encodes them through its ``classes_``).  Without
+    ``X_test``, a held-out part of ``test_size`` (else ``n_test``) samples is
+    split off by ``train_test_split`` when either is set.  Then ``n_train``
+    training and ``n_test`` held-out samples are drawn without replacement
+    (all when None), in the order of the data.  ``random_state`` seeds the
+    split and the two subsets (three spawned seeds), unless ``seeds`` gives
+    those three seeds.
     """
     X, y = check_X_y(X, y, allow_nd=True, y_numeric=False)
     if (X_test is None) != (y_test is None):
@@ -246,43 +204,33 @@ def with_callbacks(estimator, *named_callbacks):
     return estimator.set_params(callbacks=existing + list(named_callbacks))
 
 
+def with_held_out_score(estimator, X_test, y_test, every=1):
+    """``estimator`` scoring ``(X_test, y_test)`` every ``every`` epochs (``test_loss``, ``test_acc``)."""
+    from ..evaluation import HeldOutScore
+
+    return with_callbacks(estimator, ("test_score", HeldOutScore(X_test, y_test, name="test",
+                                                                 every=every)))
+
+
 def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
               keep_estimator=True):
-    """Fit a clone of ``estimator`` with ``random_state=seed``, report what it learned.
+    """Fit a clone of ``estimator`` with ``random_state=seed`` and score it (one study run).
 
-    A module-level function so that it pickles into joblib and dask workers.
-
-    Parameters
-    ----------
-    estimator : NeuralClassifier or NeuralRegressor (unfitted template)
-    X, y : array-like
-        Training data.
-    X_test, y_test : array-like, optional
-        Held-out data, scored every ``test_every`` epochs into the history
-        (columns ``test_loss``, ``test_acc``, like skorch's ``train_acc``).
-    seed : int, default=0
-    test_every : int, default=1
-    keep_estimator : bool, default=True
-        Return the fitted estimator too (needed for traces and parameters).
-
-    Returns
-    -------
-    run : dict
-        ``history`` (DataFrame), ``train`` and ``test`` scores (dicts of loss
-        and accuracy), ``n_params``, and ``estimator`` when kept.
-
-    Raises
-    ------
-    hw1sk.sweep.RunDiverged
-        When the training loss became NaN or infinite.
+    Held-out data, when given, are scored every ``test_every`` epochs into
+    the history (``test_loss``, ``test_acc``).  Returns a dict: ``history``
+    (DataFrame), ``train`` and ``test`` scores (dicts of loss and accuracy),
+    ``n_params``, and the fitted ``estimator`` when ``keep_estimator``.
+    Raises :class:`hw1sk.sweep.RunDiverged` when the fit diverged.
     """
-    from ..evaluation import HeldOutScore
     from ..sweep import RunDiverged
+    from ._seed_groups import take_prefitted
 
-    est = clone(estimator).set_params(random_state=int(seed))
-    if X_test is not None:
-        with_callbacks(est, ("test_score", HeldOutScore(X_test, y_test, name="test", every=test_every)))
-    est.fit(X, y)
+    est = take_prefitted(estimator, X, y, X_test, seed)  # trained with its seed group
+    if est is None:
+        est = clone(estimator).set_params(random_state=int(seed))
+        if X_test is not None:
+            with_held_out_score(est, X_test, y_test, test_every)
+        est.fit(X, y)
     history = est.history_
     if getattr(est, "diverged_", False):
         raise RunDiverged(
@@ -307,6 +255,10 @@ def train_run(estimator, X, y, X_test=None, y_test=None, seed=0, test_every=1,
 #: a study's numbers independent of ``n_jobs``; the cores are used by running runs in
 #: parallel (``n_jobs``) instead.
 THREADS_PER_RUN = 1
+
+#: Smallest group of runs differing only in their seed that ``vectorize="auto"``
+#: trains together.
+AUTO_MIN_SEEDS = 4
 
 
 class Study(BaseEstimator):
@@ -369,6 +321,15 @@ class Study(BaseEstimator):
     random_state : int, RandomState or None, default=0
         Master seed of everything random in the study (what it seeds is
         listed by each study).
+    vectorize : "auto" or bool, default="auto"
+        Train runs that differ only in their seed together, with
+        :class:`hw1sk.ensemble.SeedEnsemble` (one vectorized pass per group
+        and one cache file per group; the numbers agree with separate fits
+        to floating-point rounding).  ``"auto"``: groups of at least
+        :data:`AUTO_MIN_SEEDS` runs, split across the ``n_jobs`` workers,
+        falling back to separate fits silently where the ensemble cannot
+        vectorize the estimator; True: every group of two or more, with a
+        warning on a fallback; False: every run on its own.
     """
 
     _parameter_constraints: dict = {
@@ -380,7 +341,12 @@ class Study(BaseEstimator):
         "progress": ["boolean"],
         "device": [str, None],
         "random_state": ["random_state"],
+        "vectorize": ["boolean", StrOptions({"auto"})],
     }
+
+    #: Whether the runs score their held-out data during training (``train_run``
+    #: with ``X_test``), so that seed groups are trained with that scoring.
+    _held_out_in_training = False
 
     _run_function = None
 
@@ -414,7 +380,8 @@ class Study(BaseEstimator):
                 setattr(self, name, value)
 
     def __init__(self, estimator=None, *, n_jobs=1, backend="loky", scheduler=None,
-                 cache_dir=None, progress=False, device=None, random_state=0):
+                 cache_dir=None, progress=False, device=None, random_state=0,
+                 vectorize="auto"):
         self.estimator = estimator
         self.n_jobs = n_jobs
         self.backend = backend
@@ -423,6 +390,7 @@ class Study(BaseEstimator):
         self.progress = progress
         self.device = device
         self.random_state = random_state
+        self.vectorize = vectorize
 
     def fit(self, X, y=None, X_test=None, y_test=None):
         """Run the study on ``(X, y)``; held-out data are split off unless given.
@@ -441,7 +409,10 @@ class Study(BaseEstimator):
         self
         """
         self._validate_params()
-        data = self._prepare_data(X, y, X_test, y_test)
+        return self._fit_prepared(self._prepare_data(X, y, X_test, y_test))
+
+    def _fit_prepared(self, data):
+        """:meth:`fit` after validation and data preparation (``data`` from ``_prepare_data``)."""
         template = self._template_estimator(data)
         pairs = self._tasks(data, template)
         labels, tasks = [label for label, _ in pairs], [task for _, task in pairs]
@@ -484,18 +455,19 @@ class Study(BaseEstimator):
         the task's own values do (arrays summarised).  Returns the results
         in task order, with ``None`` for diverged runs.
         """
-        from ..sweep import DivergedRun, run_sweep
+        from ..sweep import DivergedRun
 
-        results = run_sweep(
-            func, tasks,
-            n_jobs=getattr(self, "n_jobs", 1),
-            backend=getattr(self, "backend", "loky"),
-            scheduler=getattr(self, "scheduler", None),
-            cache_dir=getattr(self, "cache_dir", None),
-            progress=getattr(self, "progress", False),
-            desc=desc or type(self).__name__,
-            threads_per_worker=THREADS_PER_RUN,
-        )
+        results = [None] * len(tasks)
+        groups = self._seed_groups(tasks) if func is type(self)._run_function else []
+        singles = [i for i in range(len(tasks)) if not any(i in g for g in groups)]
+        for i, result in zip(singles, self._sweep(func, [tasks[i] for i in singles], desc)):
+            results[i] = result
+        group_tasks = [{"run_function": func, "tasks": [tasks[i] for i in g],
+                        "vectorize": self.vectorize, "held_out": self._held_out_in_training}
+                       for g in groups]
+        for g, group in zip(groups, self._sweep(run_seed_group, group_tasks, desc)):
+            for i, result in zip(g, group):
+                results[i] = result
         diverged, out = [], []
         names = labels if labels is not None else [
             {k: describe_value(v) for k, v in task.items()} for task in tasks]
@@ -514,6 +486,35 @@ class Study(BaseEstimator):
                 RuntimeWarning,
                 stacklevel=3,
             )
+        return out
+
+    def _sweep(self, func, tasks, desc):
+        from ..sweep import run_sweep
+
+        if not tasks:
+            return []
+        return run_sweep(func, tasks, n_jobs=self.n_jobs, backend=self.backend,
+                         scheduler=self.scheduler, cache_dir=self.cache_dir,
+                         progress=self.progress, desc=desc or type(self).__name__,
+                         threads_per_worker=THREADS_PER_RUN)
+
+    def _seed_groups(self, tasks):
+        """The groups of tasks trained together by :func:`run_seed_group` (``vectorize``).
+
+        Tasks that differ only in their seed (:func:`seed_groups`), at least
+        :data:`AUTO_MIN_SEEDS` of them with ``vectorize="auto"`` (two with
+        True), each cut into as many contiguous pieces as there are workers,
+        so that ``n_jobs`` still runs pieces side by side.
+        """
+        if self.vectorize is False:
+            return []
+        least = AUTO_MIN_SEEDS if self.vectorize == "auto" else 2
+        workers = os.cpu_count() if self.n_jobs == -1 else self.n_jobs
+        out = []
+        for group in seed_groups(tasks):
+            if len(group) >= least:
+                pieces = min(workers, len(group) // least) if self.vectorize == "auto" else 1
+                out.extend([int(i) for i in p] for p in np.array_split(group, max(pieces, 1)))
         return out
 
     def _check_fitted(self):
