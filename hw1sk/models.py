@@ -6,6 +6,7 @@ classification, values for regression); the estimators add the loss.
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Integral
 
@@ -27,6 +28,10 @@ __all__ = [
     "cnn_for_budget_flat",
     "make_module",
     "MODEL_ZOO",
+    "parameter_matched_models",
+    "holds_images",
+    "n_weight_layers",
+    "reinitialized_copy",
 ]
 
 #: Activation names accepted by the zoo.
@@ -485,3 +490,70 @@ def cnn_for_budget_flat(n_params=8000, depth=1, in_channels=1, image_size=28, n_
         lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
     best = min((lo, hi), key=lambda c: (abs(count(c) - n_params), c))
     return CNN(channels=(best,) * depth, **kwargs)
+
+
+#: Budget and depths of the parameter-matched models of each task (HW1-1).
+PARAMETER_MATCHED = {"regression": {"n_params": 571, "depths": (1, 4, 7)},
+                     "classification": {"n_params": 8000, "depths": (1, 2, 4)}}
+
+
+def parameter_matched_models(task, n_params=None, depths=None):
+    """Parameter-matched MLPs (and CNNs for classification) of several depths.
+
+    ``n_params`` and ``depths`` (hidden layers or convolutions) default to
+    571 and ``(1, 4, 7)`` for ``task="regression"``, 8000 and ``(1, 2, 4)``
+    for ``"classification"``.  Returns name -> estimator parameters:
+    ``"MLP-<depth>"`` (:func:`mlp_for_budget`) and, for classification,
+    ``"CNN-<depth>"`` (:func:`cnn_for_budget_flat`); input size and number
+    of classes come from the data.
+
+    Examples
+    --------
+    >>> from hw1sk.models import parameter_matched_models
+    >>> sorted(parameter_matched_models("regression"))
+    ['MLP-1', 'MLP-4', 'MLP-7']
+    """
+    if task not in PARAMETER_MATCHED:
+        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}.")
+    n_params = PARAMETER_MATCHED[task]["n_params"] if n_params is None else n_params
+    depths = tuple(PARAMETER_MATCHED[task]["depths"] if depths is None else depths)
+    if not isinstance(n_params, Integral) or isinstance(n_params, bool) or n_params < 1:
+        raise ValueError(f"n_params must be a positive integer, got {n_params!r}.")
+    if not depths or not all(isinstance(d, Integral) and not isinstance(d, bool) and d >= 1
+                             for d in depths):
+        raise ValueError(
+            f"depths must be a non-empty sequence of positive integers, got {depths!r}.")
+    families = {"MLP": "mlp_budget"}
+    if task == "classification":
+        families = {"CNN": cnn_for_budget_flat, **families}
+    return {f"{family}-{d}": {"module": zoo, "module__n_params": int(n_params),
+                              "module__depth": int(d)}
+            for family, zoo in families.items() for d in depths}
+
+
+def holds_images(X):
+    """Whether the samples of ``X`` are images the budget CNNs take.
+
+    ``(H, W)`` or ``(C, H, W)`` samples with square ``H == W``, or flat
+    samples of ``H * H`` (grey) values, like flattened MNIST.
+    """
+    shape = X.shape[1:]
+    if len(shape) == 1:
+        side = int(round(np.sqrt(shape[0])))
+        return shape[0] > 1 and side * side == shape[0]
+    return len(shape) in (2, 3) and shape[-1] == shape[-2]
+
+
+def n_weight_layers(module):
+    """Number of linear and convolutional layers of ``module`` (the output layer included)."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return sum(isinstance(m, kinds) for m in module.modules())
+
+
+def reinitialized_copy(module):
+    """A deep copy of ``module`` whose layers are re-initialised (under the caller's seed)."""
+    fresh = copy.deepcopy(module)
+    for sub in fresh.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return fresh

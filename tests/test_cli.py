@@ -136,8 +136,10 @@ def test_sweep_killed_midway_resumes_without_redoing_finished_runs(tmp_path, mon
     import hw1sk.studies.minimal_ratio as minimal_ratio
 
     cache, out = tmp_path / "cache", tmp_path / "out"
+    # one cache file per run (vectorize=False): seed groups resume per group, tested in
+    # tests/test_studies_seed_groups.py
     overrides = {FAST_ITEM: {**FAST_OVERRIDES[FAST_ITEM], "n_runs": 8,
-                             "train_epochs": 600}}
+                             "train_epochs": 600, "vectorize": False}}
     argv = ["--out", str(out), "--profile", "quick", "--backend", "sequential",
             "--cache-dir", str(cache), "--data-home", mnist_data_home, "--quiet"]
     code = ("import sys; from hw1sk.cli import sweep_main; "
@@ -229,8 +231,9 @@ def test_dask_local_cluster_gives_the_numbers_of_the_local_run(tmp_path, mnist_d
         assert sweep_main(FAST_ITEM, FAST_OVERRIDES, argv=argv) == 0
         tables[backend] = pd.read_csv(out / "tables" / f"{FAST_ITEM}_results.csv")
     assert len(tables["dask"]) == 4
+    # the four runs differ only in their seed: one group, trained together (vectorize)
     for backend in tables:
-        assert len(list((tmp_path / backend).rglob("*.pkl"))) == 4
+        assert len(list((tmp_path / backend).rglob("*.pkl"))) == 1
     pd.testing.assert_frame_equal(tables["dask"], tables["sequential"])
 
 

@@ -259,6 +259,8 @@ THREADS_PER_RUN = 1
 #: Smallest group of runs differing only in their seed that ``vectorize="auto"``
 #: trains together.
 AUTO_MIN_SEEDS = 4
+#: Largest group it trains together: a killed sweep loses at most this many runs.
+AUTO_MAX_SEEDS = 32
 
 
 class Study(BaseEstimator):
@@ -326,7 +328,8 @@ class Study(BaseEstimator):
         :class:`hw1sk.ensemble.SeedEnsemble` (one vectorized pass per group
         and one cache file per group; the numbers agree with separate fits
         to floating-point rounding).  ``"auto"``: groups of at least
-        :data:`AUTO_MIN_SEEDS` runs, split across the ``n_jobs`` workers,
+        :data:`AUTO_MIN_SEEDS` runs, split across the ``n_jobs`` workers
+        into pieces of at most :data:`AUTO_MAX_SEEDS`,
         falling back to separate fits silently where the ensemble cannot
         vectorize the estimator; True: every group of two or more, with a
         warning on a fallback; False: every run on its own.
@@ -503,8 +506,9 @@ class Study(BaseEstimator):
 
         Tasks that differ only in their seed (:func:`seed_groups`), at least
         :data:`AUTO_MIN_SEEDS` of them with ``vectorize="auto"`` (two with
-        True), each cut into as many contiguous pieces as there are workers,
-        so that ``n_jobs`` still runs pieces side by side.
+        True).  ``"auto"`` cuts each into contiguous pieces, as many as there
+        are workers (so that ``n_jobs`` still runs pieces side by side) and of
+        at most :data:`AUTO_MAX_SEEDS` runs.
         """
         if self.vectorize is False:
             return []
@@ -513,7 +517,8 @@ class Study(BaseEstimator):
         out = []
         for group in seed_groups(tasks):
             if len(group) >= least:
-                pieces = min(workers, len(group) // least) if self.vectorize == "auto" else 1
+                pieces = (max(min(workers, len(group) // least), -(-len(group) // AUTO_MAX_SEEDS))
+                          if self.vectorize == "auto" else 1)
                 out.extend([int(i) for i in p] for p in np.array_split(group, max(pieces, 1)))
         return out
 

@@ -2,144 +2,100 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
+from ..parameters import count_params
 from ..seeding import as_seed, spawn_seeds
 from ._base import Study, prepare_data, train_run
-from ._defaults import default_flatness_classifier, describe_module
+from ._collect import (OPTIONAL_COUNT, TEST_SIZE, completed, data_sizes, is_positive_int,
+                       model_settings, stack)
+from ._defaults import default_flatness_classifier
 
 __all__ = ["InterpolationStudy", "PAIR_KINDS"]
 
-#: The two ways the end points of an interpolation may differ: each pair is named after
-#: the one estimator parameter its two end points differ in.
+#: The estimator parameter the two end points of a pair differ in, naming the pair.
 PAIR_KINDS = ("batch_size", "lr")
 
 _COLUMNS = ["pair", "alpha", "split", "loss", "accuracy"]
+_SUMMARY_COLUMNS = ["pair", "split", "loss_1", "loss_2", "accuracy_1", "accuracy_2",
+                    "loss_barrier"]
 
 
 def _train_endpoint(estimator, X, y, seed, pair, value):
-    """Train one end point: ``estimator`` with its setting ``pair`` set to ``value``.
-
-    A module-level sweep task; every other setting of ``estimator`` is used as given.
-    """
-    return train_run(clone(estimator).set_params(**{pair: value}), X, y, seed=seed,
-                     keep_estimator=True)
+    """Train ``estimator`` with its setting ``pair`` set to ``value`` (a sweep task)."""
+    return train_run(clone(estimator).set_params(**{pair: value}), X, y, seed=seed)
 
 
 def _evaluate_pair(estimator1, estimator2, alphas, recompute_batchnorm, X, y, X_test, y_test,
                    pair):
-    """Evaluate the line between two trained end points (a module-level sweep task)."""
+    """Evaluate the line between two trained end points (a sweep task)."""
     from ..transformers import ParameterInterpolator
 
     interp = ParameterInterpolator(estimator1, estimator2, alphas=alphas,
                                    recompute_batchnorm=recompute_batchnorm).fit()
-    frame = interp.evaluate(X, y, X_test, y_test).assign(pair=pair)
-    return {"frame": frame, "interpolator": interp}
+    return {"frame": interp.evaluate(X, y, X_test, y_test).assign(pair=pair),
+            "interpolator": interp}
 
 
-def _pair_of(values, name, kind, valid):
-    """``values`` as a tuple of two ``kind`` values, or a ValueError naming ``name``."""
+def _pair_of(values, name, kind, valid, cast):
+    """``values`` as a tuple of two valid values cast, or a ValueError naming ``name``."""
     values = tuple(np.asarray(values, dtype=object).ravel()) if np.ndim(values) else None
     if values is None or len(values) != 2 or not all(valid(v) for v in values):
         raise ValueError(f"{name} must be a pair of positive {kind}, got {values!r}.")
-    return values
-
-
-def _is_positive_int(value):
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _is_positive_real(value):
-    return (isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
-            and value > 0)
+    return tuple(cast(v) for v in values)
 
 
 class InterpolationStudy(Study):
     """Train two models that differ in one setting, evaluate the line between them.
 
-    Each pair in ``pairs`` is named after the one estimator setting its two
-    models differ in: pair ``"batch_size"`` trains the estimator with batch
-    sizes ``batch_sizes[0]`` and ``batch_sizes[1]``, pair ``"lr"`` with
-    learning rates ``lrs[0]`` and ``lrs[1]``; everything else (optimizer and
-    its arguments, the other of the two settings, epochs, module, callbacks)
-    is the estimator's.  Then
-    :class:`~hw1sk.transformers.ParameterInterpolator` evaluates the models
-    θ(α) = (1 − α) θ₁ + α θ₂ for every α in ``alphas`` on the training and the
-    held-out data (HW1-3 "flatness vs generalization", after Goodfellow et al.,
-    2015 and Keskar et al., 2017).
+    Pair ``"batch_size"`` trains the estimator with the two ``batch_sizes``, pair
+    ``"lr"`` with the two ``lrs``; θ(α) = (1 − α) θ₁ + α θ₂ is then evaluated for
+    every α in ``alphas`` on the training and held-out data.
 
     Parameters
     ----------
-    estimator : NeuralClassifier or NeuralRegressor, optional
-        Unfitted template; cloned, never modified.  Every model trains with
-        its settings exactly, except the setting its pair varies, the seed,
-        and ``max_epochs`` when that is set here.  Default:
-        :func:`~hw1sk.studies._defaults.default_flatness_classifier` (MLP
-        784-128-10, Adam, lr 1e-3, batch size 64, 5 epochs).
+    estimator : NeuralClassifier, NeuralRegressor or None, default=None
+        Trained as given but for the pair's setting, the seed and ``max_epochs``;
+        None: :func:`~hw1sk.studies._defaults.default_flatness_classifier`.
     pairs : str or sequence of {"batch_size", "lr"}, default=("batch_size", "lr")
-        Which pairs to train (distinct).
-    batch_sizes : pair of int, default=(64, 1024)
-        The batch sizes of the two models of pair ``"batch_size"``.
-    lrs : pair of float, default=(1e-3, 1e-2)
-        The learning rates of the two models of pair ``"lr"``.
+    batch_sizes, lrs : pair of int, pair of float, default=(64, 1024), (1e-3, 1e-2)
     same_init : bool, default=False
-        If True, the two models of a pair are trained with the same seed: the
-        same initial weights *and* the same shuffling seed (each epoch's
-        permutation of the data is the same; with different batch sizes it is
-        cut into different batches).  If False, each model has its own seed.
+        Train both models of a pair with one seed (initial weights, shuffling).
     alphas : array-like, optional
-        Interpolation coefficients; default 31 points evenly spaced in [-1, 2].
+        Default: 31 points evenly spaced in [-1, 2].
     max_epochs : int or None, default=None
-        Epochs of every model, when set (recorded in ``settings_``); None
-        keeps the estimator's.  Both models of a pair see the data the same
-        number of times, so the large-batch model takes fewer steps.
+        Epochs of every model, when set (equal epochs: fewer steps for big batches).
     test_size : float or int, default=0.2
-        Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test`` (split with
-        :func:`sklearn.model_selection.train_test_split`, seeded by
-        ``random_state``).
+        Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test``.
     recompute_batchnorm : bool, default=True
-        Passed to :class:`~hw1sk.transformers.ParameterInterpolator`: BatchNorm
-        statistics of the interpolated models are recomputed on the training data.
-    n_jobs, backend, scheduler, cache_dir, progress
-        How the training runs are executed, see :func:`hw1sk.sweep.run_sweep`.
+        Recompute the interpolated models' BatchNorm statistics on the training data.
     random_state : int, RandomState or None, default=0
-        Master seed of the split and of the training runs; the same value gives
-        the same numbers on CPU, whatever ``n_jobs``.
-    device : str or None, default=None
-        Where the models are trained and evaluated; None keeps the estimator's.
+        Seeds the split and the runs.
+    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
     results_ : pandas.DataFrame
-        One row per (pair, alpha, split): columns ``pair``, ``alpha``,
-        ``split`` ("train"/"test"), ``loss``, ``accuracy``.  Pairs with a
-        diverged end point are left out (see ``diverged_``).
+        One row per (pair, alpha, split): pair, alpha, split, loss, accuracy
+        (:class:`~hw1sk.transformers.ParameterInterpolator`).
     summary_ : pandas.DataFrame
-        One row per (pair, split): the end points' ``loss_1``, ``loss_2``,
-        ``accuracy_1``, ``accuracy_2`` and ``loss_barrier``, the largest loss on
-        the grid between them minus the larger end-point loss (0 when the
-        loss is never above the end points; NaN unless α = 0 and α = 1 are on
-        the grid).
-    settings_ : dict
-        Every training setting of the estimator
-        (:func:`~hw1sk.studies._base.describe_estimator`), then the model,
-        parameter count, the two end points of each pair (batch size, lr,
-        seed), what the study set, data sizes and alphas.
+        Per (pair, split): loss_1, loss_2, accuracy_1, accuracy_2 (end points) and
+        loss_barrier (highest loss for α in [0, 1] minus the higher end point's);
+        NaN unless α = 0 and 1 are on the grid.
     estimators_ : dict
         ``(pair, endpoint) -> fitted estimator``, endpoint 1 or 2.
     interpolators_ : dict
         ``pair -> fitted ParameterInterpolator``.
     histories_ : pandas.DataFrame
-        Training histories of the end points (every column the estimator
-        records), with columns ``pair`` and ``endpoint`` added.
+        Training histories, with ``pair`` and ``endpoint`` columns.
+    settings_ : dict
     diverged_ : pandas.DataFrame
-        Runs that diverged: ``pair``, ``endpoint``, ``batch_size``, ``lr``,
-        ``seed`` and the message.
+        Diverged runs; their pairs are left out of the results.
 
     See Also
     --------
@@ -155,10 +111,9 @@ class InterpolationStudy(Study):
 
     Examples
     --------
-    >>> import numpy as np
+    >>> from sklearn.datasets import make_blobs
     >>> from hw1sk.studies.interpolation import InterpolationStudy
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.randn(200, 5).astype("float32"); y = (X[:, 0] > 0).astype(int)
+    >>> X, y = make_blobs(200, n_features=5, centers=2, random_state=0)
     >>> study = InterpolationStudy(pairs="lr", max_epochs=2, alphas=[0, 0.5, 1],
     ...                            test_size=0.25).fit(X, y)
     >>> study.results_.shape, list(study.results_.columns)
@@ -170,35 +125,21 @@ class InterpolationStudy(Study):
     _parameter_constraints = {
         **Study._parameter_constraints,
         "pairs": [StrOptions(set(PAIR_KINDS)), "array-like"],
-        "batch_sizes": ["array-like"],
-        "lrs": ["array-like"],
+        **dict.fromkeys(("batch_sizes", "lrs"), ["array-like"]),
         "same_init": ["boolean"],
         "alphas": ["array-like", None],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"), None],
-        "test_size": [Interval(Real, 0, 1, closed="neither"),
-                      Interval(Integral, 1, None, closed="left")],
+        "max_epochs": OPTIONAL_COUNT,
+        "test_size": TEST_SIZE,
         "recompute_batchnorm": ["boolean"],
     }
     _run_function = staticmethod(_train_endpoint)
 
     def __init__(self, estimator=None, pairs=PAIR_KINDS, batch_sizes=(64, 1024),
                  lrs=(1e-3, 1e-2), same_init=False, alphas=None, max_epochs=None,
-                 test_size=0.2, recompute_batchnorm=True, n_jobs=1, backend="loky",
-                 scheduler=None, cache_dir=None, progress=False, random_state=0,
-                 device=None):
-        super().__init__(estimator=estimator, n_jobs=n_jobs, backend=backend,
-                         scheduler=scheduler, cache_dir=cache_dir, progress=progress,
-                         device=device, random_state=random_state)
-        self.pairs = pairs
-        self.batch_sizes = batch_sizes
-        self.lrs = lrs
-        self.same_init = same_init
-        self.alphas = alphas
-        self.max_epochs = max_epochs
-        self.test_size = test_size
-        self.recompute_batchnorm = recompute_batchnorm
+                 test_size=0.2, recompute_batchnorm=True, **shared):
+        super().__init__(estimator, **shared)
+        self._store(locals())
 
-    # ------------------------------------------------------------------ hooks
     def _prepare_data(self, X, y, X_test, y_test):
         # the split seed, then two run seeds per pair kind (whichever pairs run)
         self._seeds = spawn_seeds(as_seed(self.random_state), 1 + 2 * len(PAIR_KINDS))
@@ -221,12 +162,10 @@ class InterpolationStudy(Study):
         if not pairs or any(p not in PAIR_KINDS for p in pairs) or len(set(pairs)) != len(pairs):
             raise ValueError(f"pairs must be a non-empty selection of {PAIR_KINDS} without "
                              f"repeats, got {self.pairs!r}.")
-        values = {
-            "batch_size": tuple(int(b) for b in _pair_of(
-                self.batch_sizes, "batch_sizes", "integers", _is_positive_int)),
-            "lr": tuple(float(v) for v in _pair_of(
-                self.lrs, "lrs", "numbers", _is_positive_real)),
-        }
+        values = {"batch_size": _pair_of(self.batch_sizes, "batch_sizes", "integers",
+                                         is_positive_int, int),
+                  "lr": _pair_of(self.lrs, "lrs", "numbers", lambda v: isinstance(v, Real)
+                                 and not isinstance(v, bool) and np.isfinite(v) and v > 0, float)}
         return {pair: values[pair] for pair in pairs}
 
     def _tasks(self, data, template):
@@ -234,84 +173,64 @@ class InterpolationStudy(Study):
 
         pairs = self._checked_pairs()
         self._alphas = _check_alphas(self.alphas)
-        run_seeds = self._seeds[1:]
         tasks = []
         for pair, values in pairs.items():
-            k = PAIR_KINDS.index(pair)  # seeds by pair kind: independent of which pairs run
+            k = 1 + 2 * PAIR_KINDS.index(pair)  # seeds by pair kind, whichever pairs run
             for end, value in enumerate(values):
-                seed = run_seeds[2 * k] if self.same_init else run_seeds[2 * k + end]
-                setting = {"batch_size": template.batch_size, "lr": template.lr, pair: value}
-                label = {"pair": pair, "endpoint": end + 1, **setting, "seed": seed}
+                seed = self._seeds[k if self.same_init else k + end]
+                label = {"pair": pair, "endpoint": end + 1, "batch_size": template.batch_size,
+                         "lr": template.lr, pair: value, "seed": seed}
                 tasks.append((label, {"estimator": template, "X": data.X, "y": data.y,
                                       "seed": seed, "pair": pair, "value": value}))
         return tasks
 
     def _collect(self, data, template, labels, runs):
-        self.estimators_, histories, eval_tasks = {}, [], []
-        for label, run in zip(labels, runs):
-            if run is not None:
-                key = (label["pair"], label["endpoint"])
-                self.estimators_[key] = run["estimator"]
-                histories.append(run["history"].assign(pair=key[0], endpoint=key[1]))
-        for pair in dict.fromkeys(label["pair"] for label in labels):
-            ends = [self.estimators_.get((pair, end)) for end in (1, 2)]
-            if None in ends:
-                continue  # a diverged end point: no line to evaluate (listed in diverged_)
-            eval_tasks.append({
-                "estimator1": ends[0], "estimator2": ends[1], "alphas": self._alphas,
-                "recompute_batchnorm": self.recompute_batchnorm, "X": data.X, "y": data.y,
-                "X_test": data.X_test, "y_test": data.y_test, "pair": pair,
-            })
+        done = completed(labels, runs)
+        self.estimators_ = {(lab["pair"], lab["endpoint"]): run["estimator"] for lab, run in done}
+        self.histories_ = stack([({"pair": lab["pair"], "endpoint": lab["endpoint"]},
+                                  run["history"]) for lab, run in done])
+        ends = {pair: [self.estimators_.get((pair, end)) for end in (1, 2)]
+                for pair in dict.fromkeys(label["pair"] for label in labels)}
+        # one task per pair with both end points (a diverged one is in diverged_)
+        eval_tasks = [{"estimator1": e1, "estimator2": e2, "alphas": self._alphas,
+                       "recompute_batchnorm": self.recompute_batchnorm, "X": data.X, "y": data.y,
+                       "X_test": data.X_test, "y_test": data.y_test, "pair": pair}
+                      for pair, (e1, e2) in ends.items() if e1 is not None and e2 is not None]
         diverged = self.diverged_  # _run_tasks resets it; evaluations cannot diverge
-        # one task per pair: the forward passes over the data run in parallel too
         evaluated = self._run_tasks(_evaluate_pair, eval_tasks, desc="InterpolationStudy eval")
         self.diverged_ = diverged
         self.interpolators_ = {t["pair"]: e["interpolator"] for t, e in zip(eval_tasks, evaluated)}
         frames = [e["frame"] for e in evaluated]
         self.results_ = (pd.concat(frames, ignore_index=True)[_COLUMNS] if frames
                          else pd.DataFrame(columns=_COLUMNS))
-        self.histories_ = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-        self.summary_ = _summary(self.results_)
+        self.summary_ = pd.DataFrame([_summary_row(pair, split, g) for (pair, split), g in
+                                      self.results_.groupby(["pair", "split"], sort=False)],
+                                     columns=_SUMMARY_COLUMNS)
         self._endpoints = labels
 
     def _settings(self, data, template):
-        settings = {}
         fitted = next(iter(self.estimators_.values()), None)
-        if fitted is not None:
-            settings["model"] = describe_module(fitted.module_)
-            settings["n_params"] = int(sum(p.numel() for p in fitted.module_.parameters()))
-        settings["varied"] = ", ".join(dict.fromkeys(e["pair"] for e in self._endpoints))
-        for e in self._endpoints:
-            settings[f"{e['pair']} pair, model {e['endpoint']}"] = (
-                f"batch size {e['batch_size']}, lr {e['lr']:g}, seed {e['seed']}")
+        model = {} if fitted is None else model_settings(
+            fitted.module_, count_params(fitted.module_, trainable_only=False))
+        ends = {f"{e['pair']} pair, model {e['endpoint']}":
+                f"batch size {e['batch_size']}, lr {e['lr']:g}, seed {e['seed']}"
+                for e in self._endpoints}
         alphas = self._alphas
-        settings.update({
-            "same_init": bool(self.same_init),
-            "max_epochs (set by the study)": self.max_epochs,
-            "n_train": int(data.X.shape[0]),
-            "n_test": int(data.X_test.shape[0]),
-            "alphas": f"{alphas.size} points in [{alphas.min():g}, {alphas.max():g}]",
-            "random_state": self.random_state,
-        })
-        return settings
+        return {**model, "varied": ", ".join(dict.fromkeys(e["pair"] for e in self._endpoints)),
+                **ends, "same_init": bool(self.same_init),
+                "max_epochs (set by the study)": self.max_epochs, **data_sizes(data),
+                "alphas": f"{alphas.size} points in [{alphas.min():g}, {alphas.max():g}]",
+                "random_state": self.random_state}
 
 
-def _summary(results):
-    """End-point numbers and the loss barrier between them, per (pair, split)."""
-    rows = []
-    for (pair, split), g in results.groupby(["pair", "split"], sort=False):
-        at = g.set_index("alpha")
-        row = {"pair": pair, "split": split}
-        if 0.0 in at.index and 1.0 in at.index:
-            l1, l2 = float(at.loc[0.0, "loss"]), float(at.loc[1.0, "loss"])
-            between = g[(g["alpha"] >= 0) & (g["alpha"] <= 1)]["loss"]
-            row.update(loss_1=l1, loss_2=l2,
-                       accuracy_1=float(at.loc[0.0, "accuracy"]),
-                       accuracy_2=float(at.loc[1.0, "accuracy"]),
-                       loss_barrier=float(between.max() - max(l1, l2)))
-        else:
-            row.update(loss_1=np.nan, loss_2=np.nan, accuracy_1=np.nan, accuracy_2=np.nan,
-                       loss_barrier=np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["pair", "split", "loss_1", "loss_2", "accuracy_1",
-                                       "accuracy_2", "loss_barrier"])
+def _summary_row(pair, split, g):
+    """End-point scores and the loss barrier between them, of one (pair, split)."""
+    at = g.set_index("alpha")
+    if not (0.0 in at.index and 1.0 in at.index):
+        return {"pair": pair, "split": split, **dict.fromkeys(_SUMMARY_COLUMNS[2:], np.nan)}
+    l1, l2 = float(at.loc[0.0, "loss"]), float(at.loc[1.0, "loss"])
+    between = g[(g["alpha"] >= 0) & (g["alpha"] <= 1)]["loss"]
+    return {"pair": pair, "split": split, "loss_1": l1, "loss_2": l2,
+            "accuracy_1": float(at.loc[0.0, "accuracy"]),
+            "accuracy_2": float(at.loc[1.0, "accuracy"]),
+            "loss_barrier": float(between.max() - max(l1, l2))}
