@@ -8,32 +8,45 @@ process with a fixed number of torch threads:
 
 Cases:
 
-* ``func-571``: 32 seeds of ``mlp_for_budget(571, depth=1)`` on 1000 points of
-  a 1-D function, full batch, Adam, 2000 epochs (``--quick``: 200);
-* ``mnist-mlp``: 8 seeds of an MLP 784-64-32-10 on the 60k MNIST training
-  images (``--quick``: 10k), batch 128, one epoch, Adam.
+* ``func-571-d1``, ``-d4``, ``-d7``: 32 seeds of ``mlp_for_budget(571,
+  depth)`` (1-190-1, 1-12-13-13-13-1, 1-9-8-9-9-9-9-11-1) on 1000 points of a
+  1-D function, full batch, Adam, 2000 epochs (``--quick``: 200);
+* ``mnist-mlp``: 8 seeds of the trajectory MLP 784-64-32-10 on the 60k MNIST
+  training images (``--quick``: 10k), batch 128, one epoch, Adam;
+* ``mnist-cnn-100`` (memory): 100 seeds of the 1-1 MNIST CNN
+  (``cnn_for_budget_flat(8000, depth=1)``: one 4-channel convolution and a
+  flattening head, 7,890 parameters), batch 128, one epoch on
+  ``--cnn-samples`` images (default 6000), run in a subprocess that reports
+  its peak resident memory (``ru_maxrss``) above what it held before the fit,
+  with ``chunk_size="auto"``.  Its loop time is measured on ``--cnn-loop-seeds``
+  seeds (default 5) and scaled to 100.
 
-Over 2000 float32 Adam epochs the seeds' final losses can differ from the
-loop's by up to ~10% (batched and single matrix products round differently,
-and late training amplifies it); over the first 200 epochs they agree to
-~1e-7, which ``tests/test_ensemble.py`` checks.
-
-For each case the script prints the wall times, the ratio loop / ensemble,
-the largest relative difference of the seeds' final training losses, and the
-achieved GFLOP/s of each side (6 flops per weight per sample per step: the
-forward and backward matrix products) as a fraction of a large float32
-matrix product's rate measured in the same process.  MNIST is read with
+For each case the script prints the wall and CPU (``time.process_time``)
+times, the ratio loop / ensemble of both (on a shared machine the CPU-time
+ratio is the steadier one), the largest relative difference of the seeds'
+final training losses, the ensemble's ``pass_`` and ``chunk_size_``, and the
+achieved GFLOP/s of each side (6 flops per multiply-add of the Linear and
+Conv2d layers per sample per step: the forward and both backward products)
+as a fraction of a large float32 matrix product's rate measured in the same
+process.  Over 2000 float32 Adam epochs the seeds' final losses can differ
+from the loop's by up to ~10% (batched and single matrix products round
+differently, and late training amplifies it); over the first 200 epochs they
+agree to ~1e-6, which ``tests/test_ensemble.py`` checks.  MNIST is read with
 ``load_mnist(download=False)`` from ``HW1SK_DATA`` (or ``--data-home``).
 
 Run::
 
-    python benchmarks/bench_seed_ensemble.py            # full, ~ minutes at 1 thread
+    python benchmarks/bench_seed_ensemble.py            # full, ~ 10 minutes at 1 thread
     python benchmarks/bench_seed_ensemble.py --quick    # smaller
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 import warnings
 
@@ -52,11 +65,11 @@ def function_data(n):
     return X, np.sinc(X).astype(np.float32)
 
 
-def mnist_data(data_home, n_samples):
+def mnist_data(data_home, n_samples, flatten=True):
     from hw1sk.datasets import get_data_home, load_mnist
 
     X, y = load_mnist(get_data_home(data_home, create=False), train=True, n_samples=n_samples,
-                      flatten=True, random_state=0, download=False)
+                      flatten=flatten, random_state=0, download=False)
     return np.ascontiguousarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
 
 
@@ -76,40 +89,125 @@ def matmul_gflops(device="cpu", n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def training_flops(est, n_samples, n_seeds):
-    """6 flops per weight per sample per epoch (forward + both backward products)."""
-    module = clone(est).set_params(random_state=0)
-    X = np.zeros((1, 1 if isinstance(est, NeuralRegressor) else 784), dtype=np.float32)
-    y = np.zeros(1, dtype=np.float32 if isinstance(est, NeuralRegressor) else np.int64)
-    if isinstance(est, NeuralClassifier):
-        module.set_params(classes=np.arange(10))
-    module._validate_training_data(X, y, reset=True)
-    module.initialize()
-    weights = sum(m.weight.numel() for m in module.module_.modules() if isinstance(m, nn.Linear))
-    return 6 * weights * n_samples * est.max_epochs * n_seeds
+def multiply_adds(est, X, y):
+    """Multiply-adds of the Linear and Conv2d layers for one sample of ``X``."""
+    net = clone(est).set_params(random_state=0)
+    net._validate_training_data(X[:2], y[:2], reset=True)
+    net.initialize()
+    total = [0]
+
+    def count(layer, inputs, out):
+        if isinstance(layer, nn.Linear):
+            total[0] += layer.in_features * layer.out_features
+        elif isinstance(layer, nn.Conv2d):
+            total[0] += layer.weight.numel() * out.shape[-1] * out.shape[-2]
+
+    handles = [m.register_forward_hook(count) for m in net.module_.modules()]
+    with torch.no_grad():
+        net.module_(torch.as_tensor(X[:1]))
+    for h in handles:
+        h.remove()
+    return total[0]
 
 
-def run_case(name, est, X, y, seeds, peak):
-    start = time.perf_counter()
+def warm_up(est, X, y):
+    """One short untimed fit, so that neither side pays the process's first-use costs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loop = [clone(est).set_params(random_state=s).fit(X, y) for s in seeds]
-    t_loop = time.perf_counter() - start
-    start = time.perf_counter()
-    ens = SeedEnsemble(est, seeds=seeds).fit(X, y)
-    t_ens = time.perf_counter() - start
+        clone(est).set_params(random_state=0, max_epochs=1).fit(X[:256], y[:256])
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_case(name, est, X, y, seeds, peak, loop_seeds=None):
+    loop_seeds = seeds if loop_seeds is None else loop_seeds
+    scale = len(seeds) / len(loop_seeds)
+    warm_up(est, X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loop, w_loop, c_loop = timed(lambda: [clone(est).set_params(random_state=s).fit(X, y)
+                                              for s in loop_seeds])
+    w_loop, c_loop = w_loop * scale, c_loop * scale
+    ens, w_ens, c_ens = timed(lambda: SeedEnsemble(est, seeds=seeds).fit(X, y))
     assert ens.vectorized_, ens.fallback_reason_
-    a = np.array([e.history_["train_loss"].iloc[-1] for e in ens.estimators_])
+    a = np.array([e.history_["train_loss"].iloc[-1] for e in ens.estimators_[:len(loop)]])
     b = np.array([e.history_["train_loss"].iloc[-1] for e in loop])
-    flops = training_flops(est, len(X), len(seeds))
+    early = min(200, est.max_epochs) - 1  # the tests' horizon
+    a200 = np.array([e.history_["train_loss"].iloc[early] for e in ens.estimators_[:len(loop)]])
+    b200 = np.array([e.history_["train_loss"].iloc[early] for e in loop])
+    flops = 6 * multiply_adds(est, X, y) * len(X) * est.max_epochs * len(seeds)
     print(f"{name}: {len(seeds)} seeds, {est.max_epochs} epochs, batch {est.batch_size}, "
-          f"{len(X)} samples, chunk_size_={ens.chunk_size_}")
-    print(f"  loop      {t_loop:8.2f} s   {flops / t_loop / 1e9:7.3f} GFLOP/s "
-          f"({flops / t_loop / 1e9 / peak:.2%} of matmul)")
-    print(f"  ensemble  {t_ens:8.2f} s   {flops / t_ens / 1e9:7.3f} GFLOP/s "
-          f"({flops / t_ens / 1e9 / peak:.2%} of matmul)")
-    print(f"  ratio loop/ensemble = {t_loop / t_ens:.2f}x; max relative difference of final "
-          f"train_loss = {np.max(np.abs(a - b) / np.abs(b)):.2e}")
+          f"{len(X)} samples; ensemble pass_={ens.pass_!r}, chunk_size_={ens.chunk_size_}")
+    note = "" if scale == 1 else f"  (measured on {len(loop_seeds)} seeds, scaled)"
+    for side, wall, cpu in (("loop", w_loop, c_loop), ("ensemble", w_ens, c_ens)):
+        print(f"  {side:9s} wall {wall:8.2f} s  cpu {cpu:8.2f} s  {flops / cpu / 1e9:7.3f} "
+              f"GFLOP/s per CPU second ({flops / cpu / 1e9 / peak:.2%} of matmul)"
+              f"{note if side == 'loop' else ''}")
+    print(f"  ratio loop/ensemble: wall {w_loop / w_ens:.2f}x, cpu {c_loop / c_ens:.2f}x; "
+          f"max relative difference of train_loss: final "
+          f"{np.max(np.abs(a - b) / np.abs(b)):.2e}, epoch {early + 1} "
+          f"{np.max(np.abs(a200 - b200) / np.abs(b200)):.2e}", flush=True)
+    return ens
+
+
+def memory_child(args):
+    """In a fresh process: fit 100 CNN seeds, print a JSON line with peak memory."""
+    import resource
+
+    from hw1sk.models import cnn_for_budget_flat
+
+    torch.set_num_threads(args.threads)
+    X, y = mnist_data(args.data_home, args.cnn_samples, flatten=False)
+    est = NeuralClassifier(module=cnn_for_budget_flat, module__n_params=8000, module__depth=1,
+                           batch_size=128, max_epochs=1, lr=1e-3, device=args.device)
+    warm_up(est, X, y)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ens, wall, cpu = timed(lambda: SeedEnsemble(est, n_seeds=100).fit(X, y))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kib": before, "peak_kib": after, "wall": wall, "cpu": cpu,
+                      "chunk_size_": ens.chunk_size_, "pass_": ens.pass_,
+                      "diverged": len(ens.diverged_seeds_)}))
+
+
+def memory_case(args, peak):
+    """The mnist-cnn-100 case: peak memory from a subprocess, loop time from a few seeds."""
+    from hw1sk.models import cnn_for_budget_flat
+
+    cmd = [sys.executable, __file__, "--memory-child", "--threads", str(args.threads),
+           "--cnn-samples", str(args.cnn_samples), "--device", args.device]
+    if args.data_home:
+        cmd += ["--data-home", args.data_home]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    X, y = mnist_data(args.data_home, args.cnn_samples, flatten=False)
+    est = NeuralClassifier(module=cnn_for_budget_flat, module__n_params=8000, module__depth=1,
+                           batch_size=128, max_epochs=1, lr=1e-3, device=args.device)
+    warm_up(est, X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, w_loop, c_loop = timed(lambda: [clone(est).set_params(random_state=s).fit(X, y)
+                                           for s in range(args.cnn_loop_seeds)])
+    scale = 100 / args.cnn_loop_seeds
+    flops = 6 * multiply_adds(est, X, y) * len(X) * 100
+    print(f"mnist-cnn-100: 100 seeds of cnn_for_budget_flat(8000, depth=1), batch 128, "
+          f"1 epoch, {len(X)} samples; pass_={report['pass_']!r}, chunk_size_="
+          f"{report['chunk_size_']} (auto)")
+    print(f"  peak resident memory of the fitting process {report['peak_kib'] / 1024:.0f} MiB, "
+          f"{(report['peak_kib'] - report['before_kib']) / 1024:.0f} MiB above its "
+          f"{report['before_kib'] / 1024:.0f} MiB before the fit")
+    print(f"  loop      wall {w_loop * scale:8.2f} s  cpu {c_loop * scale:8.2f} s  "
+          f"{flops / (c_loop * scale) / 1e9:7.3f} GFLOP/s per CPU second "
+          f"(measured on {args.cnn_loop_seeds} seeds, scaled)")
+    print(f"  ensemble  wall {report['wall']:8.2f} s  cpu {report['cpu']:8.2f} s  "
+          f"{flops / report['cpu'] / 1e9:7.3f} GFLOP/s per CPU second "
+          f"({flops / report['cpu'] / 1e9 / peak:.2%} of matmul)")
+    print(f"  ratio loop/ensemble: wall {w_loop * scale / report['wall']:.2f}x, "
+          f"cpu {c_loop * scale / report['cpu']:.2f}x", flush=True)
 
 
 def main(argv=None):
@@ -118,24 +216,37 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--data-home", default=None, help="folder holding MNIST/raw")
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--cases", default="func,mnist-mlp,mnist-cnn",
+                        help="comma-separated subset of func, mnist-mlp, mnist-cnn")
+    parser.add_argument("--depths", default="1,4,7", help="depths of the 571 model")
+    parser.add_argument("--cnn-samples", type=int, default=6000)
+    parser.add_argument("--cnn-loop-seeds", type=int, default=5)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="the estimators' device")
     args = parser.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args)
     torch.set_num_threads(args.threads)
     peak = matmul_gflops(args.device)
     print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}; "
-          f"float32 matmul: {peak:.1f} GFLOP/s")
+          f"float32 matmul: {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.1f}")
 
+    cases = args.cases.split(",")
     X, y = function_data(1000)
-    est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=1,
-                          batch_size=-1, max_epochs=200 if args.quick else 2000,
-                          device=args.device)
-    run_case("func-571", est, X, y, list(range(32)), peak)
+    for depth in (int(d) for d in args.depths.split(",") if "func" in cases):
+        est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=depth,
+                              batch_size=-1, max_epochs=200 if args.quick else 2000,
+                              device=args.device)
+        run_case(f"func-571-d{depth}", est, X, y, list(range(32)), peak)
 
-    if not args.skip_mnist:
+    if not args.skip_mnist and "mnist-mlp" in cases:
         X, y = mnist_data(args.data_home, 10_000 if args.quick else None)
         est = NeuralClassifier(module="mlp", module__hidden=(64, 32), batch_size=128,
                                max_epochs=1, device=args.device)
         run_case("mnist-mlp", est, X, y, list(range(8)), peak)
+    if not args.skip_mnist and "mnist-cnn" in cases:
+        memory_case(args, peak)
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from torch import nn
 
 __all__ = ["check_module", "module_dtype", "module_device", "eval_mode", "working_module",
            "as_input_tensor", "as_target_tensor", "module_and_data", "check_batch_size",
-           "check_finite"]
+           "check_finite", "BN_MODES", "check_bn_mode", "analysis_mode"]
+
+BN_MODES = ("eval", "train-batch")
 
 
 def check_module(module, require_parameters=False):
@@ -92,6 +94,46 @@ def eval_mode(module):
     finally:
         for m, training in flags:
             m.training = training
+
+
+def check_bn_mode(bn_mode):
+    """``bn_mode``, after checking it is one of :data:`BN_MODES`."""
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}.")
+    return bn_mode
+
+
+@contextmanager
+def analysis_mode(module, bn_mode="eval"):
+    """Eval mode, with BatchNorm layers on running or batch statistics.
+
+    ``bn_mode="eval"`` is :func:`eval_mode`: BatchNorm normalizes with its
+    running statistics.  ``"train-batch"``: BatchNorm layers normalize with
+    the statistics of the batch they are given (as in training) but do not
+    update their running statistics or ``num_batches_tracked``; every other
+    submodule (dropout included) stays in eval mode.  Flags, and the
+    BatchNorm buffers, are restored on exit.
+    """
+    check_bn_mode(bn_mode)
+    with eval_mode(module):
+        if bn_mode == "eval":
+            yield module
+            return
+        norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m, m.track_running_stats, {k: b.clone() for k, b in m.named_buffers(
+            recurse=False) if b is not None}) for m in norms]
+        for m in norms:
+            # training + no tracking: batch statistics, running buffers neither read nor written
+            m.train()
+            m.track_running_stats = False
+        try:
+            yield module
+        finally:
+            for m, track, buffers in saved:
+                m.track_running_stats = track
+                with torch.no_grad():
+                    for k, b in buffers.items():
+                        getattr(m, k).copy_(b)
 
 
 def check_finite(t, name):

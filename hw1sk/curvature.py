@@ -10,9 +10,13 @@ plotting, no file IO.  Every function takes
 - ``X, y``: torch tensors or numpy arrays.
 
 The module is evaluated in eval mode (its training flags are restored
-afterwards) and never modified.  Moving the parameters to a point of
-near-zero gradient, before the Hessian is examined, is
-:func:`hw1sk.critical_points.minimize_gradient_norm`.
+afterwards; BatchNorm on its running statistics, or with
+``bn_mode="train-batch"`` on the statistics of the batch, see
+:func:`hw1sk._inputs.analysis_mode`) and never modified.  Moving the
+parameters to a point of near-zero gradient, before the Hessian is
+examined, is :func:`hw1sk.critical_points.minimize_gradient_norm`.
+:func:`hessian_batch_spread` says whether a batch is large enough for its
+Hessian to describe the loss.
 
 Exact Hessians of small networks (the HW1 "minimal ratio" study) are computed
 in float64.  For a chain of ``nn.Linear`` layers and elementwise activations
@@ -30,6 +34,7 @@ parameter block, are in :mod:`hw1sk.stochastic_curvature`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -39,8 +44,10 @@ from sklearn.utils.validation import check_array, check_consistent_length
 from torch import nn
 
 from ._inputs import (
+    analysis_mode,
     as_input_tensor,
     as_target_tensor,
+    check_bn_mode,
     check_finite,
     check_module,
     eval_mode,
@@ -50,7 +57,7 @@ from ._inputs import (
 )
 from .models import ACTIVATIONS, MLP
 from .parameters import flatten_parameters, functional_loss
-from .seeding import torch_generator
+from .seeding import as_seed, torch_generator
 
 __all__ = [
     "loss_hessian",
@@ -62,6 +69,9 @@ __all__ = [
     "gradient_norm",
     "hessian_vector_product",
     "top_hessian_eigenvalues",
+    "HessianBatchSpread",
+    "SmallHessianBatchWarning",
+    "hessian_batch_spread",
 ]
 
 _HESSIAN_METHODS = ("auto", "structured", "hvp")
@@ -414,7 +424,8 @@ def _hvp_hessian(module, criterion, X, y):
     return H
 
 
-def loss_hessian(module, criterion, X, y, dtype=torch.float64, method="auto", chunk_size=None):
+def loss_hessian(module, criterion, X, y, dtype=torch.float64, method="auto", chunk_size=None,
+                 bn_mode="eval"):
     """Exact Hessian of the loss w.r.t. all parameters of ``module``.
 
     Parameters
@@ -436,6 +447,10 @@ def loss_hessian(module, criterion, X, y, dtype=torch.float64, method="auto", ch
     chunk_size : int, optional
         Samples processed at once by the structured path (memory bound);
         chosen automatically by default.
+    bn_mode : {"eval", "train-batch"}, default="eval"
+        BatchNorm layers normalize with their running statistics
+        (``"eval"``) or with the statistics of ``X`` (``"train-batch"``, as
+        in training), without updating the running statistics.
 
     Returns
     -------
@@ -466,8 +481,9 @@ def loss_hessian(module, criterion, X, y, dtype=torch.float64, method="auto", ch
         raise ValueError(f"method must be one of {_HESSIAN_METHODS}, got {method!r}.")
     if chunk_size is not None:
         chunk_size = _check_int(chunk_size, "chunk_size")
+    check_bn_mode(bn_mode)
     work, X, y = _prepare(module, criterion, X, y, _check_float_dtype(dtype))
-    with eval_mode(work):
+    with analysis_mode(work, bn_mode):
         H = None
         if method in ("auto", "structured"):
             H = _structured_hessian(work, criterion, X, y, chunk_size)
@@ -896,7 +912,7 @@ def _power(matvec, P, k, max_iter, tol, gen, like):
 
 def top_hessian_eigenvalues(module, criterion, X, y, k=1, method="lanczos", max_iter=100,
                             tol=1e-6, batch_size=None, random_state=None,
-                            dtype=torch.float32):
+                            dtype=torch.float32, bn_mode="eval"):
     """Largest ``k`` (algebraic) eigenvalues of the loss Hessian, from products only.
 
     For models too large for :func:`loss_hessian`.
@@ -926,11 +942,20 @@ def top_hessian_eigenvalues(module, criterion, X, y, k=1, method="lanczos", max_
         Start vector.
     dtype : torch.dtype, default=torch.float32
         Precision of the products (the module is copied when it differs).
+    bn_mode : {"eval", "train-batch"}, default="eval"
+        BatchNorm layers normalize with their running statistics
+        (``"eval"``) or with the statistics of the batch (``"train-batch"``:
+        of ``X``, or of each batch of ``batch_size`` samples), without
+        updating the running statistics.
 
     Returns
     -------
     eigenvalues : numpy.ndarray of shape (k,)
         Ascending.
+
+    See Also
+    --------
+    hessian_batch_spread : how much the top eigenvalue varies between batches.
     """
     if method not in _EIGEN_METHODS:
         raise ValueError(f"method must be one of {_EIGEN_METHODS}, got {method!r}.")
@@ -939,14 +964,151 @@ def top_hessian_eigenvalues(module, criterion, X, y, k=1, method="lanczos", max_
     tol = _check_positive_real(tol, "tol")
     if batch_size is not None:
         batch_size = _check_int(batch_size, "batch_size")
+    check_bn_mode(bn_mode)
     work, X, y = _prepare(module, criterion, X, y, _check_float_dtype(dtype))
     P = sum(p.numel() for p in work.parameters())
     if k > P:
         raise ValueError(f"k={k} is larger than the number of parameters ({P}).")
     gen = torch_generator(random_state)
-    with eval_mode(work):
+    with analysis_mode(work, bn_mode):
         op = _HessianOperator(work, criterion, X, y, batch_size)
         like = op.theta.detach()
         solver = _lanczos if method == "lanczos" else _power
         values = solver(op, P, k, max_iter, tol, gen, like)
     return np.asarray(values, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- #
+# how reliable is a small Hessian batch?
+# --------------------------------------------------------------------------- #
+class SmallHessianBatchWarning(UserWarning):
+    """The top Hessian eigenvalue varies too much between batches of this size.
+
+    Emitted by :func:`hessian_batch_spread` when the relative spread exceeds
+    its threshold: curvature measured on one batch of that size says more
+    about the batch than about the loss.
+    """
+
+
+@dataclass(frozen=True)
+class HessianBatchSpread:
+    """The top Hessian eigenvalue on disjoint batches of one size.
+
+    Attributes
+    ----------
+    batch_size : int
+    eigenvalues : numpy.ndarray of shape (n_batches,)
+        The largest eigenvalue of the loss Hessian on each batch.
+    mean : float
+    std : float
+        Standard deviation over the batches (``ddof=1``).
+    relative_spread : float
+        ``std / |mean|`` (infinite when the mean is 0).
+    threshold : float
+        Relative spread above which a :class:`SmallHessianBatchWarning` was
+        emitted.
+    reliable : bool
+        ``relative_spread <= threshold``.
+    """
+
+    batch_size: int
+    eigenvalues: np.ndarray
+    mean: float
+    std: float
+    relative_spread: float
+    threshold: float
+    reliable: bool
+
+
+def _rows(a, idx):
+    if isinstance(a, torch.Tensor):
+        return a[torch.as_tensor(idx, device=a.device)]
+    return np.asarray(a)[idx]
+
+
+def hessian_batch_spread(module, criterion, X, y, batch_size, n_batches=4, threshold=0.1,
+                         max_iter=100, tol=1e-4, random_state=None, dtype=torch.float32,
+                         bn_mode="eval"):
+    """Relative spread of the top Hessian eigenvalue over disjoint batches; warns when large.
+
+    ``n_batches`` disjoint batches of ``batch_size`` samples, drawn without
+    replacement, each give the largest eigenvalue of their own loss Hessian
+    (:func:`top_hessian_eigenvalues`, Lanczos).  When the spread
+    ``std / |mean|`` exceeds ``threshold``, a
+    :class:`SmallHessianBatchWarning` says that a Hessian computed on one
+    batch of that size is not a reliable estimate of the full-data one:
+    use larger batches, or accumulate products over several
+    (``batch_size`` of :func:`top_hessian_eigenvalues`).
+
+    Parameters
+    ----------
+    module, criterion, X, y
+        As in :func:`loss_hessian`.
+    batch_size : int
+        Samples per batch; ``batch_size * n_batches`` must not exceed the
+        number of samples.
+    n_batches : int, default=4
+        At least 2.
+    threshold : float, default=0.1
+        Largest relative spread accepted without a warning.
+    max_iter, tol, dtype
+        As in :func:`top_hessian_eigenvalues`.
+    random_state : int, RandomState or None
+        The batches and the Lanczos start vectors.
+    bn_mode : {"eval", "train-batch"}, default="eval"
+        As in :func:`top_hessian_eigenvalues` (``"train-batch"``: each
+        batch's own statistics).
+
+    Returns
+    -------
+    spread : HessianBatchSpread
+
+    Warns
+    -----
+    SmallHessianBatchWarning
+        When ``spread.relative_spread > threshold``.
+
+    Examples
+    --------
+    >>> import torch, warnings
+    >>> from torch import nn
+    >>> from hw1sk.curvature import hessian_batch_spread
+    >>> X = torch.linspace(-1, 1, 400)[:, None]; y = torch.zeros(400, 1)
+    >>> s = hessian_batch_spread(nn.Linear(1, 1), nn.MSELoss(), X, y, batch_size=100,
+    ...                          random_state=0)
+    >>> s.eigenvalues.shape, s.reliable
+    ((4,), True)
+    """
+    n_batches = _check_int(n_batches, "n_batches", minimum=2)
+    batch_size = _check_int(batch_size, "batch_size")
+    threshold = _check_positive_real(threshold, "threshold", allow_zero=True)
+    n = len(X)
+    if batch_size * n_batches > n:
+        raise ValueError(
+            f"batch_size * n_batches = {batch_size * n_batches} exceeds the {n} samples; "
+            f"the batches must be disjoint."
+        )
+    rng = np.random.RandomState(as_seed(random_state))
+    order = rng.permutation(n)
+    values = []
+    for b in range(n_batches):
+        idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+        values.append(float(top_hessian_eigenvalues(
+            module, criterion, _rows(X, idx), _rows(y, idx), k=1, max_iter=max_iter, tol=tol,
+            random_state=int(rng.randint(np.iinfo(np.int32).max)), dtype=dtype,
+            bn_mode=bn_mode)[-1]))
+    lam = np.asarray(values)
+    mean, std = float(lam.mean()), float(lam.std(ddof=1))
+    spread = std / abs(mean) if mean != 0 else math.inf
+    reliable = bool(spread <= threshold)
+    if not reliable:
+        warnings.warn(
+            f"The top Hessian eigenvalue varies by {spread:.0%} (std / |mean|) between "
+            f"{n_batches} disjoint batches of {batch_size} samples, more than the threshold "
+            f"{threshold:.0%}: a Hessian on one batch of this size is not a reliable estimate "
+            f"of the full-data one. Use larger batches, or accumulate the products over "
+            f"several (batch_size of top_hessian_eigenvalues).",
+            SmallHessianBatchWarning, stacklevel=2,
+        )
+    return HessianBatchSpread(batch_size=batch_size, eigenvalues=lam, mean=mean, std=std,
+                              relative_spread=spread, threshold=threshold, reliable=reliable)

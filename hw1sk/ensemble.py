@@ -2,25 +2,39 @@
 
 A study that repeats a fit over seeds (the spread of the minimal ratio, of
 the final loss, of the trajectory) spends most of its time in the per-step
-overhead of a small network.  :class:`SeedEnsemble` stacks the seeds' copies
-of the network with :func:`torch.func.stack_module_state` and trains them
-together: one :func:`torch.func.vmap` over :func:`torch.func.grad` of
-:func:`torch.func.functional_call` per step, and one functional optimizer
-step (:mod:`hw1sk.functional_optim`) for all seeds.
+overhead of a small network.  :class:`SeedEnsemble` trains the seeds' copies
+of the network together, one step for all seeds at a time, by one of two
+passes:
+
+* ``"batched"`` (:class:`hw1sk.batched_modules.BatchedNetwork`): for
+  :class:`~hw1sk.models.MLP`, :class:`~hw1sk.models.CNN` and
+  ``nn.Sequential`` stacks of Linear, Conv2d, pooling, Flatten and
+  elementwise activations.  The seeds' parameters are one ``(n_seeds,
+  n_params)`` tensor; a Linear layer is one batched matrix product, a
+  convolution one grouped convolution; ordinary autograd of the sum of the
+  seeds' losses gives each seed its own gradient; the functional optimizer
+  (:mod:`hw1sk.functional_optim`) updates the one tensor in a few
+  elementwise operations.
+* ``"vmap"``: any other module that :func:`torch.func.vmap` can batch, with
+  :func:`torch.func.stack_module_state` and :func:`torch.func.grad` of
+  :func:`torch.func.functional_call`.
 
 Every seed gets exactly what its own fit would get: the initial weights of
 ``clone(estimator).set_params(random_state=seed)`` (built by that clone's
 ``initialize``), the batches of that clone's shuffle generator in the same
 order, the estimator's criterion, optimizer, ``lr``, ``max_epochs``,
 ``batch_size`` and ``divergence_factor`` rule.  After training the seeds are
-ordinary fitted estimators, in ``estimators_``.
+ordinary fitted estimators, in ``estimators_`` (:func:`fit_seeds` returns
+just those).
 
-Speed: vectorizing pays when a seed's step is bound by per-step overhead
-(small layers, an accelerator).  On a CPU it does not yet: measured by
-``benchmarks/bench_seed_ensemble.py`` at one thread, 32 seeds of the
-571-parameter function fit (width 190) train at 0.34x the speed of the loop
-of separate fits, and 8 seeds of an MNIST MLP at 0.83x, because the stacked
-activations leave the cache.  The studies therefore do not use it yet.
+Speed (``benchmarks/bench_seed_ensemble.py``, one thread, against the loop of
+separate fits in the same process): vectorizing pays where a seed's step is
+bound by per-step overhead -- the narrow 571-parameter networks of depth 4
+and 7 -- and less where the loop already runs near the machine's rate: the
+MNIST MLP's loop spends its time in MKL matrix products of 128 x 784 x 64
+(about half a large matmul's rate), and the 1-190-1 network's step is bound
+by the memory traffic of its 190-wide activations.  See the benchmark's
+output for the figures.
 """
 
 from __future__ import annotations
@@ -38,20 +52,28 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .batched_modules import BatchedNetwork, batched_loss
 from .callbacks import GradNormTrace, WeightTrace
 from .estimators import DivergenceWarning, TensorBatchIterator, TrainingHistory
+from .evaluation import HeldOutScore, check_predict_X, encode_targets
 from .functional_optim import functional_optimizer
 from .seeding import as_seed
 from .training_callbacks import DivergenceCheck, EpochScores
 
-__all__ = ["SeedEnsemble"]
+__all__ = ["SeedEnsemble", "fit_seeds"]
 
 #: Memory (bytes) that ``chunk_size="auto"`` lets one chunk of seeds use.
 AUTO_CHUNK_BUDGET = 1 << 30
+#: Activations (bytes) of one step of a chunk that ``chunk_size="auto"`` aims
+#: to keep in the CPU's last-level cache on the batched pass: wide layers are
+#: bound by memory traffic, and a chunk whose step fits in the cache trains
+#: faster than all seeds at once (``benchmarks/bench_seed_ensemble.py``: 32
+#: seeds of the 1-190-1 network, 100 seeds of the 1-1 MNIST CNN).
+AUTO_CHUNK_CACHE = 16 << 20
 
 _DEFAULT_N_SEEDS = 5
 # callbacks whose effect on a fit the vectorized pass reproduces
-_REPLAYED_CALLBACKS = (EpochScores, DivergenceCheck, WeightTrace, GradNormTrace)
+_REPLAYED_CALLBACKS = (EpochScores, DivergenceCheck, WeightTrace, GradNormTrace, HeldOutScore)
 _FUNCTIONAL_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD,
                           torch.optim.RMSprop)
 # layers that keep state across calls (running statistics) or draw random numbers
@@ -95,7 +117,7 @@ def _obstacle(net, X):
               and name not in ("epoch_timer", "print_log")]
     if others:
         return (f"callbacks {others} are not replayed by the vectorized pass (only "
-                "WeightTrace and GradNormTrace are)")
+                "WeightTrace, GradNormTrace and HeldOutScore are)")
     return None
 
 
@@ -113,36 +135,50 @@ class SeedEnsemble(BaseEstimator):
         Number of seeds when ``seeds`` is None (None: 5).
     chunk_size : int or "auto", default="auto"
         Seeds trained together; chunks run one after another and give the
-        same results as one chunk.  ``"auto"`` takes all seeds when their
-        stacked parameters, gradients, optimizer state and the activations
-        of one batch fit in :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB), else as
-        many as fit (at least one).
+        same results as one chunk.  ``"auto"`` bounds the memory of a chunk:
+        the seeds' stacked parameters, gradients, optimizer state and the
+        activations of one batch (kept for the backward pass, and their
+        gradients) stay within :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB); on
+        the batched pass, the activations of one step also stay within
+        :data:`AUTO_CHUNK_CACHE` (16 MiB, half a last-level cache).  The seeds are then split into chunks of equal size.
     vectorize : bool, default=True
         False fits the copies one after another (``clone(...).fit``).  The
         loop is also used, with a ``UserWarning`` saying why, when the
         vectorized pass cannot reproduce the fit: stateful or random layers
         (BatchNorm, RNNs, Dropout), a ``train_split``, callbacks other than
-        the defaults, WeightTrace and GradNormTrace, an optimizer without a
-        functional version, data that are not a numeric array, or a module
-        that ``torch.func.vmap`` rejects on a trial step.
+        the defaults, WeightTrace, GradNormTrace and HeldOutScore, an
+        optimizer without a functional version, data that are not a numeric
+        array, a module that ``torch.func.vmap`` rejects on a trial step,
+        or HeldOutScore with a module that only the ``"vmap"`` pass runs.
 
     Attributes
     ----------
     estimators_ : list of NeuralClassifier or NeuralRegressor
-        The fitted copy of each seed (``predict``, ``score``, pickling as
-        usual); its ``history_`` holds ``epoch``, ``train_loss`` (the
+        The fitted copy of each seed, in the order of ``seeds_``
+        (``predict``, ``score``, pickling as usual); its ``history_`` has
+        the columns of the loop's: ``epoch``, ``train_loss`` (the
         sample-weighted mean of the epoch's batch losses), ``train_acc``
-        (classifiers), ``train_batch_count``, ``dur`` (the wall time of the
-        epoch of its chunk) and ``diverged``; its WeightTrace and
-        GradNormTrace callbacks hold their records.  The optimizer state is
-        not carried over (``optimizer_`` is freshly initialized).
+        (classifiers), their ``*_best`` flags, ``train_batch_count``,
+        ``dur`` (the wall time of the epoch of its chunk), ``diverged``, and
+        ``<name>_loss`` / ``<name>_acc`` of each
+        :class:`~hw1sk.evaluation.HeldOutScore` callback (every ``every``-th
+        epoch, from all seeds' outputs on the held-out set in one batched
+        pass); its WeightTrace and GradNormTrace callbacks hold their
+        records.  ``diverged_`` and ``divergence_reason_`` are set as the
+        seed's own fit sets them.  The optimizer state is not carried over
+        (``optimizer_`` is freshly initialized).
     seeds_ : list of int
     diverged_seeds_ : list of int
         Seeds whose training diverged (the estimator's ``divergence_factor``
-        rule); their training stopped after the diverged batch, as a fit
-        would, while the other seeds went on.
+        rule: a NaN/inf batch loss, or one above ``divergence_factor`` times
+        the first); each stopped after its diverged batch, as its fit would
+        (masked: its parameters and optimizer state frozen), while the other
+        seeds went on.  One :class:`~hw1sk.estimators.DivergenceWarning`
+        names them with their reasons.
     vectorized_ : bool
-        Whether the vectorized pass was used.
+        Whether a vectorized pass was used.
+    pass_ : {"batched", "vmap", "loop"}
+        Which pass trained the seeds.
     fallback_reason_ : str or None
         Why the loop was used instead, if it was.
     chunk_size_ : int
@@ -156,6 +192,10 @@ class SeedEnsemble(BaseEstimator):
     rounding (batched matrix products may round differently); initial
     weights and batch order are identical.
 
+    See Also
+    --------
+    fit_seeds : the fitted estimators of a list of seeds, in one call.
+
     Examples
     --------
     >>> import numpy as np
@@ -164,8 +204,8 @@ class SeedEnsemble(BaseEstimator):
     >>> X = np.linspace(-1, 1, 40)[:, None]; y = np.sin(3 * X[:, 0])
     >>> est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=5)
     >>> ens = SeedEnsemble(est, n_seeds=3).fit(X, y)
-    >>> len(ens.estimators_), ens.history_["seed"].unique().tolist()
-    (3, [0, 1, 2])
+    >>> len(ens.estimators_), ens.history_["seed"].unique().tolist(), ens.pass_
+    (3, [0, 1, 2], 'batched')
     """
 
     _parameter_constraints = {
@@ -204,16 +244,19 @@ class SeedEnsemble(BaseEstimator):
         reason = None if self.vectorize else "vectorize=False"
         if reason is None:
             reason = _obstacle(first[0], first[1])
+        self.pass_ = "loop"
+        if reason is None:
+            self.pass_, reason = self._trial_step(first)
         if reason is None:
             self.chunk_size_ = (self._auto_chunk_size(first, len(seeds))
                                 if self.chunk_size == "auto" else min(self.chunk_size,
                                                                       len(seeds)))
-            reason = self._trial_step(first)
         if reason is not None:
             if self.vectorize:
                 warnings.warn(f"SeedEnsemble fits the seeds one by one: {reason}.",
                               UserWarning, stacklevel=2)
             self.vectorized_ = False
+            self.pass_ = "loop"
             self.fallback_reason_ = reason
             self.chunk_size_ = 1
             self.estimators_ = [clone(self.estimator).set_params(random_state=s).fit(X, y)
@@ -223,10 +266,12 @@ class SeedEnsemble(BaseEstimator):
             self.estimators_ = []
             for start in range(0, len(seeds), self.chunk_size_):
                 chunk = seeds[start:start + self.chunk_size_]
-                copies = [first if (start == 0 and i == 0) else
-                          self._initialized_copy(s, X, y) for i, s in enumerate(chunk)]
-                _train_chunk([c[0] for c in copies], copies[0][1], copies[0][2])
-                self.estimators_.extend(c[0] for c in copies)
+                # every copy checks the data as its fit would; the first copy's are used
+                nets = [first[0] if (start == 0 and i == 0) else
+                        self._initialized_copy(s, X, y)[0] for i, s in enumerate(chunk)]
+                _train_chunk(nets, first[1], first[2], kind=self.pass_,
+                             eval_budget=AUTO_CHUNK_BUDGET)
+                self.estimators_.extend(nets)
         self.diverged_seeds_ = [s for s, est in zip(seeds, self.estimators_) if est.diverged_]
         if self.vectorized_ and self.diverged_seeds_:
             reasons = "; ".join(f"seed {s}: {est.divergence_reason_}"
@@ -260,34 +305,38 @@ class SeedEnsemble(BaseEstimator):
         # live per seed: parameters, gradients, optimizer state (<= 2), new parameters
         per_seed = 6 * param_bytes
         batch = len(X) if net.batch_size == -1 else min(net.batch_size, len(X))
-        numel = [0]
-
-        def count(_, __, out):
-            if isinstance(out, torch.Tensor):
-                numel[0] += out.numel()
-
-        handles = [m.register_forward_hook(count) for m in module.modules()]
-        try:
-            with torch.no_grad():
-                p = next(module.parameters())
-                module(torch.as_tensor(X[:1]).to(device=p.device, dtype=p.dtype))
-        finally:
-            for h in handles:
-                h.remove()
+        numel = [_activation_numel(net, X)]
         itemsize = next(module.parameters()).element_size()
         # activations kept for backward and their gradients; the gathered batch
         per_seed += batch * itemsize * (3 * numel[0] + int(np.prod(X.shape[1:])))
-        return int(max(1, min(n_seeds, AUTO_CHUNK_BUDGET // max(per_seed, 1))))
+        largest = int(max(1, min(n_seeds, AUTO_CHUNK_BUDGET // max(per_seed, 1))))
+        if self.pass_ == "batched":
+            step_bytes = batch * itemsize * numel[0]
+            largest = int(max(1, min(largest, AUTO_CHUNK_CACHE // max(step_bytes, 1))))
+        # chunks of equal size: 32 seeds at most 10 per chunk are 4 chunks of 8
+        n_chunks = -(-n_seeds // largest)
+        return -(-n_seeds // n_chunks)
 
     def _trial_step(self, first):
-        """None if one vectorized gradient of the first batch works, else why not."""
+        """``(pass, None)`` for the first pass whose gradient of two samples works, else
+        ``("loop", why not)``: the batched pass, then torch.func's vmap."""
         net, X, y = first
+        X, y = X[:2], y[:2]  # a trial on two samples
         try:
-            trainer = _ChunkTrainer([net], X, y)
-            trainer.gradient(trainer.params, trainer.X[:2], trainer.y[:2], None)
+            _trial(_BatchedTrainer, net, X, y)
+            return "batched", None
+        except Exception:  # a module or criterion the batched pass does not run
+            pass
+        held_out = [name for name, cb in net.callbacks_ if isinstance(cb, HeldOutScore)]
+        try:
+            _trial(_VmapTrainer, net, X, y)
         except Exception as exc:  # what vmap refuses is reported, not raised
-            return f"torch.func could not vectorize the module ({type(exc).__name__}: {exc})"
-        return None
+            return "loop", (f"torch.func could not vectorize the module "
+                            f"({type(exc).__name__}: {exc})")
+        if held_out:
+            return "loop", (f"HeldOutScore callbacks {held_out} are replayed by the batched "
+                            "pass only, which does not run this module")
+        return "vmap", None
 
     # -------------------------------------------------------------- results
     @property
@@ -302,8 +351,142 @@ class SeedEnsemble(BaseEstimator):
         return pd.concat(frames, ignore_index=True)
 
 
-class _ChunkTrainer:
-    """The stacked state of a chunk of initialized copies and its vectorized gradient."""
+def fit_seeds(estimator, X, y, seeds, *, chunk_size="auto", vectorize=True):
+    """Fit ``clone(estimator).set_params(random_state=s)`` for each seed, together.
+
+    What a loop of separate fits gives (see :class:`SeedEnsemble`), in one
+    vectorized pass where the estimator allows it.
+
+    Parameters
+    ----------
+    estimator : NeuralClassifier or NeuralRegressor
+        The unfitted template (not changed).
+    X, y : array-like
+    seeds : sequence of int
+        Distinct ``random_state`` values.
+    chunk_size, vectorize
+        As in :class:`SeedEnsemble`.
+
+    Returns
+    -------
+    estimators : list of NeuralClassifier or NeuralRegressor
+        One ordinary fitted estimator per seed, in the order of ``seeds``;
+        a seed whose training diverged has ``diverged_`` True and its
+        ``divergence_reason_`` (its training stopped, the others went on).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralRegressor
+    >>> from hw1sk.ensemble import fit_seeds
+    >>> X = np.linspace(-1, 1, 40)[:, None]; y = np.sin(3 * X[:, 0])
+    >>> est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=5)
+    >>> fitted = fit_seeds(est, X, y, seeds=[3, 7])
+    >>> [f.random_state for f in fitted], [f.diverged_ for f in fitted]
+    ([3, 7], [False, False])
+    """
+    return SeedEnsemble(estimator, seeds=list(seeds), chunk_size=chunk_size,
+                        vectorize=vectorize).fit(X, y).estimators_
+
+
+class _Trainer:
+    """The stacked state of a chunk of initialized copies: data, loss, gradient, outputs."""
+
+    def _setup_data(self, template, X, y):
+        X = torch.as_tensor(X).to(device=self.device)
+        self.X = X.to(self.dtype) if X.is_floating_point() else X
+        y = torch.as_tensor(y).to(device=self.device)
+        self.y = y.to(self.dtype) if y.is_floating_point() else y
+        self.criterion = template.criterion_
+        self.criterion.train(True)
+        self.classifier = not self.y.is_floating_point()
+
+    def gather(self, idx):
+        """Each seed's batch: ``(X[idx[s]], y[idx[s]])`` stacked."""
+        return self.X[idx], self.y[idx]
+
+    def flat(self, params):
+        """The seeds' parameters as rows of a CPU float32 ``(n_seeds, n_params)`` tensor."""
+        return torch.cat([p.detach().reshape(p.shape[0], -1) for p in params.values()],
+                         1).to(device="cpu", dtype=torch.float32)
+
+    def grad_norms(self, grads):
+        return torch.stack([g.detach().reshape(g.shape[0], -1).pow(2).sum(1)
+                            for g in grads.values()]).sum(0).sqrt()
+
+    @torch.no_grad()
+    def evaluate(self, params, X, y, batch_size):
+        """Each seed's ``(loss, accuracy)`` on ``(X, y)``, as :func:`evaluate_module` does."""
+        n = X.shape[0]
+        total, n_correct = 0.0, 0
+        classify = not y.is_floating_point() and y.ndim == 1
+        for start in range(0, n, batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            out = self.outputs(params, xb)
+            columns = classify and out.ndim == 3 and out.shape[2] > 1
+            total = total + batched_loss(self.criterion, out, yb, True).to(
+                torch.float64) * xb.shape[0]
+            if columns:
+                n_correct = n_correct + (out.argmax(-1) == yb).sum(1)
+            else:
+                classify = False
+        loss = total / n
+        accuracy = (n_correct / n if classify else torch.full_like(loss, math.nan))
+        return loss, accuracy
+
+
+class _BatchedTrainer(_Trainer):
+    """The fast path: :class:`~hw1sk.batched_modules.BatchedNetwork`, one flat parameter tensor."""
+
+    name = "batched"
+
+    def __init__(self, nets, X, y):
+        template = nets[0]
+        module = template.module_
+        self.network = BatchedNetwork(module)
+        flat = self.network.stack_parameters([n.module_ for n in nets])
+        self.params = {"flat": flat}
+        self.device, self.dtype = flat.device, flat.dtype
+        self.n_seeds = flat.shape[0]
+        self._setup_data(template, X, y)
+        self._no_correct = torch.zeros(self.n_seeds, dtype=torch.long, device=self.device)
+
+    def gather(self, idx):
+        return self.network.gather(self.X, idx), self.y[idx]
+
+    def gradient(self, params, xb, yb, batched):
+        """``(grads, losses, n_correct)`` of each seed on its batch (``batched``: per seed)."""
+        leaves = self.network.leaves(params["flat"])
+        with torch.enable_grad():
+            out = self.network.forward(leaves, xb, shared=not batched)
+            loss = batched_loss(self.criterion, out, yb, shared=not batched)
+            grads = torch.autograd.grad(loss.sum(), leaves)
+        S = self.n_seeds
+        flat = torch.cat([g.reshape(S, -1) for g in grads], 1)
+        if self.classifier:
+            correct = (out.detach().argmax(-1) == yb).sum(-1)
+        else:
+            correct = self._no_correct
+        return {"flat": flat}, loss.detach(), correct
+
+    def outputs(self, params, x):
+        return self.network.forward(params["flat"], x, shared=True)
+
+    def flat(self, params):
+        flat = params["flat"].detach()
+        return flat.to(device="cpu", dtype=torch.float32, copy=True)  # updated in place later
+
+    def grad_norms(self, grads):
+        return grads["flat"].pow(2).sum(1).sqrt()
+
+    def write_back(self, params, nets):
+        self.network.unstack_parameters(params["flat"], [n.module_ for n in nets])
+
+
+class _VmapTrainer(_Trainer):
+    """The generic path: :func:`torch.func.vmap` of :func:`torch.func.functional_call`."""
+
+    name = "vmap"
 
     def __init__(self, nets, X, y):
         from torch.func import functional_call, grad, stack_module_state, vmap
@@ -316,13 +499,9 @@ class _ChunkTrainer:
         self.buffers = {k: v.detach() for k, v in buffers.items()}
         ref = next(iter(self.params.values()))
         self.device, self.dtype = ref.device, ref.dtype
-        X = torch.as_tensor(X).to(device=self.device)
-        self.X = X.to(self.dtype) if X.is_floating_point() else X
-        y = torch.as_tensor(y).to(device=self.device)
-        self.y = y.to(self.dtype) if y.is_floating_point() else y
-        criterion = template.criterion_
-        criterion.train(True)
-        classifier = not y.is_floating_point()
+        self.n_seeds = ref.shape[0]
+        self._setup_data(template, X, y)
+        criterion, classifier = self.criterion, self.classifier
 
         def loss_of(params, buffers, xb, yb):
             out = functional_call(module, (params, buffers), (xb,))
@@ -332,6 +511,8 @@ class _ChunkTrainer:
 
         self._grad = {dims: vmap(grad(loss_of, has_aux=True), in_dims=(0, 0, dims, dims))
                       for dims in (None, 0)}
+        self._outputs = vmap(lambda p, b, x: functional_call(module, (p, b), (x,)),
+                             in_dims=(0, 0, None))
 
     def gradient(self, params, xb, yb, batched):
         """``(grads, losses, n_correct)`` of each seed on its batch (``batched``: per seed)."""
@@ -339,12 +520,56 @@ class _ChunkTrainer:
                                                                      xb, yb)
         return grads, loss, correct
 
+    def outputs(self, params, x):
+        return self._outputs(params, self.buffers, x)
 
-def _train_chunk(nets, X, y):
+    def write_back(self, params, nets):
+        with torch.no_grad():
+            for i, net in enumerate(nets):
+                for name, p in net.module_.named_parameters():
+                    p.copy_(params[name][i])
+
+
+def _activation_numel(net, X):
+    """Number of values the layers of ``net.module_`` output for one sample of ``X``."""
+    module = net.module_
+    numel = [0]
+
+    def count(_, __, out):
+        if isinstance(out, torch.Tensor):
+            numel[0] += out.numel()
+
+    handles = [m.register_forward_hook(count) for m in module.modules()
+               if not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            p = next(module.parameters())
+            module(torch.as_tensor(X[:1]).to(device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return numel[0]
+
+
+def _trial(cls, net, X, y):
+    """One gradient (and one held-out output) of two samples through trainer ``cls``."""
+    trainer = cls([net], X, y)
+    xb, yb = trainer.X[:2], trainer.y[:2]
+    trainer.gradient(trainer.params, xb, yb, False)
+    idx = torch.arange(xb.shape[0], device=trainer.device)[None]
+    trainer.gradient(trainer.params, *trainer.gather(idx), True)
+    trainer.outputs(trainer.params, xb)
+
+
+def _make_trainer(kind, nets, X, y):
+    return (_BatchedTrainer if kind == "batched" else _VmapTrainer)(nets, X, y)
+
+
+def _train_chunk(nets, X, y, kind="batched", eval_budget=AUTO_CHUNK_BUDGET):
     """Train the initialized copies ``nets`` together, then write back what each fit would have."""
     template = nets[0]
     S = len(nets)
-    trainer = _ChunkTrainer(nets, X, y)
+    trainer = _make_trainer(kind, nets, X, y)
     params = trainer.params
     X, y = trainer.X, trainer.y
     n = X.shape[0]
@@ -363,15 +588,14 @@ def _train_chunk(nets, X, y):
     factor = template.divergence_factor
     active = torch.ones(S, dtype=torch.bool, device=trainer.device)
     initial = torch.full((S,), math.nan, dtype=torch.float64, device=trainer.device)
+    limit = None  # fixed once every seed has a finite initial loss
     traces = _traces_of(nets)
     want_norms = any(isinstance(cb, GradNormTrace) for _, cb in traces[0])
     everies = [cb.every for _, cb in traces[0] if isinstance(cb, WeightTrace)]
+    held_out = _held_out_data(template, trainer, eval_budget)
 
-    def flat(params):
-        return torch.cat([p.detach().reshape(S, -1) for p in params.values()], 1).to(
-            device="cpu", dtype=torch.float32)
-
-    snapshots = {0: flat(params)} if everies else {}
+    snapshots = {0: trainer.flat(params)} if everies else {}
+    scores = {}  # (callback name, epoch) -> (losses, accuracies) of every seed
     steps = []  # per step: (epoch, batch size, losses, n_correct, active before, norms)
     durations = []
     for epoch in range(1, template.max_epochs + 1):
@@ -389,34 +613,58 @@ def _train_chunk(nets, X, y):
             else:
                 idx = perms[:, start:start + bs]
                 size = idx.shape[1]
-                grads, loss, correct = trainer.gradient(params, X[idx], y[idx], True)
-            norms = None
-            if want_norms:
-                norms = torch.stack([g.detach().reshape(S, -1).pow(2).sum(1)
-                                     for g in grads.values()]).sum(0).sqrt()
+                xb, yb = trainer.gather(idx)
+                grads, loss, correct = trainer.gradient(params, xb, yb, True)
+            norms = trainer.grad_norms(grads) if want_norms else None
             before = active
-            params, state = fopt.step(params, grads, state, mask=active)
+            params, state = fopt.step_(params, grads, state, mask=active)  # in place
             # the estimator's rule (DivergenceCheck), in float64 as it is on the host
             loss64 = loss.to(torch.float64)
-            initial = torch.where(torch.isnan(initial) & torch.isfinite(loss64), loss64,
-                                  initial)
-            if factor is None:
-                limit = torch.full_like(initial, math.inf)
+            if limit is None:
+                initial = torch.where(torch.isnan(initial) & torch.isfinite(loss64), loss64,
+                                      initial)
+                if factor is None:
+                    current = torch.full_like(initial, math.inf)
+                else:
+                    current = torch.where(initial > 0, factor * initial, math.inf)
+                if not bool(torch.isnan(initial).any()):
+                    limit = current
             else:
-                limit = torch.where(initial > 0, factor * initial, math.inf)
-            active = before & torch.isfinite(loss64) & (loss64 <= limit)
+                current = limit
+            active = before & torch.isfinite(loss64) & (loss64 <= current)
             steps.append((epoch, size, loss64, correct, before, norms))
         durations.append(time.perf_counter() - begin)
         if any(epoch % e == 0 for e in everies):
-            snapshots[epoch] = flat(params)
+            snapshots[epoch] = trainer.flat(params)
+        for name, (cb, Xh, yh, batch) in held_out.items():
+            if epoch % cb.every == 0:
+                scores[name, epoch] = trainer.evaluate(params, Xh, yh, batch)
         if not bool(active.any()):
             break
 
-    with torch.no_grad():
-        for i, net in enumerate(nets):
-            for name, p in net.module_.named_parameters():
-                p.copy_(params[name][i])
-    _write_back(nets, steps, durations, snapshots, initial, active)
+    trainer.write_back(params, nets)
+    _write_back(nets, steps, durations, snapshots, initial, active, scores)
+
+
+def _held_out_data(template, trainer, budget):
+    """``name -> (callback, X, y, batch size)`` of the template's HeldOutScore callbacks.
+
+    The batch size is the callback's, or smaller so that the outputs of every
+    layer for all seeds of the chunk stay within ``budget`` bytes (the mean loss
+    is the same up to rounding: the batches are weighted by their size).
+    """
+    out = {}
+    callbacks = [(name, cb) for name, cb in template.callbacks_ if isinstance(cb, HeldOutScore)]
+    if callbacks:
+        per_sample = _activation_numel(template, trainer.X) * trainer.X.element_size()
+        largest = max(1, budget // max(1, per_sample * trainer.n_seeds))
+    for name, cb in callbacks:
+        X = torch.as_tensor(check_predict_X(template, cb.X)).to(trainer.device)
+        X = X.to(trainer.dtype) if X.is_floating_point() else X
+        y = torch.as_tensor(encode_targets(template, cb.y)).to(trainer.device)
+        y = y.to(trainer.dtype) if y.is_floating_point() else y
+        out[name] = (cb, X, y, int(min(cb.batch_size, largest)))
+    return out
 
 
 def _traces_of(nets):
@@ -424,7 +672,7 @@ def _traces_of(nets):
              if isinstance(cb, (WeightTrace, GradNormTrace))] for net in nets]
 
 
-def _write_back(nets, steps, durations, snapshots, initial, active):
+def _write_back(nets, steps, durations, snapshots, initial, active, held_out_scores=None):
     """Each copy's history, divergence state and trace records, as its own fit leaves them."""
     if steps:
         losses = torch.stack([s[2] for s in steps]).cpu().numpy()
@@ -437,30 +685,43 @@ def _write_back(nets, steps, durations, snapshots, initial, active):
     epochs = [s[0] for s in steps]
     sizes = [s[1] for s in steps]
     is_classifier = hasattr(nets[0], "classes_")
+    held_out = {key: (loss.cpu().numpy(), acc.cpu().numpy())
+                for key, (loss, acc) in (held_out_scores or {}).items()}
     for i, net in enumerate(nets):
         mine = [k for k in range(len(steps)) if taken[k, i]]
+        seed_losses = losses[:, i].tolist() if steps else []
+        seed_correct = correct[:, i].tolist() if steps else None
         scores = dict(net.callbacks_).get("epoch_scores")
         best = {}
         history = TrainingHistory()
         diverged = not bool(active[i])  # only the divergence rule deactivates a seed
+        sums = []  # per row: [sum of loss * size, samples, correct]
         for k in mine:
             epoch = epochs[k]
             if not history or history[-1]["epoch"] != epoch:
                 history.append({"epoch": epoch, "batches": []})
-            history[-1]["batches"].append({"train_loss": float(losses[k, i]),
+                sums.append([0.0, 0, 0])
+            history[-1]["batches"].append({"train_loss": seed_losses[k],
                                            "train_batch_size": sizes[k]})
-        for row in history:
-            total, n_samples, n_correct = 0.0, 0, 0
-            for k in (k for k in mine if epochs[k] == row["epoch"]):
-                total += float(losses[k, i]) * sizes[k]
-                n_samples += sizes[k]
-                n_correct += int(correct[k, i])
+            total = sums[-1]
+            total[0] += seed_losses[k] * sizes[k]
+            total[1] += sizes[k]
+            if seed_correct is not None:
+                total[2] += int(seed_correct[k])
+        for row, (total, n_samples, n_correct) in zip(history, sums):
             row["train_batch_count"] = len(row["batches"])
             _record(scores, best, row, "train_loss", total / n_samples, True)
             if is_classifier:
                 _record(scores, best, row, "train_acc", n_correct / n_samples, False)
             row["dur"] = durations[row["epoch"] - 1]
             row["diverged"] = False
+        for name, _ in net.callbacks_:  # HeldOutScore records, in callback order
+            for row in history:
+                pair = held_out.get((name, row["epoch"]))
+                if pair is not None:
+                    cb = dict(net.callbacks_)[name]
+                    row[f"{cb.name}_loss"] = float(pair[0][i])
+                    row[f"{cb.name}_acc"] = float(pair[1][i])
         net.history = history
         net.initial_loss_ = float(initial[i]) if math.isfinite(initial[i]) else None
         net.diverged_ = diverged

@@ -15,8 +15,11 @@ What makes it fast (see ``benchmarks/bench_training_overhead.py``):
 * the train loss, train accuracy (classifiers), validation loss/accuracy and
   their ``*_best`` flags are added up batch by batch by
   :class:`~hw1sk.training_callbacks.EpochScores` rather than by skorch's
-  scoring callbacks, which walk the history; ``PrintLog`` formats nothing
-  when ``verbose=0``;
+  scoring callbacks, which walk the history (the predicted labels are
+  taken for many batches at once, not one tensor op per batch);
+  ``PrintLog`` formats nothing when ``verbose=0``;
+* the NaN/inf check of ``X`` is one multi-threaded torch sum (scikit-learn's
+  check runs only when that sum is not finite, for its error message);
 * callbacks are only called for the events they override, and the history
   appends rows without copying itself (skorch's ``History.record`` copies the
   whole list on every call).
@@ -151,6 +154,25 @@ def _tensor_of(data):
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(data)
     return None
+
+
+def _surely_finite(X):
+    """Whether the float array ``X`` is all finite, by one (multi-threaded) torch sum.
+
+    scikit-learn's first pass is the same test with numpy's single-threaded
+    sum.  False when the sum is not finite (NaN/inf in ``X``, or a finite
+    overflow) or torch cannot view ``X``: scikit-learn's check decides then.
+    """
+    try:
+        if X.flags.writeable:
+            total = torch.from_numpy(X).sum()
+        else:
+            with warnings.catch_warnings():  # only read here
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                total = torch.from_numpy(X).sum()
+    except (TypeError, ValueError, RuntimeError):  # negative strides, unsupported dtype
+        return False
+    return bool(torch.isfinite(total))
 
 
 def _dataset_tensors(dataset):
@@ -482,8 +504,11 @@ class _NeuralNetMixin:
                 raise ValueError("Input X contains NaN or infinity.")
         else:
             _check_feature_names(self, X, reset=reset)
-            X = check_array(X, dtype=np.float32, allow_nd=True, ensure_all_finite=True,
+            X = check_array(X, dtype=np.float32, allow_nd=True, ensure_all_finite=False,
                             input_name="X")
+            if not _surely_finite(X):  # scikit-learn's own check, for its message
+                X = check_array(X, dtype=np.float32, allow_nd=True, ensure_all_finite=True,
+                                input_name="X")
         shape = tuple(int(s) for s in X.shape[1:])
         if reset:
             self.input_shape_ = shape
@@ -744,8 +769,12 @@ class _NeuralNetMixin:
             return torch.exp  # log-probabilities -> probabilities
         return nonlin
 
-    def _batch_labels(self, y_pred, batch):
-        """``(predicted labels, targets)`` of a batch, or None (regressors)."""
+    def _batch_scores(self, y_pred, batch):
+        """``(class scores, targets)`` of a batch, or None (regressors).
+
+        The scores are ``y_pred`` detached; :class:`EpochScores` takes their
+        ``argmax`` for many batches at once.
+        """
         return None
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
@@ -939,14 +968,14 @@ class NeuralClassifier(_NeuralNetMixin, NeuralNetClassifier):
                              f"not in classes_ {classes.tolist()}.")
         return encoded.astype(np.int64)
 
-    def _batch_labels(self, y_pred, batch):
+    def _batch_scores(self, y_pred, batch):
         yb = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         if isinstance(y_pred, tuple):
             y_pred = y_pred[0]
         if (not isinstance(yb, torch.Tensor) or y_pred.ndim != 2
                 or yb.shape != y_pred.shape[:1]):
             return None
-        return y_pred.argmax(1), yb
+        return y_pred.detach(), yb
 
     def predict_proba(self, X):
         """Class probabilities (softmax of the logits).

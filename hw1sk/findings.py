@@ -443,20 +443,71 @@ def error_surface_findings(study, item="1-2-error-surface"):
                     evidence, reason)]
 
 
+#: Seeds needed before a claim resting on the spread over seeds is judged (1-2 spectrum, 1-3).
+MIN_SEEDS = 3
+
+
+def _t_interval(values):
+    """``(mean, low, high, n)``: the 95% t-interval over seeds of the finite ``values``."""
+    from .studies._collect import seed_interval
+
+    mean, _, low, high, n = seed_interval(values)
+    return mean, low, high, n
+
+
+def _ci_text(mean, low, high):
+    """``"0.99 [0.98, 1]"``; the mean alone when there is no interval."""
+    return _g(mean) + (f" [{_g(low)}, {_g(high)}]" if math.isfinite(low) else "")
+
+
+def _seeds_reason(n):
+    """The reason of a verdict left open by too few seeds, or None with enough."""
+    return (None if n >= MIN_SEEDS else
+            f"only {n} seed(s): at least {MIN_SEEDS} are needed for a 95% interval over seeds")
+
+
+def _row_interval(row, column):
+    """``(mean, low, high)`` of ``column`` from a summary row (no interval columns: NaN)."""
+    return (float(row[column]), float(row.get(f"{column}_ci_low", math.nan)),
+            float(row.get(f"{column}_ci_high", math.nan)))
+
+
+def _random_label_verdict(train, test, chance, n_seeds, error):
+    """Verdict and reason of the memorization finding from the two intervals."""
+    bar = chance + CHANCE_MARGIN
+    if error > CHANCE_MARGIN:
+        return INCONCLUSIVE, (f"two standard errors of chance accuracy ({_g(error)}) exceed "
+                              f"the {CHANCE_MARGIN:g} margin")
+    if _seeds_reason(n_seeds):
+        return INCONCLUSIVE, _seeds_reason(n_seeds)
+    failed = [f"train accuracy < {MEMORIZED:g}"] * (train[2] < MEMORIZED) + [
+        f"test accuracy > chance + {CHANCE_MARGIN:g}"] * (test[1] > bar)
+    if failed:
+        return NOT_REPRODUCED, "; ".join(failed) + " over the whole 95% interval"
+    if train[1] >= MEMORIZED and test[2] <= bar:
+        return REPRODUCED, "both thresholds are met by the whole 95% intervals"
+    return INCONCLUSIVE, (f"an interval overlaps its threshold (train {MEMORIZED:g}, test "
+                          f"{_g(bar)})")
+
+
 # --------------------------------------------------------------------------- 1-3
 def random_label_findings(study, item="1-3-random-labels"):
     """1-3: does the network memorize random labels (Zhang et al. 2017)?
 
-    Reproduced when the final train accuracy (on the random labels) is at
-    least :data:`MEMORIZED` and the test accuracy at most chance +
-    :data:`CHANCE_MARGIN`; inconclusive when the run diverged or the test set
-    is too small to tell the margin from chance (two standard errors of a
-    chance-level accuracy above the margin).
+    Reproduced when the 95% t-interval over seeds of the final train accuracy
+    (on the random labels) lies at or above :data:`MEMORIZED` and that of the
+    test accuracy at or below chance + :data:`CHANCE_MARGIN`; not reproduced
+    when an interval lies wholly on the wrong side; inconclusive when an
+    interval overlaps its threshold, with fewer than :data:`MIN_SEEDS` seeds,
+    when the run diverged, or when the test set is too small to tell the
+    margin from chance (two standard errors of a chance-level accuracy above
+    the margin).
 
     Parameters
     ----------
     study : fitted RandomLabelStudy
-        ``summary_`` with ``train_accuracy``, ``test_accuracy``,
+        ``summary_`` with ``train_accuracy``, ``test_accuracy`` (means over
+        seeds), their ``_ci_low``, ``_ci_high``, ``n_seeds``,
         ``chance_accuracy``, ``n_test``, ``n_epochs``.
     item : str
 
@@ -472,81 +523,199 @@ def random_label_findings(study, item="1-3-random-labels"):
                         expectation, reference, INCONCLUSIVE, "no summary row",
                         "the training run diverged")]
     row = study.summary_.iloc[0]
-    train, test, chance = (float(row[k]) for k in ("train_accuracy", "test_accuracy",
-                                                   "chance_accuracy"))
+    train, test = _row_interval(row, "train_accuracy"), _row_interval(row, "test_accuracy")
+    chance, n_seeds = float(row["chance_accuracy"]), int(row.get("n_seeds", 1))
     error = 2 * math.sqrt(chance * (1 - chance) / max(int(row["n_test"]), 1))
-    evidence = (f"after {int(row['n_epochs'])} epochs: train accuracy {_g(train)}, test "
-                f"accuracy {_g(test)} on {int(row['n_test'])} images, chance {_g(chance)}")
-    if error > CHANCE_MARGIN:
-        verdict, reason = INCONCLUSIVE, (f"two standard errors of chance accuracy "
-                                         f"({_g(error)}) exceed the {CHANCE_MARGIN:g} margin")
-    elif train >= MEMORIZED and test <= chance + CHANCE_MARGIN:
-        verdict, reason = REPRODUCED, "both thresholds are met"
-    else:
-        failed = [f"train accuracy < {MEMORIZED:g}"] * (train < MEMORIZED) + [
-            f"test accuracy > chance + {CHANCE_MARGIN:g}"] * (test > chance + CHANCE_MARGIN)
-        verdict, reason = NOT_REPRODUCED, "; ".join(failed)
-    claim = (f"On random labels the network reaches {_g(train)} train accuracy and {_g(test)} "
-             f"test accuracy (chance {_g(chance)}).")
+    covers = ("" if not math.isfinite(test[1]) else
+              f"; the test interval {'contains' if test[1] <= chance <= test[2] else 'excludes'}"
+              " chance")
+    evidence = (f"after {int(row['n_epochs'])} epochs, {n_seeds} seed(s), mean [95% "
+                f"t-interval]: train accuracy {_ci_text(*train)}, test accuracy "
+                f"{_ci_text(*test)} on {int(row['n_test'])} images, chance {_g(chance)}{covers}")
+    verdict, reason = _random_label_verdict(train, test, chance, n_seeds, error)
+    claim = (f"On random labels the network reaches {_ci_text(*train)} train accuracy and "
+             f"{_ci_text(*test)} test accuracy over {n_seeds} seed(s) (chance {_g(chance)}).")
     return [Finding(item, claim, expectation, reference, verdict, evidence, reason)]
+
+
+def _model_means(res):
+    """Per model (``name``, else each row): ``n_params`` and the mean scores over seeds."""
+    key = res["name"] if "name" in res.columns else pd.Series(res.index, index=res.index)
+    scores = ["n_params", "train_loss", "test_loss", "train_accuracy", "test_accuracy"]
+    return res.groupby(key, sort=False)[scores].mean().sort_values("n_params", kind="stable")
+
+
+def _per_seed_rhos(res, y):
+    """Spearman rho of ``n_params`` and ``y`` over the models, per seed index (k-th seed)."""
+    if "name" not in res.columns:
+        return []
+    k = res.groupby("name", sort=False).cumcount()
+    return [_rank_correlation(res["n_params"][k == i], y[k == i])[0] for i in sorted(set(k))]
+
+
+def _ends_finding(item, res, values, names, expected_sign, expectation, reference):
+    """``values`` at the smallest vs the largest model: their 95% t-intervals over seeds."""
+    small = values[res["n_params"] == res["n_params"].min()]
+    large = values[res["n_params"] == res["n_params"].max()]
+    (m1, l1, h1, n1), (m2, l2, h2, n2) = _t_interval(small), _t_interval(large)
+    sides = 1 if l2 > h1 else -1 if h2 < l1 else 0
+    evidence = (f"smallest model ({int(res['n_params'].min()):,} parameters) "
+                f"{_ci_text(m1, l1, h1)} over {n1} seed(s), largest "
+                f"({int(res['n_params'].max()):,}) {_ci_text(m2, l2, h2)} over {n2}")
+    if _seeds_reason(min(n1, n2)):
+        verdict, reason = INCONCLUSIVE, _seeds_reason(min(n1, n2))
+    elif sides == 0:
+        verdict, reason = INCONCLUSIVE, "the two 95% intervals overlap"
+    else:
+        verdict = REPRODUCED if sides == expected_sign else NOT_REPRODUCED
+        reason = (f"the 95% intervals do not overlap; the largest model's is "
+                  f"{'above' if sides > 0 else 'below'} the smallest's")
+    claim = (f"{names[:1].upper() + names[1:]}: {_g(m1)} at the smallest model, {_g(m2)} at "
+             f"the largest (means over seeds).")
+    return Finding(item, claim, expectation, reference, verdict, evidence, reason)
 
 
 def param_count_findings(study, item="1-3-param-count"):
     """1-3: the train loss falls with the parameter count, the generalization gap grows.
 
-    Two Spearman rank correlations over the trained models: ``n_params`` vs
-    ``train_loss`` (expected negative) and ``n_params`` vs ``test_loss -
-    train_loss`` (expected positive); inconclusive with fewer than
-    :data:`MIN_MODELS` models or ``p >= ALPHA``.
+    Two Spearman rank correlations over the models' means over seeds:
+    ``n_params`` vs ``train_loss`` (expected negative) and ``n_params`` vs
+    ``test_loss - train_loss`` (expected positive); inconclusive with fewer
+    than :data:`MIN_MODELS` models or ``p >= ALPHA`` (the per-seed
+    correlations are in the evidence).  Then the same two quantities at the
+    smallest vs the largest model, by their 95% t-intervals over seeds:
+    inconclusive when they overlap or with fewer than :data:`MIN_SEEDS` seeds.
 
     Parameters
     ----------
     study : fitted ParamCountStudy
-        ``results_`` with ``n_params``, ``train_loss``, ``test_loss``,
-        ``train_accuracy``, ``test_accuracy``.
+        ``results_`` (one row per model and seed) with ``n_params``,
+        ``train_loss``, ``test_loss``, ``train_accuracy``, ``test_accuracy``
+        (and ``name``, ``seed``).
     item : str
 
     Returns
     -------
     findings : list of Finding
     """
-    res = study.results_
+    res, means = study.results_, _model_means(study.results_)
     reference = "HW1-3 (number of parameters vs generalization)"
-    acc_gap = res["train_accuracy"] - res["test_accuracy"]
-    rho, p, _ = _rank_correlation(res["n_params"], acc_gap)
+    rho, p, _ = _rank_correlation(means["n_params"],
+                                  means["train_accuracy"] - means["test_accuracy"])
+    gap, mean_gap = res["test_loss"] - res["train_loss"], means["test_loss"] - means["train_loss"]
+    seeds = {name: ", ".join(_g(r) for r in _per_seed_rhos(res, y)) or "one seed"
+             for name, y in (("train", res["train_loss"]), ("gap", gap))}
+    loss_words = "The train loss falls as the number of parameters grows."
+    gap_words = "The gap between test and train loss grows with the number of parameters."
     return [
-        _correlation_finding(item, res["n_params"], res["train_loss"],
-                             ("parameters", "train loss"), -1, MIN_MODELS,
-                             "The train loss falls as the number of parameters grows.",
-                             reference, f"train loss from {_g(res['train_loss'].iloc[0])} "
-                             f"to {_g(res['train_loss'].iloc[-1])} (smallest to largest)"),
-        _correlation_finding(item, res["n_params"], res["test_loss"] - res["train_loss"],
-                             ("parameters", "test - train loss"), 1, MIN_MODELS,
-                             "The gap between test and train loss grows with the number of "
-                             "parameters.", reference,
-                             f"accuracy gap: rho = {_g(rho)}, p = {_g(p)}"),
+        _correlation_finding(item, means["n_params"], means["train_loss"],
+                             ("parameters", "train loss"), -1, MIN_MODELS, loss_words,
+                             reference, f"means over seeds; train loss from "
+                             f"{_g(means['train_loss'].iloc[0])} to "
+                             f"{_g(means['train_loss'].iloc[-1])} (smallest to largest); "
+                             f"rho per seed: {seeds['train']}"),
+        _correlation_finding(item, means["n_params"], mean_gap,
+                             ("parameters", "test - train loss"), 1, MIN_MODELS, gap_words,
+                             reference, f"means over seeds; accuracy gap: rho = {_g(rho)}, "
+                             f"p = {_g(p)}; rho per seed: {seeds['gap']}"),
+        _ends_finding(item, res, res["train_loss"], "train loss", -1, loss_words, reference),
+        _ends_finding(item, res, gap, "test - train loss", 1, gap_words, reference),
     ]
 
 
-def _barrier_finding(item, row):
-    """Whether the train loss between the two end points of one pair rises above them."""
-    top = max(float(row["loss_1"]), float(row["loss_2"]))
-    rel = float(row["loss_barrier"]) / top if top > 0 else math.nan
-    evidence = (f"pair {row['pair']}, train split: end-point losses {_g(row['loss_1'])} and "
-                f"{_g(row['loss_2'])}, barrier {_g(row['loss_barrier'])} "
-                f"({_g(100 * rel)}% of the larger)")
+#: How the findings name a training control (1-3 interpolation and sensitivity).
+_CONTROL_WORDS = {"epochs": "equal epochs", "train_loss": "equal train loss"}
+
+
+def _with(finding, **changes):
+    """``finding`` with some fields replaced."""
+    from dataclasses import replace
+
+    return replace(finding, **changes)
+
+
+def _by_control(frame):
+    """``(control, rows)`` per training control of ``frame``; ``(None, frame)`` without one."""
+    if "control" not in frame.columns:
+        return [(None, frame)]
+    return [(c, frame[frame["control"] == c]) for c in pd.unique(frame["control"])]
+
+
+def _missed(rows, what="models"):
+    """``"k of n models (batch sizes ...) did not reach the target train loss"``, or None."""
+    if "target_reached" not in rows.columns or rows["target_reached"].isna().all():
+        return None
+    missed = rows[~rows["target_reached"].astype(object).fillna(True).astype(bool)]
+    if missed.empty:
+        return None
+    sizes = (f" (batch sizes {', '.join(str(int(b)) for b in pd.unique(missed['batch_size']))})"
+             if "batch_size" in missed.columns else "")
+    return f"{len(missed)} of {len(rows)} {what}{sizes} did not reach the target train loss"
+
+
+def _under(control, finding, missed=None):
+    """``finding`` under ``control`` (its claim prefixed); inconclusive when targets were missed."""
+    prefix = "" if control is None else f"At {_CONTROL_WORDS.get(control, control)}: "
+    claim = prefix + finding.claim + (f" ({missed}.)" if missed else "")
+    if missed:
+        return _with(finding, claim=claim, verdict=INCONCLUSIVE,
+                     reason=f"{missed}, so the models are not compared at equal train loss")
+    return _with(finding, claim=claim)
+
+
+def _paired_finding(item, diffs, what, expectation, reference, min_difference=0.0):
+    """A paired comparison over seeds: ``diffs`` (one per seed) expected positive.
+
+    Reproduced when the 95% t-interval of the mean difference lies above 0
+    (and the mean exceeds ``min_difference``), not reproduced when it lies
+    below 0 (and the mean is below ``-min_difference``); inconclusive with
+    fewer than :data:`MIN_SEEDS` seeds, an interval that contains 0, or a
+    mean within ``min_difference`` of 0.
+    """
+    mean, low, high, n = _t_interval(diffs)
+    claim = (f"Mean over {n} seed(s) of {what}: {_g(mean)} (95% t-interval "
+             f"[{_g(low)}, {_g(high)}]).")
+    evidence = (f"{what}, per seed: " + (", ".join(_g(d) for d in diffs) or "none")
+                + f"; n = {n}")
+    if _seeds_reason(n):
+        verdict, reason = INCONCLUSIVE, _seeds_reason(n)
+    elif low <= 0 <= high:
+        verdict, reason = INCONCLUSIVE, "the 95% t-interval contains 0"
+    elif abs(mean) <= min_difference:
+        verdict, reason = INCONCLUSIVE, (f"the mean difference is within {_g(min_difference)} "
+                                         "of 0")
+    else:
+        verdict = REPRODUCED if low > 0 else NOT_REPRODUCED
+        reason = f"the 95% t-interval lies {'above' if low > 0 else 'below'} 0"
+    return Finding(item, claim, expectation, reference, verdict, evidence, reason)
+
+
+def _barrier_finding(item, pair, rows):
+    """Whether the train loss between the two end points of one pair rises above them.
+
+    ``rows``: the pair's train-split rows, one per seed; judged on the mean
+    barrier relative to the larger end-point loss (its t-interval as evidence).
+    """
+    top = np.maximum(rows["loss_1"].astype(float), rows["loss_2"].astype(float))
+    per_seed = np.where(top > 0, rows["loss_barrier"].astype(float) / top.where(top > 0), np.nan)
+    rel, low, high, n = _t_interval(per_seed)
+    evidence = (f"pair {pair}, train split, {len(rows)} seed(s): end-point losses "
+                f"{_g(rows['loss_1'].mean())} and {_g(rows['loss_2'].mean())}, barrier "
+                f"{_g(rows['loss_barrier'].mean())} ({_g(100 * rel)}% of the larger"
+                + (f"; 95% t-interval [{_g(100 * low)}%, {_g(100 * high)}%]" if n > 1 else "")
+                + ") (means over the seeds)")
     if not math.isfinite(rel):
         verdict, reason = INCONCLUSIVE, "alpha = 0 and 1 are not both on the grid"
     elif rel >= BARRIER:
-        verdict, reason = REPRODUCED, (f"the barrier is at least {BARRIER:.0%} of the "
+        verdict, reason = REPRODUCED, (f"the mean barrier is at least {BARRIER:.0%} of the "
                                        "end-point loss")
     elif rel <= NO_BARRIER:
-        verdict, reason = NOT_REPRODUCED, (f"the barrier is at most {NO_BARRIER:.0%} of the "
-                                           "end-point loss")
+        verdict, reason = NOT_REPRODUCED, (f"the mean barrier is at most {NO_BARRIER:.0%} of "
+                                           "the end-point loss")
     else:
-        verdict, reason = INCONCLUSIVE, (f"the barrier is between {NO_BARRIER:.0%} and "
+        verdict, reason = INCONCLUSIVE, (f"the mean barrier is between {NO_BARRIER:.0%} and "
                                          f"{BARRIER:.0%} of the end-point loss")
-    claim = (f"Between the two {row['pair']} minima the train loss "
+    claim = (f"Between the two {pair} minima the train loss "
              + (f"rises {_g(100 * rel)}% above the larger end-point loss." if rel > 0 else
                 "never rises above the larger end-point loss." if rel <= 0 else
                 "is not known at both end points."))
@@ -555,132 +724,220 @@ def _barrier_finding(item, row):
                    verdict, evidence, reason)
 
 
-def _batch_gap_finding(item, row, batch_sizes):
-    """Whether the small-batch end point has the higher test accuracy."""
+def _batch_gap_finding(item, rows, batch_sizes):
+    """Whether the small-batch end point has the higher test accuracy, paired over seeds."""
     small_first = batch_sizes[0] <= batch_sizes[1]
-    acc = {"small": row["accuracy_1"], "large": row["accuracy_2"]}
-    if not small_first:
-        acc = {"small": row["accuracy_2"], "large": row["accuracy_1"]}
-    diff = float(acc["small"]) - float(acc["large"])
-    small, large = sorted(batch_sizes)
-    evidence = (f"test accuracy: batch size {small} {_g(acc['small'])}, batch size {large} "
-                f"{_g(acc['large'])}; difference {_g(diff)}; one seed per end point")
-    if not math.isfinite(diff):
-        verdict, reason = INCONCLUSIVE, "the end points' test accuracies are missing"
-    elif abs(diff) <= ACCURACY_DIFFERENCE:
-        verdict, reason = INCONCLUSIVE, (f"the difference is within the {ACCURACY_DIFFERENCE:g} "
-                                         "threshold (one seed each)")
-    else:
-        verdict = REPRODUCED if diff > 0 else NOT_REPRODUCED
-        reason = f"the difference exceeds {ACCURACY_DIFFERENCE:g} (one seed each)"
-    claim = (f"The small-batch model (batch size {small}) is {_g(abs(diff))} "
-             f"{'more' if diff >= 0 else 'less'} accurate on the test set than the large-batch "
-             f"one ({large}).")
-    return Finding(item, claim, "Small-batch training generalizes better than large-batch "
-                   "training.", "Keskar et al. 2017, On large-batch training for deep "
-                   "learning", verdict, evidence, reason)
+    small, large = ("accuracy_1", "accuracy_2") if small_first else ("accuracy_2", "accuracy_1")
+    diffs = (rows[small].astype(float) - rows[large].astype(float)).tolist()
+    lo, hi = sorted(batch_sizes)
+    found = _paired_finding(
+        item, diffs, f"the test accuracy of batch size {lo} minus that of batch size {hi}",
+        "Small-batch training generalizes better than large-batch training.",
+        "Keskar et al. 2017, On large-batch training for deep learning", ACCURACY_DIFFERENCE)
+    return _with(found, evidence=(f"test accuracy: batch size {lo} {_g(rows[small].mean())}, "
+                                    f"batch size {hi} {_g(rows[large].mean())} (means); "
+                                    + found.evidence))
 
 
 def interpolation_findings(study, item="1-3-interpolation"):
     """1-3: the loss barrier between two minima; small- vs large-batch test accuracy.
 
-    Per pair (train split), the barrier relative to the larger end-point loss:
-    at least :data:`BARRIER` reproduced, at most :data:`NO_BARRIER` not,
-    between inconclusive.  For the ``batch_size`` pair (test split), the
-    small-batch model's test accuracy minus the large-batch one's: a
-    difference within :data:`ACCURACY_DIFFERENCE` is inconclusive.
+    Per training control and pair (train split), the mean barrier over the
+    seeds relative to the larger end-point loss: at least :data:`BARRIER`
+    reproduced, at most :data:`NO_BARRIER` not, between inconclusive.  For
+    the ``batch_size`` pair (test split), the small-batch model's test
+    accuracy minus the large-batch one's, paired by seed: reproduced when its
+    95% t-interval over at least :data:`MIN_SEEDS` seeds excludes 0 (and the
+    mean exceeds :data:`ACCURACY_DIFFERENCE`).  Under the ``"train_loss"``
+    control a pair with an end point that missed the target is inconclusive.
 
     Parameters
     ----------
     study : fitted InterpolationStudy
-        ``summary_`` with ``pair``, ``split``, ``loss_1``, ``loss_2``,
-        ``accuracy_1``, ``accuracy_2``, ``loss_barrier``; ``batch_sizes``
-        (the two end points' batch sizes, in order).
+        ``seed_summary_`` (or ``summary_``, one seed) with ``pair``, ``split``,
+        ``loss_1``, ``loss_2``, ``accuracy_1``, ``accuracy_2``, ``loss_barrier``
+        (``control``, ``target_reached`` when there); ``batch_sizes``.
     item : str
 
     Returns
     -------
     findings : list of Finding
     """
-    summary = study.summary_
-    out = [_barrier_finding(item, row) for _, row in
-           summary[summary["split"] == "train"].iterrows()]
-    batch = summary[(summary["pair"] == "batch_size") & (summary["split"] == "test")]
-    if len(batch):
-        sizes = tuple(int(b) for b in np.asarray(study.batch_sizes).ravel()[:2])
-        out.append(_batch_gap_finding(item, batch.iloc[0], sizes))
+    frame = getattr(study, "seed_summary_", None)
+    frame = study.summary_ if frame is None else frame
+    sizes = tuple(int(b) for b in np.asarray(study.batch_sizes).ravel()[:2])
+    out = []
+    for control, rows in _by_control(frame):
+        for pair in pd.unique(rows["pair"]):
+            train = rows[(rows["pair"] == pair) & (rows["split"] == "train")]
+            if len(train):
+                out.append(_under(control, _barrier_finding(item, pair, train)))
+        batch = rows[(rows["pair"] == "batch_size") & (rows["split"] == "test")]
+        if len(batch):
+            out.append(_under(control, _batch_gap_finding(item, batch, sizes),
+                              _missed(batch, what="pairs of models")))
     return out
 
 
 def sensitivity_findings(study, item="1-3-sensitivity"):
-    """1-3: sensitivity tracks the generalization gap; sharpness grows with the batch size.
+    """1-3: sensitivity tracks the generalization gap; large batches are sharper, generalize worse.
 
-    Two Spearman rank correlations across the batch sizes: ``sensitivity`` vs
-    ``loss_gap`` (test minus train loss; Novak et al. 2018) and
-    ``batch_size`` vs ``sharpness`` (Keskar et al. 2017), both expected
-    positive; inconclusive with fewer than :data:`MIN_BATCH_SIZES` batch
-    sizes or ``p >= ALPHA``.
+    Per training control (equal epochs, equal train loss): two Spearman rank
+    correlations on the per-seed points, ``sensitivity`` vs ``loss_gap``
+    (test minus train loss; Novak et al. 2018) and ``batch_size`` vs
+    ``sharpness`` (Keskar et al. 2017), both expected positive, inconclusive
+    with fewer than :data:`MIN_BATCH_SIZES` batch sizes or ``p >= ALPHA``;
+    and two paired comparisons of the largest with the smallest batch size
+    over the seeds (sharpness and loss gap, largest minus smallest, expected
+    positive; see :func:`_paired_finding`).  Under ``"train_loss"``, models
+    that missed the target make the control's findings inconclusive.
 
     Parameters
     ----------
     study : fitted SensitivityStudy
-        ``summary_`` with ``batch_size``, ``loss_gap``, ``accuracy_gap``,
-        ``sensitivity``, ``sharpness``.
+        ``results_`` with ``batch_size``, ``seed``, ``train_loss``,
+        ``test_loss``, ``train_accuracy``, ``test_accuracy``, ``sensitivity``,
+        ``sharpness`` (``control``, ``target_reached`` when there).
     item : str
 
     Returns
     -------
     findings : list of Finding
     """
-    s = study.summary_
-    rho, p, _ = _rank_correlation(s["sensitivity"], s["accuracy_gap"])
-    return [
-        _correlation_finding(item, s["sensitivity"], s["loss_gap"],
+    out = []
+    for control, rows in _by_control(study.results_):
+        rows = rows.assign(loss_gap=rows["test_loss"] - rows["train_loss"],
+                           accuracy_gap=rows["train_accuracy"] - rows["test_accuracy"])
+        missed = _missed(rows)
+        out += [_under(control, f, missed) for f in _sensitivity_control(item, rows)]
+    return out
+
+
+def _sensitivity_control(item, rows):
+    """The four findings of :func:`sensitivity_findings` on one control's per-seed rows."""
+    sizes = sorted(pd.unique(rows["batch_size"]))
+    rho, p, _ = _rank_correlation(rows["sensitivity"], rows["accuracy_gap"])
+    keskar = "Keskar et al. 2017, On large-batch training for deep learning"
+    found = [
+        _correlation_finding(item, rows["sensitivity"], rows["loss_gap"],
                              ("sensitivity", "test - train loss"), 1, MIN_BATCH_SIZES,
                              "Models with a higher input sensitivity (Jacobian norm) have a "
                              "larger generalization gap.",
                              "Novak et al. 2018, Sensitivity and generalization in neural "
-                             "networks", f"batch sizes {s['batch_size'].tolist()}; accuracy "
+                             "networks", f"batch sizes {[int(b) for b in sizes]}, "
+                             f"{rows['seed'].nunique()} seed(s) each; accuracy "
                              f"gap: rho = {_g(rho)}, p = {_g(p)}"),
-        _correlation_finding(item, s["batch_size"], s["sharpness"],
+        _correlation_finding(item, rows["batch_size"], rows["sharpness"],
                              ("batch size", "sharpness"), 1, MIN_BATCH_SIZES,
-                             "Sharpness grows with the batch size.",
-                             "Keskar et al. 2017, On large-batch training for deep learning",
-                             "sharpness " + ", ".join(_g(v) for v in s["sharpness"])),
+                             "Sharpness grows with the batch size.", keskar,
+                             "mean sharpness " + ", ".join(
+                                 _g(v) for v in rows.groupby("batch_size")["sharpness"].mean())),
     ]
+    if len(sizes) < MIN_BATCH_SIZES:
+        found = [_with(f, verdict=INCONCLUSIVE, reason=f"only {len(sizes)} batch sizes: at "
+                         f"least {MIN_BATCH_SIZES} are needed") for f in found]
+    lo, hi = int(sizes[0]), int(sizes[-1])
+    for measure, expectation in (("sharpness", "Large-batch minima are sharper than "
+                                  "small-batch ones."),
+                                 ("loss_gap", "Large-batch models generalize worse (a larger "
+                                  "test - train loss gap) than small-batch ones.")):
+        by_seed = rows.pivot(index="seed", columns="batch_size", values=measure)
+        diffs = (by_seed[hi] - by_seed[lo]).tolist() if len(sizes) > 1 else []
+        name = "sharpness" if measure == "sharpness" else "the test - train loss gap"
+        found.append(_paired_finding(item, diffs, f"{name} at batch size {hi} minus at {lo}",
+                                     expectation, keskar))
+    return found
+
+
+def _spectrum_rows(res):
+    """Finite rows of a spectrum ``results_``, by seed (one when there is no column) and epoch."""
+    res = res.assign(seed=res["seed"] if "seed" in res.columns else 0)
+    ok = np.isfinite(res[["top_ritz_value", "bulk_edge", "train_loss"]].to_numpy(float)).all(axis=1)
+    return res[ok].sort_values(["seed", "epoch"], kind="stable")
+
+
+def _outlier_finding(item, ok, c, expectation, ref):
+    """Per seed, the outlier count at ``"end"`` (else the last checkpoint) against C - 1."""
+    named = ok[ok["checkpoint"] == "end"]
+    end = (named if len(named) else ok).groupby("seed", sort=False).tail(1)
+    counts = end["n_outliers"].astype(int).tolist()
+    within = [abs(n - (c - 1)) <= OUTLIER_SLACK for n in counts]
+    evidence = (f"{end['checkpoint'].iloc[0]} (epoch {int(end['epoch'].iloc[0])}), per seed: "
+                + "; ".join(f"{n} Ritz value(s) above the bulk edge {_g(e)}, top {_g(t)}"
+                            for n, e, t in zip(counts, end["bulk_edge"], end["top_ritz_value"]))
+                + f" (medians over probes); C = {c}")
+    if _seeds_reason(len(counts)):
+        verdict, reason = INCONCLUSIVE, _seeds_reason(len(counts))
+    elif all(within) or not any(within):
+        verdict = REPRODUCED if all(within) else NOT_REPRODUCED
+        reason = (f"the count of {'every' if all(within) else 'no'} seed is within "
+                  f"{OUTLIER_SLACK} of C - 1")
+    else:
+        verdict, reason = INCONCLUSIVE, (f"{sum(within)} of {len(counts)} seeds have a count "
+                                         f"within {OUTLIER_SLACK} of C - 1")
+    claim = (f"At {end['checkpoint'].iloc[0]} the spectrum has {', '.join(map(str, counts))} "
+             f"outlier(s) over {len(counts)} seed(s), above a bulk ending at "
+             f"{_g(end['bulk_edge'].mean())} on average (C - 1 = {c - 1}).")
+    return Finding(item, claim, expectation, ref, verdict, evidence, reason)
+
+
+def _top_rise_finding(item, ok, ref):
+    """Per seed, the relative change of the top Ritz value from the first to the last checkpoint."""
+    first, last = ok.groupby("seed", sort=False).head(1), ok.groupby("seed", sort=False).tail(1)
+    a, b = first["top_ritz_value"].to_numpy(float), last["top_ritz_value"].to_numpy(float)
+    change = np.where(a != 0, (b - a) / np.where(a != 0, np.abs(a), 1), np.inf)
+    mean, low, high, n = _t_interval(change)
+    if ok["epoch"].nunique() < 2:
+        verdict, reason = INCONCLUSIVE, "only one checkpoint: nothing to compare"
+    elif _seeds_reason(len(change)):
+        verdict, reason = INCONCLUSIVE, _seeds_reason(len(change))
+    elif low > TOP_CHANGE or high < -TOP_CHANGE:
+        verdict = REPRODUCED if low > TOP_CHANGE else NOT_REPRODUCED
+        reason = (f"the 95% interval of the change lies {'above' if low > 0 else 'below'} "
+                  f"{'+' if low > 0 else '-'}{TOP_CHANGE:.0%}")
+    else:
+        verdict, reason = INCONCLUSIVE, (f"the 95% interval of the change reaches into "
+                                         f"±{TOP_CHANGE:.0%}")
+    claim = (f"The top Hessian eigenvalue goes from {_g(a.mean())} ({first['checkpoint'].iloc[0]})"
+             f" to {_g(b.mean())} ({last['checkpoint'].iloc[0]}) on average over {len(a)} "
+             f"seed(s): {_ci_text(100 * mean, 100 * low, 100 * high)}%.")
+    evidence = ("relative change per seed: " + ", ".join(f"{_g(100 * x)}%" for x in change)
+                + "; top Ritz value per checkpoint (mean over seeds): " + ", ".join(
+                    f"{k} {_g(v)}" for k, v in ok.groupby("checkpoint", sort=False)
+                    ["top_ritz_value"].mean().items()))
+    return Finding(item, claim, "The top Hessian eigenvalue grows from initialization to the "
+                   "end of training.", ref, verdict, evidence, reason)
 
 
 def hessian_spectrum_findings(study, item="1-2-hessian-spectrum"):
     """1-2 spectrum: a bulk near zero and about C - 1 outliers; the top eigenvalue grows.
 
-    The outlier count at the ``"end"`` checkpoint (the last one when there is
-    none named so) within :data:`OUTLIER_SLACK` of ``C - 1``: reproduced;
-    outside: not reproduced; no density (the run diverged) or a non-finite
-    density: inconclusive.  The top Ritz value from the first to the last
-    checkpoint: a rise by more than :data:`TOP_CHANGE` reproduced, a fall by
-    more not reproduced, between inconclusive.
+    The outlier count of each seed at the ``"end"`` checkpoint (the last one
+    when there is none named so): every seed within :data:`OUTLIER_SLACK` of
+    ``C - 1`` reproduced, none not reproduced, some inconclusive.  The top
+    Ritz value from the first to the last checkpoint, as a relative change
+    per seed: its 95% t-interval above :data:`TOP_CHANGE` reproduced, below
+    ``-TOP_CHANGE`` not reproduced, reaching into ``±TOP_CHANGE``
+    inconclusive.  Both inconclusive with fewer than :data:`MIN_SEEDS` seeds,
+    without a density (the run diverged) or with a non-finite one.
 
     Parameters
     ----------
     study : fitted HessianSpectrumStudy
-        ``results_`` with ``checkpoint``, ``epoch``, ``n_outliers``,
-        ``top_ritz_value``, ``bulk_edge``, ``train_loss``; ``n_classes_``.
+        ``results_`` with ``seed`` (optional), ``checkpoint``, ``epoch``,
+        ``n_outliers``, ``top_ritz_value``, ``bulk_edge``, ``train_loss``; ``n_classes_``.
     item : str
 
     Returns
     -------
     findings : list of Finding
     """
-    res = study.results_.sort_values("epoch")
     c = int(study.n_classes_)
     ref = "Sagun et al. 2017; Papyan 2020 (Hessian spectrum of classifiers)"
     expectation = (f"At the end of training the spectrum has a bulk near zero and about "
                    f"C - 1 = {c - 1} outliers.")
-    ok = res[np.isfinite(res[["top_ritz_value", "bulk_edge", "train_loss"]].to_numpy(float))
-             .all(axis=1)] if len(res) else res
-    end = ok[ok["checkpoint"] == "end"] if len(ok) else ok
-    end = end if len(end) else ok.tail(1)
-    if not len(end):
+    ok = _spectrum_rows(study.results_)
+    if not len(ok):
         return [Finding(item, "No spectral density could be computed.", expectation, ref,
                         INCONCLUSIVE, f"{len(study.diverged_)} diverged run(s)",
                         "training diverged or the density is not finite"),
@@ -688,31 +945,4 @@ def hessian_spectrum_findings(study, item="1-2-hessian-spectrum"):
                         "The top Hessian eigenvalue grows from initialization to the end "
                         "of training.", ref, INCONCLUSIVE, "none",
                         "training diverged or the density is not finite")]
-    row = end.iloc[-1]
-    n = int(row["n_outliers"])
-    evidence = (f"{row['checkpoint']} (epoch {int(row['epoch'])}): {n} Ritz value(s) above the "
-                f"bulk edge {_g(row['bulk_edge'])} (median over probes), top "
-                f"{_g(row['top_ritz_value'])}; C = {c}")
-    within = abs(n - (c - 1)) <= OUTLIER_SLACK
-    out = [Finding(item, f"At {row['checkpoint']} the spectrum has {n} outlier(s) above a bulk "
-                   f"ending at {_g(row['bulk_edge'])} (C - 1 = {c - 1}).", expectation, ref,
-                   REPRODUCED if within else NOT_REPRODUCED, evidence,
-                   f"the count is {'within' if within else 'more than'} {OUTLIER_SLACK} of "
-                   f"C - 1")]
-    first, last = ok.iloc[0], ok.iloc[-1]
-    a, b = float(first["top_ritz_value"]), float(last["top_ritz_value"])
-    change = (b - a) / abs(a) if a else math.inf
-    if len(ok) < 2:
-        verdict, reason = INCONCLUSIVE, "only one checkpoint: nothing to compare"
-    elif abs(change) <= TOP_CHANGE:
-        verdict, reason = INCONCLUSIVE, f"the change is within ±{TOP_CHANGE:.0%}"
-    else:
-        verdict = REPRODUCED if change > 0 else NOT_REPRODUCED
-        reason = f"the top eigenvalue {'rises' if change > 0 else 'falls'} by more than {TOP_CHANGE:.0%}"
-    out.append(Finding(
-        item, f"The top Hessian eigenvalue goes from {_g(a)} ({first['checkpoint']}) to {_g(b)} "
-        f"({last['checkpoint']}): {_g(100 * change)}%.",
-        "The top Hessian eigenvalue grows from initialization to the end of training.", ref,
-        verdict, f"top Ritz value per checkpoint: " + ", ".join(
-            f"{r.checkpoint} {_g(r.top_ritz_value)}" for r in ok.itertuples()), reason))
-    return out
+    return [_outlier_finding(item, ok, c, expectation, ref), _top_rise_finding(item, ok, ref)]

@@ -14,6 +14,10 @@ bit-for-bit the one the torch optimizer gives on that seed alone (float32 and
 float64).  The update is elementwise, so one :meth:`FunctionalOptimizer.step`
 updates every seed at once; the per-seed step counter lets a boolean ``mask``
 freeze some seeds (diverged or stopped) while the others go on.
+:meth:`FunctionalOptimizer.step_` gives the same values in place, without
+allocating new tensors (what :class:`hw1sk.ensemble.SeedEnsemble` uses: its
+seeds' parameters are one ``(n_seeds, n_params)`` tensor, updated by a
+handful of elementwise operations per step).
 
 Examples
 --------
@@ -45,6 +49,9 @@ __all__ = [
     "FunctionalSGD",
     "functional_optimizer",
 ]
+
+# Bias-correction tables, by (kind, lr, beta, device), shared by the Adam instances.
+_TABLES: dict = {}
 
 # Above this many steps a bias-correction table is not worth its memory and
 # ``torch.pow`` is used instead (at most one ulp away from Python's ``**``).
@@ -195,6 +202,61 @@ class FunctionalOptimizer:
                     new_state[key][name] = _select(mask, bufs_new[key], bufs[key])
         return new_params, new_state
 
+    def step_(self, params: dict, grads: dict, state: dict, mask: Tensor | None = None):
+        """:meth:`step` in place: the same values, written into ``params`` and ``state``.
+
+        Saves the allocation of a new tensor per operation, which on a CPU
+        costs more than the arithmetic for large stacked parameters.  Where
+        ``mask`` freezes some seeds (or the optimizer has no in-place
+        update), the values of :meth:`step` are copied in.
+
+        Parameters
+        ----------
+        params, grads, state, mask
+            As in :meth:`step`; ``params`` and the state's tensors are updated.
+
+        Returns
+        -------
+        params : dict of str to Tensor
+            The same dict, updated.
+        state : dict
+            The same dict, updated.
+        """
+        if type(self)._update_ is FunctionalOptimizer._update_ or (
+                mask is not None and not bool(mask.all())):
+            new_params, new_state = self.step(params, grads, state, mask)
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(new_params[name])
+                for key in self._buffers:
+                    for name, buf in state[key].items():
+                        buf.copy_(new_state[key][name])
+            state["step"] = new_state["step"]
+            return params, state
+        _check_step_inputs(params, grads, state, mask, self._buffers)
+        with torch.no_grad():
+            old_step = state["step"]
+            new_step = old_step + 1
+            coeffs = self._coefficients(old_step, new_step, next(iter(params.values())))
+            for name, param in params.items():
+                self._update_(param, grads[name], {k: state[k][name] for k in self._buffers},
+                              coeffs)
+            state["step"] = new_step
+        return params, state
+
+    def _update_(self, param: Tensor, grad: Tensor, buffers: dict, coeffs: dict) -> None:
+        """:meth:`_update` in place (optional; the base class has none)."""
+        raise NotImplementedError
+
+    def _scratch(self, key: str, like: Tensor) -> Tensor:
+        """A temporary of ``like``'s shape, kept for the next step (allocating costs more)."""
+        cache = self.__dict__.setdefault("_scratch_buffers", {})
+        spec = (key, tuple(like.shape), like.dtype, like.device)
+        buf = cache.get(spec)
+        if buf is None:
+            buf = cache[spec] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
+
     def _coefficients(self, old_step: Tensor, new_step: Tensor, like: Tensor) -> dict:
         """Per-seed scalars of shape ``(n_seeds,)`` shared by every parameter."""
         return {}
@@ -285,7 +347,6 @@ class FunctionalAdam(FunctionalOptimizer):
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-        self._tables: dict = {}
 
     def _coefficients(self, old_step, new_step, like):
         """Per-seed ``-lr / bias_correction1`` and ``sqrt(bias_correction2)``."""
@@ -308,13 +369,15 @@ class FunctionalAdam(FunctionalOptimizer):
         if length is None:  # too long a table: torch.pow, at most 1 ulp off
             k = step.to(_table_dtype(step.device))
             return formula(k)
-        cache_key = (key, step.device)
-        table = self._tables.get(cache_key)
+        # shared by instances with the same hyper-parameters: a table of 1-beta2**k is
+        # tens of thousands of Python evaluations (one optimizer per chunk of seeds)
+        cache_key = (key, self.lr, beta, step.device)
+        table = _TABLES.get(cache_key)
         if table is None:
             values = [math.inf if k == 0 else formula(float(k)) for k in range(length)]
             table = torch.tensor(values, dtype=torch.float64).to(
                 device=step.device, dtype=_table_dtype(step.device))
-            self._tables[cache_key] = table
+            _TABLES[cache_key] = table
         index = step.to(torch.long).clamp(0, length - 1)
         return table[index]
 
@@ -335,6 +398,23 @@ class FunctionalAdam(FunctionalOptimizer):
         step = _per_seed(coeffs["neg_step_size"], param)
         param = param + (step * exp_avg) / denom
         return param, {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+
+    def _update_(self, param, grad, buffers, coeffs):
+        """:meth:`_update` in place, the same operations in the same order."""
+        beta1, beta2 = self.betas
+        if self.weight_decay != 0:
+            if self.decoupled_weight_decay:
+                param.mul_(1 - self.lr * self.weight_decay)
+            else:
+                grad = grad.add(param, alpha=self.weight_decay)
+        exp_avg, exp_avg_sq = buffers["exp_avg"], buffers["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = torch.sqrt(exp_avg_sq, out=self._scratch("denom", param))
+        denom.div_(_per_seed(coeffs["bc2_sqrt"], param)).add_(self.eps)
+        update = torch.mul(_per_seed(coeffs["neg_step_size"], param), exp_avg,
+                           out=self._scratch("update", param))
+        param.add_(update.div_(denom))
 
 
 class FunctionalAdamW(FunctionalAdam):
@@ -404,6 +484,18 @@ class FunctionalSGD(FunctionalOptimizer):
             new_buffers["momentum_buffer"] = buf
             grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
         return param.add(grad, alpha=-self.lr), new_buffers
+
+    def _update_(self, param, grad, buffers, coeffs):
+        """:meth:`_update` in place, the same operations in the same order."""
+        if self.weight_decay != 0:
+            grad = grad.add(param, alpha=self.weight_decay)
+        if self.momentum != 0:
+            buf = buffers["momentum_buffer"]
+            first = _seed_view(coeffs["first"], grad)
+            running = buf.mul(self.momentum).add_(grad, alpha=1 - self.dampening)
+            buf.copy_(torch.where(first, grad, running))
+            grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
+        param.add_(grad, alpha=-self.lr)
 
 
 class FunctionalRMSprop(FunctionalOptimizer):

@@ -19,7 +19,7 @@ from skorch.callbacks import Callback, EarlyStopping
 
 from .interrupts import StopTraining
 
-__all__ = ["EpochScores", "DivergenceCheck", "PlateauStopping"]
+__all__ = ["EpochScores", "DivergenceCheck", "PlateauStopping", "TargetLossStopping"]
 
 
 class EpochScores(Callback):
@@ -37,6 +37,9 @@ class EpochScores(Callback):
         Best value so far of each recorded score.
     """
 
+    # class scores kept (as elements) before their argmax is taken, for many batches at once
+    _PENDING_SCORES = 1 << 22
+
     def initialize(self):
         self.best_ = {}
         self._sums = {}
@@ -50,28 +53,41 @@ class EpochScores(Callback):
         row = net.history[-1]["batches"][-1]
         sums = self._sums.get(prefix)
         if sums is None:
-            sums = self._sums[prefix] = [0.0, 0, 0, []]
+            # loss * size, samples, batches, pending (scores, targets), their size, correct
+            sums = self._sums[prefix] = [0.0, 0, 0, [], 0, 0]
         size = row[prefix + "_batch_size"]
         sums[0] += row[prefix + "_loss"] * size
         sums[1] += size
         sums[2] += 1
-        pair = net._batch_labels(y_pred, batch)
+        pair = net._batch_scores(y_pred, batch)
         if pair is not None:
-            sums[3].append(pair)  # compared once at the end: one op per batch, no sync
+            sums[3].append(pair)  # no tensor op per batch, no sync
+            sums[4] += pair[0].numel()
+            if sums[4] >= self._PENDING_SCORES:
+                self._count_correct(sums)
 
-    def on_epoch_end(self, net, **kwargs):
+    @staticmethod
+    def _count_correct(sums):
+        """Add the pending batches' correct predictions to ``sums`` (a tensor: no sync)."""
         import torch
 
+        scores, targets = zip(*sums[3])
+        predicted = torch.cat(scores).argmax(1)  # row by row: the per-batch argmax
+        sums[5] = sums[5] + (predicted == torch.cat(targets).to(predicted.device)).sum()
+        sums[3], sums[4] = [], 0
+
+    def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]
-        for prefix, (total, n_samples, n_batches, labels) in self._sums.items():
+        for prefix, sums in self._sums.items():
+            total, n_samples, n_batches = sums[:3]
             row.setdefault(prefix + "_batch_count", n_batches)
             if not n_samples:
                 continue
             self._record(row, prefix + "_loss", total / n_samples, lower_is_better=True)
-            if labels:
-                predicted, targets = zip(*labels)
-                predicted = torch.cat(predicted)
-                n_correct = (predicted == torch.cat(targets).to(predicted.device)).sum().item()
+            if sums[3]:
+                self._count_correct(sums)
+            if not isinstance(sums[5], int):  # some batch had class scores
+                n_correct = int(sums[5].item())
                 self._record(row, prefix + "_acc", n_correct / n_samples, lower_is_better=False)
 
     def _record(self, row, key, value, lower_is_better):
@@ -189,3 +205,59 @@ class PlateauStopping(EarlyStopping):
             if isinstance(net, (NeuralClassifier, NeuralRegressor)):
                 raise StopTraining  # ours: never mistaken for the user's Ctrl-C
             raise KeyboardInterrupt  # a plain skorch net knows no other way to stop early
+
+
+class TargetLossStopping(Callback):
+    """Ends training after the first epoch whose monitored loss is at most ``target``.
+
+    The estimator's ``max_epochs`` is the cap: a fit that never reaches the
+    target runs to the end, with ``reached_epoch_`` None.  Like
+    :class:`PlateauStopping` it ends training with
+    :class:`~hw1sk.interrupts.StopTraining` (a ``KeyboardInterrupt`` on a
+    plain skorch net), so callbacks listed after it do not see that epoch.
+
+    Parameters
+    ----------
+    target : float
+        The loss to reach.
+    monitor : str, default="train_loss"
+        The history key compared with ``target``.
+
+    Attributes
+    ----------
+    reached_epoch_ : int or None
+        The epoch at whose end the target was reached; None if never.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hw1sk.estimators import NeuralClassifier
+    >>> from hw1sk.training_callbacks import TargetLossStopping
+    >>> X = np.random.RandomState(0).randn(64, 2).astype("float32")
+    >>> stop = TargetLossStopping(target=10.0)
+    >>> net = NeuralClassifier(module__hidden=(4,), max_epochs=5, callbacks=[stop])
+    >>> len(net.fit(X, (X[:, 0] > 0).astype(int)).history_), stop.reached_epoch_
+    (1, 1)
+    """
+
+    def __init__(self, target, monitor="train_loss"):
+        self.target = target
+        self.monitor = monitor
+
+    def on_train_begin(self, net, **kwargs):
+        self.reached_epoch_ = None
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if not isinstance(row, Mapping):  # a plain skorch History: its own indexing
+            row = {self.monitor: net.history[-1, self.monitor],
+                   "epoch": net.history[-1, "epoch"]}
+        loss = row.get(self.monitor, math.nan)
+        if not (math.isfinite(loss) and loss <= self.target):
+            return
+        self.reached_epoch_ = int(row["epoch"])
+        from .estimators import NeuralClassifier, NeuralRegressor
+
+        if isinstance(net, (NeuralClassifier, NeuralRegressor)):
+            raise StopTraining
+        raise KeyboardInterrupt  # a plain skorch net knows no other way to stop early

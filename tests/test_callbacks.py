@@ -129,6 +129,36 @@ def test_snapshot_accuracy_for_a_classifier(two_classes):
     assert trace.train_accuracy_[1:] == clf.history_["train_acc"].tolist()
 
 
+def test_snapshots_are_copies_and_follow_replaced_parameters(curve):
+    from skorch.callbacks import Callback as SkorchCallback
+
+    class Surgery(SkorchCallback):  # gives a parameter new storage, and a new dtype later
+        def on_epoch_end(self, net, **kwargs):
+            first = next(net.module_.parameters())
+            epoch = net.history[-1]["epoch"]
+            if epoch == 2:
+                first.data = first.data.clone() + 1.0
+            elif epoch == 4:
+                net.module_.double()
+
+    class Reference(SkorchCallback):  # flatten_parameters after every epoch
+        def initialize(self):
+            self.flat_ = []
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.flat_.append(flatten_parameters(net.module_).float().numpy())
+
+    X, y = curve
+    trace, reference = WeightTrace(), Reference()
+    regressor(max_epochs=4, optimizer=torch.optim.SGD,
+              callbacks=[Surgery(), trace, reference]).fit(X, y)
+    assert len({s.ctypes.data for s in trace.snapshots_}) == 5  # each its own copy
+    for mine, expected in zip(trace.snapshots_[1:], reference.flat_):
+        assert mine.dtype == np.float32
+        np.testing.assert_array_equal(mine, expected)
+
+
 def test_weight_trace_requires_positive_every_and_records(curve):
     X, y = curve
     with pytest.raises(ValueError, match="every must be a positive integer"):
@@ -171,6 +201,21 @@ def test_grad_trace_aligns_with_minibatch_history(two_classes):
     frame = grads.to_frame()
     assert frame.columns.tolist() == ["iteration", "epoch", "grad_norm", "loss"]
     assert (frame["grad_norm"] > 0).all()
+
+
+def test_grad_trace_on_a_plain_skorch_net(two_classes):
+    from skorch import NeuralNetClassifier
+
+    from hw1sk.models import MLP
+
+    X, y = two_classes
+    grads = GradNormTrace()
+    net = NeuralNetClassifier(MLP, module__n_in=X.shape[1], module__hidden=(4,), module__n_out=2,
+                              criterion=torch.nn.CrossEntropyLoss, batch_size=16, max_epochs=2,
+                              train_split=None, verbose=0, callbacks=[grads])
+    net.fit(X.astype(np.float32), y.astype(np.int64))
+    assert grads.losses_ == [b["train_loss"] for row in net.history for b in row["batches"]]
+    assert grads.epochs_ == [1] * 4 + [2] * 4 and len(grads.grad_norms_) == 8
 
 
 def test_one_record_per_step_with_lbfgs(curve):
@@ -332,3 +377,63 @@ def test_curvature_trace_uses_given_data_and_rejects_bad_params(curve):
                             random_state=0).fit(X, y)
     with pytest.raises(NotFittedError):
         CurvatureTrace().to_frame()
+
+
+class _NormedNet(nn.Module):
+    """Linear - BatchNorm1d - tanh - Linear: a net whose curvature depends on bn_mode."""
+
+    def __init__(self, n_in=3, n_out=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, 6), nn.BatchNorm1d(6), nn.Tanh(),
+                                 nn.Linear(6, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def test_curvature_trace_bn_mode_and_timings(two_classes):
+    X, y = two_classes
+    records = {}
+    for mode in ("eval", "train-batch"):
+        trace = CurvatureTrace(every=3, n_samples=40, max_iter=8, trace_method="exact",
+                               random_state=0, bn_mode=mode)
+        snap = _ModuleSnapshot()
+        net = NeuralClassifier(module=_NormedNet, max_epochs=3, batch_size=16,
+                               callbacks=[trace, snap], random_state=0).fit(X, y)
+        module = snap.modules_[3]
+        Xs, ys = X[trace.indices_], y[trace.indices_]
+        est = hessian_trace(module, nn.CrossEntropyLoss(), Xs, ys, method="exact",
+                            bn_mode=mode)
+        assert trace.trace_[0] == pytest.approx(est.value, rel=1e-5)
+        assert trace.trace_std_error_ == [0.0]
+        frame = trace.to_frame()
+        assert list(frame.columns) == ["epoch", "top_eigenvalue", "trace", "trace_std_error",
+                                       "seconds"]
+        assert len(trace.seconds_) == 1 and 0 < frame["seconds"].iloc[0] < 60
+        records[mode] = trace.trace_[0]
+        # the running statistics are those training left: the callback changed nothing
+        assert torch.equal(net.module_.net[1].running_mean, module.net[1].running_mean)
+    assert records["eval"] != pytest.approx(records["train-batch"], rel=1e-3)
+    with pytest.raises(ValueError, match="bn_mode must be one of"):
+        NeuralClassifier(module=_NormedNet, max_epochs=1,
+                         callbacks=[CurvatureTrace(bn_mode="batch")], random_state=0).fit(X, y)
+
+
+def test_curvature_trace_shares_one_lanczos_run_on_large_nets(two_classes):
+    X, y = two_classes
+    from hw1sk.stochastic_curvature import hessian_top_eigenvalue_and_trace
+
+    trace = CurvatureTrace(every=2, n_samples=30, max_iter=12, random_state=4)
+    snap = _ModuleSnapshot()
+    NeuralClassifier(module__hidden=(50, 40), max_epochs=4, batch_size=16,
+                     callbacks=[trace, snap], random_state=0).fit(X, y)
+    assert sum(p.numel() for p in snap.modules_[2].parameters()) > 2000
+    Xs, ys = X[trace.indices_], y[trace.indices_]
+    for i, epoch in enumerate(trace.epochs_):
+        top, est = hessian_top_eigenvalue_and_trace(snap.modules_[epoch], nn.CrossEntropyLoss(),
+                                                    Xs, ys, n_iter=12, n_probes=10,
+                                                    random_state=trace.seeds_[i])
+        assert trace.top_[i] == pytest.approx(top, rel=1e-5)
+        assert trace.trace_[i] == pytest.approx(est.value, rel=1e-5)
+        assert trace.trace_std_error_[i] == pytest.approx(est.std_error, rel=1e-5)
+        assert 0 < est.std_error < np.inf

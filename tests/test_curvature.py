@@ -1,6 +1,7 @@
 """Tests of hw1sk.curvature against analytic cases and independent computations."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from torch import nn
 
 from hw1sk.curvature import (
     MinimalRatio,
+    SmallHessianBatchWarning,
     gradient_norm,
+    hessian_batch_spread,
     hessian_eigenvalues,
     hessian_minimal_ratio,
     hessian_vector_product,
@@ -348,3 +351,32 @@ def test_input_validation_errors(regression):
         gradient_norm("mlp", crit, X, y)
     with pytest.raises(TypeError, match="callable"):
         gradient_norm(module, "mse", X, y)
+
+
+# --------------------------------------------------------------------------- #
+# reliability of a small Hessian batch
+# --------------------------------------------------------------------------- #
+def test_small_hessian_batches_warn_and_large_ones_do_not():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                        nn.Linear(16, 1)).double()
+    X = torch.randn(2000, 3, dtype=torch.float64)
+    y = torch.sin(X.sum(1, keepdim=True))
+    with pytest.warns(SmallHessianBatchWarning, match="4 disjoint batches of 4 samples"):
+        tiny = hessian_batch_spread(net, nn.MSELoss(), X, y, batch_size=4, random_state=0)
+    assert not tiny.reliable and tiny.relative_spread > tiny.threshold == 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallHessianBatchWarning)
+        large = hessian_batch_spread(net, nn.MSELoss(), X, y, batch_size=500, random_state=0)
+    assert large.reliable and large.relative_spread < 0.1
+    assert large.eigenvalues.shape == (4,) and large.batch_size == 500
+    assert large.mean == pytest.approx(large.eigenvalues.mean())
+    assert large.relative_spread == pytest.approx(large.eigenvalues.std(ddof=1) / large.mean)
+    # each entry is the top eigenvalue of its own batch: the full data's lies among them
+    full = top_hessian_eigenvalues(net, nn.MSELoss(), X, y, dtype=torch.float64,
+                                   random_state=0)[0]
+    assert large.eigenvalues.min() < full * 1.05 and large.eigenvalues.max() > full * 0.95
+    with pytest.raises(ValueError, match="must be disjoint"):
+        hessian_batch_spread(net, nn.MSELoss(), X, y, batch_size=600)
+    with pytest.raises(ValueError, match="n_batches"):
+        hessian_batch_spread(net, nn.MSELoss(), X, y, batch_size=10, n_batches=1)

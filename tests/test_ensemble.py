@@ -91,7 +91,7 @@ def test_full_batch_float32_matches_loop(function_data, optimizer, kwargs):
                           **kwargs)
     seeds = [0, 1, 2]
     ens = SeedEnsemble(est, seeds=seeds).fit(X, y)
-    assert ens.vectorized_ and ens.diverged_seeds_ == []
+    assert ens.vectorized_ and ens.pass_ == "batched" and ens.diverged_seeds_ == []
     for fitted, ref in zip(ens.estimators_, loop_fits(est, seeds, X, y)):
         mine, theirs = dict(fitted.callbacks_)["weights"], dict(ref.callbacks_)["weights"]
         # bit-identical initial weights, then the same trajectory up to rounding
@@ -306,3 +306,139 @@ def test_parameters_are_checked_in_fit(function_data):
     with pytest.raises(ValueError, match="random_state must be in"):
         SeedEnsemble(est, seeds=[-1]).fit(X, y)
     assert len(SeedEnsemble(est).fit(X, y).estimators_) == 5
+
+
+# ------------------------------------------------------------ the batched pass
+def small_cnn(n_in=None, n_out=3, in_channels=1, image_size=8, **_):
+    from hw1sk.models import CNN
+
+    return CNN(in_channels=1, image_size=8, channels=(3,), n_out=n_out, global_pool=False)
+
+
+class Residual(nn.Module):
+    """A forward the batched pass does not know (a skip connection); vmap runs it."""
+
+    def __init__(self, n_in=1, n_out=1):
+        super().__init__()
+        self.inner = nn.Linear(n_in, n_in)
+        self.out = nn.Linear(n_in, n_out)
+
+    def forward(self, X):
+        return self.out(X + torch.tanh(self.inner(X)))
+
+
+@pytest.mark.parametrize("factory", ["mlp", "cnn", "sequential"])
+def test_batched_network_outputs_are_each_copys_outputs(factory):
+    from hw1sk.batched_modules import BatchedNetwork
+
+    torch.manual_seed(0)
+    if factory == "mlp":
+        copies = [MLP(3, (5, 4), 2, activation="sigmoid") for _ in range(3)]
+        X = torch.randn(7, 3)
+    elif factory == "cnn":
+        copies = [small_cnn() for _ in range(3)]
+        X = torch.randn(7, 1, 8, 8)
+    else:
+        copies = [nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 6, bias=False),
+                                nn.LeakyReLU(), nn.Linear(6, 2)) for _ in range(3)]
+        X = torch.randn(7, 3)
+    net = BatchedNetwork(copies[0])
+    flat = net.stack_parameters(copies)
+    shared = net.forward(flat, X, shared=True)
+    idx = torch.stack([torch.randperm(7)[:5] for _ in copies])
+    gathered = net.forward(flat, net.gather(X, idx), shared=False)
+    with torch.no_grad():
+        for s, module in enumerate(copies):
+            torch.testing.assert_close(shared[s], module(X), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(gathered[s], module(X[idx[s]]), rtol=1e-5, atol=1e-6)
+
+
+def test_batched_network_names_what_it_does_not_run():
+    from hw1sk.batched_modules import BatchedNetwork, UnsupportedModule
+
+    with pytest.raises(UnsupportedModule, match="Residual"):
+        BatchedNetwork(Residual())
+    with pytest.raises(UnsupportedModule, match="BatchNorm1d"):
+        BatchedNetwork(batchnorm_mlp())
+
+
+def test_cnn_mini_batch_matches_loop():
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 1, 8, 8).astype(np.float32)
+    y = rng.randint(0, 3, 60)
+    est = NeuralClassifier(module=small_cnn, batch_size=16, max_epochs=3, lr=1e-2)
+    seeds = [0, 4]
+    ens = SeedEnsemble(est, seeds=seeds).fit(X, y)
+    assert ens.pass_ == "batched"
+    for fitted, ref in zip(ens.estimators_, loop_fits(est, seeds, X, y)):
+        np.testing.assert_allclose(fitted.history_["train_loss"], ref.history_["train_loss"],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(fitted.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+
+
+def test_a_module_the_batched_pass_lacks_uses_vmap(function_data):
+    X, y = function_data
+    est = NeuralRegressor(module=Residual, batch_size=16, max_epochs=3, lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: vmap runs it
+        ens = SeedEnsemble(est, seeds=[0, 1]).fit(X, y)
+    assert ens.vectorized_ and ens.pass_ == "vmap"
+    for fitted, ref in zip(ens.estimators_, loop_fits(est, [0, 1], X, y)):
+        np.testing.assert_allclose(fitted.history_["train_loss"], ref.history_["train_loss"],
+                                   rtol=1e-5)
+
+
+def test_held_out_scores_are_recorded_as_the_loop_records_them(blobs):
+    from hw1sk.evaluation import HeldOutScore
+
+    X, y = blobs
+    est = NeuralClassifier(module__hidden=(8,), batch_size=32, max_epochs=4, lr=1e-2,
+                           callbacks=[("test", HeldOutScore(X[:40], y[:40], every=2))])
+    seeds = [1, 2, 3]
+    ens = SeedEnsemble(est, seeds=seeds).fit(X, y)
+    assert ens.pass_ == "batched"
+    for fitted, ref in zip(ens.estimators_, loop_fits(est, seeds, X, y)):
+        a, b = fitted.history_, ref.history_
+        assert list(a.columns) == list(b.columns)
+        assert a["test_loss"].isna().tolist() == b["test_loss"].isna().tolist() == \
+            [True, False, True, False]
+        np.testing.assert_allclose(a["test_loss"].dropna(), b["test_loss"].dropna(), rtol=1e-5)
+        np.testing.assert_allclose(a["test_acc"].dropna(), b["test_acc"].dropna())
+        assert pickle.loads(pickle.dumps(fitted)).score(X, y) == fitted.score(X, y)
+
+
+def test_held_out_scores_of_a_regressor(function_data, monkeypatch):
+    from hw1sk.evaluation import HeldOutScore
+
+    X, y = function_data
+    est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=3, lr=1e-2,
+                          callbacks=[("test", HeldOutScore(X[::2], y[::2], name="heldout"))])
+    monkeypatch.setattr(ensemble_module, "AUTO_CHUNK_BUDGET", 2000)  # small eval batches
+    ens = SeedEnsemble(est, seeds=[0, 1], chunk_size=2).fit(X, y)
+    for fitted, ref in zip(ens.estimators_, loop_fits(est, [0, 1], X, y)):
+        np.testing.assert_allclose(fitted.history_["heldout_loss"],
+                                   ref.history_["heldout_loss"], rtol=1e-5)
+        assert fitted.history_["heldout_acc"].isna().all()
+
+
+def test_fit_seeds_gives_fitted_estimators_and_divergence_flags(function_data):
+    from hw1sk.ensemble import fit_seeds
+
+    X, y = function_data
+    est = NeuralRegressor(module=nan_for_seed_1, batch_size=16, max_epochs=2, lr=1e-2)
+    with pytest.warns(DivergenceWarning, match="seed 1"):
+        fitted = fit_seeds(est, X, y, seeds=[2, 1, 0])
+    assert [f.random_state for f in fitted] == [2, 1, 0]
+    assert [f.diverged_ for f in fitted] == [False, True, False]
+    assert "nan" in fitted[1].divergence_reason_
+    assert fitted[0].divergence_reason_ is None and len(fitted[0].history_) == 2
+    assert fitted[2].predict(X).shape == (64,)
+
+
+def test_auto_chunks_are_of_equal_size(function_data, monkeypatch):
+    X, y = function_data
+    est = NeuralRegressor(module__hidden=(16,), batch_size=-1, max_epochs=2)
+    # one step of one seed: 64 samples x (1 + 16 + 16 + 1) values x 4 bytes
+    monkeypatch.setattr(ensemble_module, "AUTO_CHUNK_CACHE", 64 * 34 * 4 * 3)
+    ens = SeedEnsemble(est, n_seeds=5).fit(X, y)
+    assert ens.chunk_size_ == 3  # at most 3 per chunk: chunks of 3 and 2

@@ -2,6 +2,7 @@
 
 import io
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -269,6 +270,15 @@ def test_bad_inputs_raise_clear_errors(blobs):
         clf.fit(bad, y)
     with pytest.raises(ValueError, match="NaN or infinity"):
         clf.fit(torch.from_numpy(bad), y)
+    huge = np.full_like(X, 3e38)  # finite, though its float32 sum overflows: accepted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # training on it diverges, of course
+        clf.fit(huge, y)
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "not writable" warning from torch
+        clf.fit(read_only, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         clf.fit(X, y + 0.5)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):

@@ -138,21 +138,36 @@ def test_error_surface_verdicts(center, high, verdict):
 
 
 # --------------------------------------------------------------------------- 1-3
-def _random_labels(train, test, n_test=1000):
-    return SimpleNamespace(summary_=pd.DataFrame([{
-        "n_test": n_test, "n_epochs": 40, "train_accuracy": train, "test_accuracy": test,
-        "chance_accuracy": 0.1}]))
+def _random_labels(train, test, n_test=1000, n_seeds=3, spread=0.005):
+    """A summary_ as RandomLabelStudy builds it, over seeds jittered by ``spread``."""
+    from hw1sk.studies._collect import aggregate_seeds
+
+    jitter = spread * (np.arange(n_seeds) - (n_seeds - 1) / 2)
+    finals = pd.DataFrame({"n_test": n_test, "n_epochs": 40, "chance_accuracy": 0.1,
+                           "train_accuracy": train + jitter, "test_accuracy": test + jitter})
+    return SimpleNamespace(summary_=aggregate_seeds(
+        finals, ["n_test", "n_epochs", "chance_accuracy"], ["train_accuracy", "test_accuracy"]))
 
 
 @pytest.mark.parametrize("train, test, n_test, verdict, reason", [
-    (0.99, 0.11, 1000, REPRODUCED, "both thresholds"),
+    (0.98, 0.11, 1000, REPRODUCED, "both thresholds"),
     (0.5, 0.11, 1000, NOT_REPRODUCED, "train accuracy < 0.9"),
-    (0.99, 0.3, 1000, NOT_REPRODUCED, "test accuracy > chance"),
-    (0.99, 0.11, 50, INCONCLUSIVE, "standard errors"),
+    (0.98, 0.3, 1000, NOT_REPRODUCED, "test accuracy > chance"),
+    (0.98, 0.11, 50, INCONCLUSIVE, "standard errors"),
 ])
 def test_random_label_verdicts(train, test, n_test, verdict, reason):
     (finding,) = F.random_label_findings(_random_labels(train, test, n_test))
     assert finding.verdict == verdict and reason in finding.reason
+    assert "3 seed(s)" in finding.claim and "[" in finding.claim  # the t-intervals
+
+
+def test_random_label_verdicts_rest_on_three_seeds_and_separated_intervals():
+    few = F.random_label_findings(_random_labels(0.98, 0.11, n_seeds=2))[0]
+    assert few.verdict == INCONCLUSIVE and "at least 3" in few.reason
+    # mean train accuracy 0.91 >= 0.9, but its interval reaches below: not decided
+    wide = F.random_label_findings(_random_labels(0.91, 0.11, spread=0.05))[0]
+    assert wide.verdict == INCONCLUSIVE and "overlaps its threshold" in wide.reason
+    assert "contains chance" in F.random_label_findings(_random_labels(0.98, 0.1))[0].evidence
 
 
 def test_a_diverged_random_label_run_is_inconclusive():
@@ -160,26 +175,39 @@ def test_a_diverged_random_label_run_is_inconclusive():
     assert [f.verdict for f in F.random_label_findings(study)] == [INCONCLUSIVE]
 
 
-def _param_count(n, direction=1):
+def _param_count(n, direction=1, n_seeds=3, spread=0.01):
+    """Per (model, seed) rows: the train loss falls and the gap grows (``direction`` 1)."""
     n_params = np.geomspace(100, 100000, n).astype(int)
     train = np.linspace(1.0, 0.1, n)[::direction]
     test = train + np.linspace(0.05, 0.5, n)[::direction]
-    return SimpleNamespace(results_=pd.DataFrame({
-        "n_params": n_params, "train_loss": train, "test_loss": test,
-        "train_accuracy": 1 - train / 2, "test_accuracy": 1 - test / 2}))
+    rows = [{"name": f"w={i}", "n_params": n_params[i], "seed": s,
+             "train_loss": train[i] + spread * s, "test_loss": test[i] + 2 * spread * s}
+            for i in range(n) for s in range(n_seeds)]
+    res = pd.DataFrame(rows)
+    return SimpleNamespace(results_=res.assign(train_accuracy=1 - res["train_loss"] / 2,
+                                               test_accuracy=1 - res["test_loss"] / 2))
 
 
 @pytest.mark.parametrize("n, direction, verdict", [
     (8, 1, REPRODUCED), (8, -1, NOT_REPRODUCED), (4, 1, INCONCLUSIVE)])
 def test_param_count_verdicts(n, direction, verdict):
-    assert _verdicts(F.param_count_findings(_param_count(n, direction))) == [verdict] * 2
+    found = F.param_count_findings(_param_count(n, direction))
+    assert _verdicts(found)[:2] == [verdict] * 2  # the trends, on the means over seeds
+    # the smallest vs the largest model: 95% intervals apart
+    assert _verdicts(found)[2:] == [REPRODUCED if direction > 0 else NOT_REPRODUCED] * 2
+    assert "rho per seed" in found[0].evidence and "over 3 seed(s)" in found[2].evidence
 
 
-def _interpolation(barrier, acc_small, acc_large, batch_sizes=(64, 1024)):
-    rows = [{"pair": pair, "split": split, "loss_1": 0.2, "loss_2": 0.4,
-             "accuracy_1": acc_small, "accuracy_2": acc_large, "loss_barrier": barrier}
-            for pair in ("batch_size", "lr") for split in ("train", "test")]
-    return SimpleNamespace(summary_=pd.DataFrame(rows), batch_sizes=batch_sizes)
+def _interpolation(barrier, acc_small, acc_large, batch_sizes=(64, 1024), n_seeds=3,
+                   control="epochs", reached=None, noise=0.002):
+    """Per-seed end-point rows; accuracies jittered by ``noise`` around the given values."""
+    rows = [{"control": control, "pair": pair, "seed": s, "split": split, "loss_1": 0.2,
+             "loss_2": 0.4, "accuracy_1": acc_small + noise * (s - 1),
+             "accuracy_2": acc_large - noise * (s - 1) ** 2, "loss_barrier": barrier,
+             "target_reached": reached}
+            for pair in ("batch_size", "lr") for split in ("train", "test")
+            for s in range(n_seeds)]
+    return SimpleNamespace(seed_summary_=pd.DataFrame(rows), batch_sizes=batch_sizes)
 
 
 @pytest.mark.parametrize("barrier, acc_small, acc_large, verdicts", [
@@ -191,31 +219,99 @@ def _interpolation(barrier, acc_small, acc_large, batch_sizes=(64, 1024)):
 def test_interpolation_verdicts(barrier, acc_small, acc_large, verdicts):
     found = F.interpolation_findings(_interpolation(barrier, acc_small, acc_large))
     assert _verdicts(found) == verdicts
-    assert "batch size 64" in found[-1].claim
+    assert "batch size 64" in found[-1].claim and "t-interval" in found[-1].claim
+    assert all(f.claim.startswith("At equal epochs:") for f in found)
 
 
 def test_interpolation_finds_the_small_batch_end_point_whatever_the_order():
     found = F.interpolation_findings(_interpolation(0.2, 0.93, 0.97, batch_sizes=(1024, 64)))
-    assert found[-1].verdict == REPRODUCED and "batch size 64 0.97" in found[-1].evidence
+    assert found[-1].verdict == REPRODUCED and "batch size 64 0.96" in found[-1].evidence
 
 
-def _sensitivity(n, direction=1, sharpness=None):
-    gap = np.linspace(0.01, 0.3, n)
-    return SimpleNamespace(summary_=pd.DataFrame({
-        "batch_size": 16 * 4 ** np.arange(n), "loss_gap": gap, "accuracy_gap": gap / 3,
-        "sensitivity": np.linspace(1, 5, n)[::direction],
-        "sharpness": np.linspace(0.1, 2, n)[::direction] if sharpness is None else sharpness}))
+def test_interpolation_paired_test_needs_three_seeds_and_an_interval_off_zero():
+    few = F.interpolation_findings(_interpolation(0.2, 0.97, 0.93, n_seeds=2))
+    assert few[-1].verdict == INCONCLUSIVE and "at least 3" in few[-1].reason
+    noisy = F.interpolation_findings(_interpolation(0.2, 0.97, 0.93, noise=0.2))
+    assert noisy[-1].verdict == INCONCLUSIVE and "contains 0" in noisy[-1].reason
+
+
+def test_interpolation_under_the_train_loss_control_flags_missed_targets():
+    reached = F.interpolation_findings(_interpolation(0.2, 0.97, 0.93, control="train_loss",
+                                                      reached=True))
+    assert reached[-1].verdict == REPRODUCED
+    assert reached[-1].claim.startswith("At equal train loss:")
+    missed = F.interpolation_findings(_interpolation(0.2, 0.97, 0.93, control="train_loss",
+                                                     reached=False))
+    assert missed[-1].verdict == INCONCLUSIVE and "did not reach the target" in missed[-1].claim
+
+
+def test_interpolation_reads_a_one_seed_summary():
+    rows = [{"pair": pair, "split": split, "loss_1": 0.2, "loss_2": 0.4, "accuracy_1": 0.97,
+             "accuracy_2": 0.93, "loss_barrier": 0.2}
+            for pair in ("batch_size", "lr") for split in ("train", "test")]
+    found = F.interpolation_findings(SimpleNamespace(summary_=pd.DataFrame(rows),
+                                                     batch_sizes=(64, 1024)))
+    assert _verdicts(found) == [REPRODUCED, REPRODUCED, INCONCLUSIVE]
+
+
+def _sensitivity(n, direction=1, sharpness=None, n_seeds=3, controls=("epochs",),
+                 reached=None, noise=0.01):
+    """Per-seed rows: the gap rises with the batch size, sensitivity and sharpness rise
+    (``direction`` 1) or fall (-1)."""
+    rows = []
+    for control in controls:
+        for s in range(n_seeds):
+            jitter = noise * (s - 1)
+            gap = np.linspace(0.01, 0.3, n) + jitter
+            rows += [{"control": control, "seed": s, "batch_size": 16 * 4 ** i,
+                      "train_loss": 0.1, "test_loss": 0.1 + gap[i], "train_accuracy": 1.0,
+                      "test_accuracy": 1.0 - gap[i] / 3,
+                      "sensitivity": np.linspace(1, 5, n)[::direction][i] + jitter,
+                      "sharpness": (np.linspace(0.1, 2, n)[::direction][i] + jitter
+                                    if sharpness is None else sharpness[i]),
+                      "target_reached": None if control == "epochs" else reached(i)
+                      if callable(reached) else reached}
+                     for i in range(n)]
+    return SimpleNamespace(results_=pd.DataFrame(rows))
 
 
 @pytest.mark.parametrize("n, direction, verdict", [
     (6, 1, REPRODUCED), (6, -1, NOT_REPRODUCED), (4, 1, INCONCLUSIVE)])
 def test_sensitivity_verdicts(n, direction, verdict):
-    assert _verdicts(F.sensitivity_findings(_sensitivity(n, direction))) == [verdict] * 2
+    found = F.sensitivity_findings(_sensitivity(n, direction))
+    assert _verdicts(found)[:2] == [verdict] * 2
+    # the paired comparisons need only two batch sizes: the sign decides (the gap rises)
+    assert _verdicts(found)[2:] == [REPRODUCED if direction > 0 else NOT_REPRODUCED,
+                                    REPRODUCED]
+    assert "t-interval" in found[2].claim and "batch size" in found[2].claim
+
+
+def test_sensitivity_paired_comparison_needs_three_seeds_and_an_interval_off_zero():
+    few = F.sensitivity_findings(_sensitivity(6, n_seeds=2))
+    assert [f.verdict for f in few[2:]] == [INCONCLUSIVE] * 2
+    assert "at least 3" in few[2].reason
+    sharp = np.array([1.0, 1.1, 0.9, 1.0, 1.2, 1.0])
+    noisy = F.sensitivity_findings(_sensitivity(6, sharpness=sharp))
+    assert noisy[2].verdict == INCONCLUSIVE and "contains 0" in noisy[2].reason
 
 
 def test_sensitivity_without_sharpness_is_inconclusive():
     found = F.sensitivity_findings(_sensitivity(6, sharpness=np.full(6, np.nan)))
     assert found[1].verdict == INCONCLUSIVE and "only 0 points" in found[1].reason
+    assert found[2].verdict == INCONCLUSIVE
+
+
+def test_sensitivity_findings_per_control_name_the_control_and_flag_missed_targets():
+    study = _sensitivity(6, controls=("epochs", "train_loss"), reached=lambda i: i < 5)
+    found = F.sensitivity_findings(study)
+    assert len(found) == 8
+    assert all(f.claim.startswith("At equal epochs:") for f in found[:4])
+    assert all(f.claim.startswith("At equal train loss:") for f in found[4:])
+    assert _verdicts(found)[:4] == [REPRODUCED] * 4
+    assert _verdicts(found)[4:] == [INCONCLUSIVE] * 4
+    assert "3 of 18 models (batch sizes 16384) did not reach" in found[4].claim
+    reached = F.sensitivity_findings(_sensitivity(6, controls=("train_loss",), reached=True))
+    assert _verdicts(reached) == [REPRODUCED] * 4
 
 
 # --------------------------------------------------------------------------- wiring
@@ -236,3 +332,49 @@ def test_every_registered_item_has_a_findings_function():
     from hw1sk.experiments import EXPERIMENTS, select_experiments
 
     assert all(callable(EXPERIMENTS[i].findings) for i in select_experiments(None))
+
+
+# ----------------------------------------------- seeds with spread (1-3 param count, 1-2 spectrum)
+def test_param_count_ends_need_three_seeds_and_intervals_apart():
+    few = F.param_count_findings(_param_count(8, n_seeds=2))
+    assert _verdicts(few)[:2] == [REPRODUCED] * 2  # the trend does not rest on the spread
+    assert _verdicts(few)[2:] == [INCONCLUSIVE] * 2 and "at least 3" in few[2].reason
+    wide = F.param_count_findings(_param_count(8, spread=1.0))
+    assert wide[2].verdict == INCONCLUSIVE and "overlap" in wide[2].reason
+
+
+def test_param_count_reads_one_row_per_model():
+    one = _param_count(8, n_seeds=1).results_.drop(columns=["name", "seed"])
+    found = F.param_count_findings(SimpleNamespace(results_=one))
+    assert _verdicts(found) == [REPRODUCED, REPRODUCED, INCONCLUSIVE, INCONCLUSIVE]
+
+
+def _spectrum(outliers, tops, n_classes=10):
+    """Per (seed, checkpoint) rows: ``outliers[s]`` at the end, ``tops[s]`` at init, mid, end."""
+    rows = [{"seed": s, "checkpoint": c, "epoch": e, "train_loss": 2.3 / (1 + e),
+             "top_ritz_value": top[k], "bulk_edge": 0.1, "n_outliers": n if c == "end" else 2}
+            for s, (n, top) in enumerate(zip(outliers, tops))
+            for k, (c, e) in enumerate((("init", 0), ("mid", 1), ("end", 2)))]
+    return SimpleNamespace(results_=pd.DataFrame(rows), n_classes_=n_classes,
+                           diverged_=pd.DataFrame())
+
+
+@pytest.mark.parametrize("outliers, tops, verdicts", [
+    ([9, 8, 10], [(1, 4, 8), (1.2, 5, 9), (0.9, 4, 7)], [REPRODUCED, REPRODUCED]),
+    ([20, 25, 30], [(8, 4, 1), (9, 5, 1.2), (7, 4, 0.9)], [NOT_REPRODUCED, NOT_REPRODUCED]),
+    ([9, 20, 9], [(1, 1, 1.01), (1, 1, 0.99), (1, 1, 1.0)], [INCONCLUSIVE, INCONCLUSIVE]),
+    ([9, 9], [(1, 4, 8), (1, 4, 8)], [INCONCLUSIVE, INCONCLUSIVE]),
+])
+def test_hessian_spectrum_verdicts_over_seeds(outliers, tops, verdicts):
+    found = F.hessian_spectrum_findings(_spectrum(outliers, tops))
+    assert _verdicts(found) == verdicts
+    assert f"over {len(outliers)} seed(s)" in found[0].claim
+    if len(outliers) < 3:
+        assert all("at least 3" in f.reason for f in found)
+
+
+def test_hessian_spectrum_rise_needs_an_interval_off_the_threshold():
+    # the top eigenvalue rises on two seeds and falls on one: the interval reaches into ±5%
+    found = F.hessian_spectrum_findings(_spectrum([9, 9, 9], [(1, 2, 3), (1, 2, 3), (3, 2, 1)]))
+    assert found[1].verdict == INCONCLUSIVE and "reaches into" in found[1].reason
+    assert "%" in found[1].claim and "[" in found[1].claim

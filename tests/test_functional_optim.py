@@ -327,3 +327,29 @@ def test_step_input_checks():
         opt.step(params, grads, state, mask=torch.ones(3))
     with pytest.raises(ValueError, match="state lacks \\['exp_avg', 'exp_avg_sq'\\]"):
         opt.step(params, grads, {"step": state["step"]})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("config", CONFIGS, ids=_config_id)
+def test_step_in_place_gives_the_values_of_step(config, dtype):
+    cls, kwargs = config
+    problem = _Problem(dtype)
+    fopt = functional_optimizer(cls, **kwargs)
+    pure = problem.stacked()
+    pure_state = fopt.init(pure)
+    inplace = {k: v.clone() for k, v in pure.items()}
+    inplace_state = fopt.init(inplace)
+    masks = torch.ones(12, N_SEEDS, dtype=torch.bool)
+    masks[4:7, 1] = False  # a frozen seed: the values of step() are copied in
+    for t in range(12):
+        grads = problem.grads(pure)
+        pure, pure_state = fopt.step(pure, grads, pure_state, mask=masks[t])
+        tensors = dict(inplace)
+        inplace, inplace_state = fopt.step_(inplace, grads, inplace_state, mask=masks[t])
+        assert all(inplace[k] is tensors[k] for k in tensors)  # updated, not replaced
+        for name in pure:
+            torch.testing.assert_close(inplace[name], pure[name], rtol=0, atol=0)
+            for key in fopt.buffers():
+                torch.testing.assert_close(inplace_state[key][name], pure_state[key][name],
+                                           rtol=0, atol=0)
+        torch.testing.assert_close(inplace_state["step"], pure_state["step"], rtol=0, atol=0)

@@ -142,3 +142,61 @@ def test_plot_sharpness():
     assert len(only.axes) == 1 and "eigenvalue" in only.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="neither sharpness nor top_hessian_eigenvalue"):
         plot_sharpness(_sensitivity_frame(sharp=False, hessian=False))
+
+
+# ------------------------------------------- several seeds and controls (issue 11)
+def _seeded(frame, n_seeds=3, controls=("epochs",), reached=None):
+    """``frame`` repeated per control and seed, the numbers shifted a little per seed."""
+    numeric = [c for c in frame.columns if c not in ("pair", "split", "alpha", "batch_size")]
+    parts = []
+    for control in controls:
+        for s in range(n_seeds):
+            part = frame.copy()
+            part[numeric] = part[numeric] * (1 + 0.05 * (s - 1))
+            parts.append(part.assign(control=control, seed=s,
+                                     target_reached=None if control == "epochs" else reached))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_plot_sensitivity_and_sharpness_draw_means_with_error_bars():
+    frame = _seeded(_sensitivity_frame())
+    fig = plot_sensitivity(frame)
+    loss_ax = fig.axes[0]
+    assert len(loss_ax.containers) == 2  # train and test loss: error bars
+    line = loss_ax.containers[0].lines[0]
+    means = frame.groupby("batch_size")["train_loss"].mean().to_numpy()
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), means)
+    sharp = plot_sharpness(frame)
+    assert len(sharp.axes[0].containers) == 1
+    # one seed: plain lines, as before
+    plain = plot_sensitivity(_seeded(_sensitivity_frame(), n_seeds=1))
+    assert not plain.axes[0].containers and len(plain.axes[0].get_lines()) == 2
+    assert "equal" not in plain.axes[0].get_title()
+
+
+def test_plot_sensitivity_per_control_names_it_and_flags_missed_targets():
+    frame = _seeded(_sensitivity_frame(), controls=("epochs", "train_loss"), reached=True)
+    frame.loc[(frame["control"] == "train_loss") & (frame["batch_size"] == 4096)
+              & (frame["seed"] == 0), "target_reached"] = False
+    first = plot_sensitivity(frame)
+    assert "(equal epochs)" in first.axes[0].get_title()
+    fig = plot_sensitivity(frame, control="train_loss")
+    assert "(equal train loss)" in fig.axes[0].get_title()
+    assert "batch 4096 (1/3 seeds)" in fig._suptitle.get_text()
+    assert "(equal train loss)" in plot_sharpness(frame, control="train_loss").axes[0].get_title()
+    with pytest.raises(ValueError, match="control 'steps' not in the results"):
+        plot_sensitivity(frame, control="steps")
+
+
+def test_plot_interpolation_draws_the_seed_mean_and_a_band():
+    frame = _seeded(_interpolation_frame(), controls=("epochs", "train_loss"))
+    fig = plot_interpolation(frame, pair="lr", control="train_loss")
+    loss_ax = fig.axes[0]
+    assert "(equal train loss)" in loss_ax.get_title()
+    assert len(loss_ax.collections) == 2  # min-max bands of train and test
+    rows = frame[(frame["control"] == "train_loss") & (frame["pair"] == "lr")
+                 & (frame["split"] == "train")]
+    np.testing.assert_allclose(loss_ax.get_lines()[0].get_ydata(),
+                               rows.groupby("alpha")["loss"].mean().to_numpy())
+    single = plot_interpolation(_interpolation_frame(), pair="lr")
+    assert not single.axes[0].collections

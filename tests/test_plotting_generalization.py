@@ -149,3 +149,44 @@ def test_plot_param_count_from_a_study_of_models(data):
     (ax,) = plot_param_count(study).axes
     np.testing.assert_array_equal(ax.lines[0].get_xdata(), study.results_["n_params"])
     assert "custom models" in ax.get_title()
+
+
+# ------------------------------------------------------------------ seeds with spread
+def _seeded(frame, n_seeds, column):
+    """``frame`` repeated for ``n_seeds`` seeds, ``column`` shifted by 0.1 per seed."""
+    return pd.concat([frame.assign(seed=s, **{column: frame[column] + 0.1 * s})
+                      for s in range(n_seeds)], ignore_index=True)
+
+
+def test_plot_random_labels_of_several_seeds_draws_means_and_bands():
+    frame = _seeded(_random_frame(), 3, "loss")
+    loss_ax, acc_ax = plot_random_labels(frame).axes
+    assert len(loss_ax.lines) == 2 and len(loss_ax.collections) == 2  # a band per split
+    train = _random_frame().query("split == 'train'")
+    line = next(ln for ln in loss_ax.lines if "train" in ln.get_label())
+    np.testing.assert_allclose(line.get_ydata(), train["loss"] + 0.1)  # the mean of 3 seeds
+    assert "3 seeds" in loss_ax.get_title()
+    one = plot_random_labels(_seeded(_random_frame(), 1, "loss")).axes[0]
+    assert not one.collections and "seeds" not in one.get_title()  # one seed: as before
+
+
+def test_plot_param_count_of_several_seeds_draws_error_bars():
+    frame = _seeded(_param_frame(), 3, "test_loss")
+    (ax,) = plot_param_count(frame).axes
+    assert len(ax.lines) == 2 and len(ax.containers) == 2  # an error bar per split
+    test = next(c for c in ax.containers if c.get_label().startswith("test")).lines[0]
+    np.testing.assert_allclose(np.asarray(test.get_ydata(), dtype=float),
+                               _param_frame()["test_loss"] + 0.1)
+    np.testing.assert_array_equal(np.asarray(test.get_xdata(), dtype=float),
+                                  _param_frame()["n_params"])
+    assert "3 seeds" in ax.get_title()
+    (one,) = plot_param_count(_param_frame()).axes
+    assert not one.containers and "seeds" not in one.get_title()
+
+
+def test_plot_random_labels_of_a_study_with_seeds(data):
+    X, y, X_test, y_test = data
+    study = RandomLabelStudy(NeuralClassifier(module__hidden=(8,)), n_train=None, n_test=None,
+                             max_epochs=2, n_seeds=2, backend="sequential")
+    loss_ax, _ = plot_random_labels(study.fit(X, y, X_test, y_test)).axes
+    assert len(loss_ax.collections) == 2 and "2 seeds" in loss_ax.get_title()

@@ -20,9 +20,12 @@ from hw1sk.studies._defaults import default_flatness_classifier
 from hw1sk.studies.interpolation import InterpolationStudy
 from hw1sk.studies.sensitivity import SensitivityStudy
 
-RESULT_COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "train_loss",
-                  "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
-                  "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue"]
+RESULT_COLUMNS = ["control", "batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params",
+                  "train_loss", "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
+                  "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue",
+                  "n_epochs", "target_reached", "reached_epoch"]
+SUMMARY_MEASURES = ["train_loss", "test_loss", "test_accuracy", "loss_gap", "accuracy_gap",
+                    "sensitivity", "sharpness", "top_hessian_eigenvalue"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,9 @@ def sens_study(data):
 # --------------------------------------------------------------------------- interpolation
 def test_interpolation_results_layout(interp_study):
     res = interp_study.results_
-    assert list(res.columns) == ["pair", "alpha", "split", "loss", "accuracy"]
+    assert list(res.columns) == ["control", "pair", "seed", "alpha", "split", "loss",
+                                 "accuracy"]
+    assert set(res["control"]) == {"epochs"} and res.groupby("pair")["seed"].nunique().eq(1).all()
     assert len(res) == 2 * 7 * 2
     assert list(pd.unique(res["pair"])) == ["batch_size", "lr"]
     assert set(res["split"]) == {"train", "test"}
@@ -214,10 +219,14 @@ def test_sensitivity_results_layout(sens_study):
     assert res["seed"].nunique() == 1  # one seed: the same initial weights for all
     assert res[["sensitivity", "loss_input_gradient_norm", "sharpness"]].ge(0).all().all()
     assert list(sens_study.summary_.columns) == [
-        "batch_size", "test_accuracy", "loss_gap", "accuracy_gap", "sensitivity", "sharpness",
-        "top_hessian_eigenvalue"]
+        "control", "batch_size",
+        *(f"{m}{s}" for m in SUMMARY_MEASURES for s in ("", "_std", "_ci_low", "_ci_high")),
+        "n_seeds", "n_epochs", "reached_epoch", "n_reached", "target_reached"]
     np.testing.assert_allclose(sens_study.summary_["loss_gap"],
                                res["test_loss"] - res["train_loss"])
+    assert sens_study.summary_["n_seeds"].eq(1).all()
+    assert sens_study.summary_["loss_gap_std"].isna().all()  # one seed: no spread
+    assert res["control"].eq("epochs").all() and res["target_reached"].isna().all()
     assert set(sens_study.histories_["batch_size"]) == {4, 16, 160}
     assert {"test_loss", "test_acc"} <= set(sens_study.histories_.columns)
     assert [len(i) for i in sens_study.eval_indices_.values()] == [30, 30]
@@ -433,3 +442,129 @@ def test_interpolation_trains_with_the_estimators_settings_except_the_pairs_sett
         assert (seen["max_epochs"], seen["batch_size"], seen["optimizer"]) == (3, 7, "SGD")
     assert study.settings_["max_epochs"] == 3
     assert study.settings_["max_epochs (set by the study)"] == 3
+
+
+# ------------------------------------------- seeds with spread, equal train loss (issue 11)
+def test_sensitivity_n_seeds_keeps_the_first_seed_and_aggregates(sens_study, data):
+    X, y, X_test, y_test = data
+    study = _sensitivity(n_seeds=3).fit(X, y, X_test, y_test)
+    res = study.results_
+    assert len(res) == 3 * 3 and res.groupby("batch_size")["seed"].nunique().eq(3).all()
+    # the first seed of each batch size is the one-seed study's run, exactly
+    first = res[res["seed"] == sens_study.results_["seed"].iloc[0]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, sens_study.results_)
+    summary = study.summary_.set_index("batch_size")
+    assert summary["n_seeds"].eq(3).all()
+    for b, rows in res.groupby("batch_size"):
+        mean, std = rows["sharpness"].mean(), rows["sharpness"].std(ddof=1)
+        assert summary.loc[b, "sharpness"] == pytest.approx(mean)
+        assert summary.loc[b, "sharpness_std"] == pytest.approx(std)
+        half = 4.302652729911275 * std / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+        assert summary.loc[b, "sharpness_ci_low"] == pytest.approx(mean - half)
+        assert summary.loc[b, "sharpness_ci_high"] == pytest.approx(mean + half)
+    assert len(study.all_estimators_) == 9 and set(study.estimators_) == {4, 16, 160}
+    assert study.settings_["n_seeds"] == 3
+
+
+def test_sensitivity_seeds_of_a_condition_are_trained_together(data):
+    X, y, X_test, y_test = data
+    kwargs = dict(batch_sizes=(16, 160), n_seeds=2, sharpness=False, hessian_top=False)
+    from hw1sk.studies._seed_groups import seed_groups
+
+    together = _sensitivity(vectorize=True, **kwargs)
+    prepared = together._prepare_data(X, y, X_test, y_test)
+    tasks = together._tasks(prepared, together._template_estimator(prepared))
+    # one estimator object and the same data per batch size: its two seeds form a group
+    assert seed_groups([task for _, task in tasks]) == [[0, 1], [2, 3]]
+    together.fit(X, y, X_test, y_test)
+    alone = _sensitivity(vectorize=False, **kwargs).fit(X, y, X_test, y_test)
+    cols = ["train_loss", "test_loss", "sensitivity"]
+    np.testing.assert_allclose(together.results_[cols], alone.results_[cols], rtol=1e-4)
+
+
+def test_sensitivity_train_loss_control(data):
+    X, y, X_test, y_test = data
+    study = _sensitivity(controls=("epochs", "train_loss"), target_loss=0.95, max_epochs_cap=30,
+                         n_seeds=2, sharpness=False, hessian_top=False).fit(X, y, X_test, y_test)
+    res = study.results_
+    assert list(pd.unique(res["control"])) == ["epochs", "train_loss"]
+    epochs, loss = res[res["control"] == "epochs"], res[res["control"] == "train_loss"]
+    assert epochs["n_epochs"].eq(2).all() and epochs["target_reached"].isna().all()
+    assert loss["max_epochs"].eq(30).all() and loss["n_epochs"].le(30).all()
+    reached = loss[loss["target_reached"].astype(bool)]
+    assert len(reached) and (reached["reached_epoch"] == reached["n_epochs"]).all()
+    missed = loss[~loss["target_reached"].astype(bool)]
+    assert missed["n_epochs"].eq(30).all() and missed["reached_epoch"].isna().all()
+    hist = study.histories_
+    for (control, b, s), rows in hist.groupby(["control", "batch_size", "seed"]):
+        row = res[(res["control"] == control) & (res["batch_size"] == b) & (res["seed"] == s)]
+        if control == "train_loss" and bool(row["target_reached"].iloc[0]):
+            assert rows["train_loss"].iloc[-1] <= 0.95 < rows["train_loss"].iloc[:-1].min()
+    summary = study.summary_.set_index(["control", "batch_size"])
+    assert summary.loc[("train_loss", 4), "n_reached"] == \
+        loss[loss["batch_size"] == 4]["target_reached"].sum()
+    assert "train loss <= 0.95, at most 30 epochs" in study.settings_["train_loss control"]
+    # the default cap: 10 x the estimator's epochs
+    default = _sensitivity(controls="train_loss", target_loss=1e-6, batch_sizes=(160,),
+                           sharpness=False, hessian_top=False).fit(X, y, X_test, y_test)
+    assert default.results_["n_epochs"].tolist() == [20]
+    assert default.results_["target_reached"].tolist() == [False]
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"controls": ("train_loss",)}, "target_loss must be set"),
+    ({"controls": ("epochs", "steps")}, "controls must be a non-empty selection"),
+    ({"controls": ()}, "controls must be a non-empty selection"),
+    ({"controls": ("epochs", "epochs")}, "controls must be a non-empty selection"),
+    ({"n_seeds": 0}, "'n_seeds' parameter of"),
+    ({"target_loss": -1.0}, "'target_loss' parameter of"),
+    ({"max_epochs_cap": 0}, "'max_epochs_cap' parameter of"),
+])
+@pytest.mark.parametrize("make", [_sensitivity, _interpolation])
+def test_seed_and_control_parameters_are_checked(data, make, params, match):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        make(**params).fit(X, y)
+
+
+def test_interpolation_n_seeds_and_train_loss_control(interp_study, data):
+    X, y, X_test, y_test = data
+    study = _interpolation(n_seeds=2, controls=("epochs", "train_loss"), target_loss=1.0,
+                           max_epochs_cap=15, alphas=[0.0, 0.5, 1.0]).fit(X, y, X_test, y_test)
+    res = study.results_
+    assert len(res) == 2 * 2 * 2 * 3 * 2  # controls x pairs x seeds x alphas x splits
+    assert res.groupby(["control", "pair"])["seed"].nunique().eq(2).all()
+    seeds = study.seed_summary_
+    assert len(seeds) == 2 * 2 * 2 * 2 and seeds["loss_barrier"].ge(0).all()
+    summary = study.summary_.set_index(["control", "pair", "split"])
+    assert summary["n_seeds"].eq(2).all()
+    part = seeds[(seeds["control"] == "train_loss") & (seeds["pair"] == "lr")
+                 & (seeds["split"] == "train")]
+    assert summary.loc[("train_loss", "lr", "train"), "loss_1"] == \
+        pytest.approx(part["loss_1"].mean())
+    assert seeds.loc[seeds["control"] == "epochs", "target_reached"].isna().all()
+    assert seeds.loc[seeds["control"] == "train_loss", "n_epochs_1"].le(15).all()
+    # the first replicate under "epochs" is the one-seed study's
+    first = res[(res["control"] == "epochs") & (res["alpha"] == 0.0)].drop_duplicates(
+        ["pair", "split"], keep="first").set_index(["pair", "split"])["loss"]
+    base = interp_study.results_.set_index(["pair", "alpha", "split"])["loss"]
+    for (pair, split), loss in first.items():
+        assert loss == base.loc[(pair, 0.0, split)]
+    assert len(study.all_estimators_) == 2 * 2 * 2 * 2
+    assert set(study.estimators_) == {("batch_size", 1), ("batch_size", 2), ("lr", 1),
+                                      ("lr", 2)}
+    assert study.settings_["lr pair, model 1"].count(",") == 3  # "..., seeds a, b"
+
+
+def test_train_loss_control_with_seed_groups_matches_separate_fits(data):
+    X, y, X_test, y_test = data
+    kwargs = dict(batch_sizes=(16, 160), n_seeds=2, controls=("train_loss",), target_loss=1.0,
+                  max_epochs_cap=12, sharpness=False, hessian_top=False)
+    # the ensemble does not replay the stopping rule: it fits the group's seeds one by one
+    with pytest.warns(UserWarning, match="target_loss"):
+        together = _sensitivity(vectorize=True, **kwargs).fit(X, y, X_test, y_test)
+    alone = _sensitivity(vectorize=False, **kwargs).fit(X, y, X_test, y_test)
+    cols = ["n_epochs", "target_reached", "reached_epoch"]
+    pd.testing.assert_frame_equal(together.results_[cols], alone.results_[cols])
+    np.testing.assert_allclose(together.results_["train_loss"], alone.results_["train_loss"],
+                               rtol=1e-4)

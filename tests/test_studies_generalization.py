@@ -16,9 +16,10 @@ from hw1sk.studies._base import prepare_data, train_run
 from hw1sk.studies.param_count import DEFAULT_WIDTHS, ParamCountStudy
 from hw1sk.studies.random_labels import RandomLabelStudy
 
-RANDOM_COLUMNS = ["epoch", "split", "loss", "accuracy"]
-SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
-                   "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
+RANDOM_COLUMNS = ["seed", "epoch", "split", "loss", "accuracy"]
+_SCORES = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "n_seeds", *_SCORES, "chance_accuracy",
+                   "fit_time", *[f"{c}_{s}" for c in _SCORES for s in ("std", "ci_low", "ci_high")]]
 PARAM_COLUMNS = ["name", "family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
                  "train_accuracy", "test_accuracy"]
 
@@ -257,10 +258,11 @@ def test_param_count_scores_match_a_run_by_hand(param_study, data):
 
 def test_param_count_summary_and_settings(param_study):
     s = param_study.summary_
-    assert s["model"].tolist() == ["smallest", "best test accuracy", "largest"]
     res = param_study.results_
-    assert s.iloc[0]["width"] == 2 and s.iloc[2]["width"] == 8
-    assert s.iloc[1]["test_accuracy"] == res["test_accuracy"].max()
+    assert s["name"].tolist() == ["w=2", "w=4", "w=8"] and s["n_seeds"].tolist() == [1] * 3
+    # one seed: the means are the runs' numbers, no spread
+    np.testing.assert_array_equal(s["test_accuracy"], res["test_accuracy"])
+    assert s["test_accuracy_ci_low"].isna().all() and s["width"].tolist() == [2, 4, 8]
     settings = param_study.settings_
     assert settings["n_models"] == 3 and settings["n_train"] == 240
     assert f"w=8: {(8 + 1) * 8 + (8 + 1) * 4}" in settings["models"]
@@ -486,3 +488,45 @@ def test_param_count_estimators_are_trained_with_their_own_settings(data, record
     assert settings["optimizer"] == settings["lr"] == "varies by model"
     assert settings["per model"]["mlp (SGD)"]["lr"] == 0.05
     assert settings["per model"]["_Tiny (Adam)"]["optimizer"] == "Adam"
+
+
+# ------------------------------------------------------------------ seeds with spread
+def test_random_label_seeds_share_the_labels_and_keep_the_first_run(random_study, data):
+    X, y, X_test, y_test = data
+    study = _random_label_study(n_seeds=3).fit(X, y, X_test, y_test)
+    np.testing.assert_array_equal(study.random_labels_, random_study.random_labels_)
+    res = study.results_
+    seeds = list(dict.fromkeys(res["seed"]))
+    assert len(seeds) == 3 and seeds[0] == random_study.results_["seed"].iloc[0]
+    pd.testing.assert_frame_equal(res[res["seed"] == seeds[0]].reset_index(drop=True),
+                                  random_study.results_)  # n_seeds=1's run, unchanged
+    s = study.summary_.iloc[0]
+    assert s["n_seeds"] == 3 and len(study.estimators_) == 3
+    finals = [evaluate_estimator(est, X_test, y_test)["accuracy"]
+              for est in study.estimators_.values()]
+    assert s["test_accuracy"] == pytest.approx(np.mean(finals))
+    assert s["test_accuracy_ci_low"] <= s["test_accuracy"] <= s["test_accuracy_ci_high"]
+    assert set(study.histories_["seed"]) == set(seeds)
+
+
+def test_param_count_seeds_per_model(param_study, data):
+    X, y, X_test, y_test = data
+    study = _param_study(n_seeds=3).fit(X, y, X_test, y_test)
+    res = study.results_
+    assert len(res) == 9 and res.groupby("name")["seed"].nunique().tolist() == [3] * 3
+    # each model's first seed is the one of n_seeds=1: the same numbers
+    first = res.groupby("name", sort=False).head(1).reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, param_study.results_)
+    s = study.summary_
+    assert s["n_seeds"].tolist() == [3] * 3 and s["name"].tolist() == ["w=2", "w=4", "w=8"]
+    np.testing.assert_allclose(s["train_loss"],
+                               res.groupby("name", sort=False)["train_loss"].mean())
+    assert (s["train_loss_ci_low"] <= s["train_loss"]).all()
+    assert study.settings_["n_seeds"] == 3 and list(study.estimators_) == ["w=2", "w=4", "w=8"]
+
+
+def test_seeds_of_one_condition_are_trained_together_when_vectorized(data):
+    X, y, X_test, y_test = data
+    alone = _param_study(widths=(2, 4), n_seeds=2, vectorize=False).fit(X, y, X_test, y_test)
+    together = _param_study(widths=(2, 4), n_seeds=2, vectorize=True).fit(X, y, X_test, y_test)
+    pd.testing.assert_frame_equal(together.results_, alone.results_, rtol=1e-4)

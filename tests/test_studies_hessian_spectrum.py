@@ -26,8 +26,9 @@ def fitted():
 def test_results_one_row_per_checkpoint(fitted):
     _, study = fitted
     res = study.results_
-    assert list(res.columns) == ["checkpoint", "epoch", "train_loss", "trace",
+    assert list(res.columns) == ["seed", "checkpoint", "epoch", "train_loss", "trace",
                                  "top_ritz_value", "bulk_edge", "n_outliers", "n_params"]
+    assert res["seed"].nunique() == 1 and study.summary_["n_seeds"].tolist() == [1, 1, 1]
     assert res["checkpoint"].tolist() == ["init", "mid", "end"]
     assert res["epoch"].tolist() == [0, 2, 4]
     assert res["train_loss"].iloc[-1] < res["train_loss"].iloc[0]
@@ -74,10 +75,13 @@ def test_count_outliers_on_a_known_spectrum():
     assert 0.1 < edge < 1.0 and n == 9
 
 
-def _fake(n_outliers, tops, n_classes=10):
-    res = pd.DataFrame({"checkpoint": ["init", "mid", "end"], "epoch": [0, 1, 2],
-                        "train_loss": [2.3, 0.5, 0.3], "top_ritz_value": tops,
-                        "bulk_edge": [0.1, 0.1, 0.1], "n_outliers": n_outliers})
+def _fake(n_outliers, tops, n_classes=10, n_seeds=3):
+    """The same per-checkpoint numbers for ``n_seeds`` seeds, the tops jittered by 1%."""
+    res = pd.concat([pd.DataFrame({
+        "seed": s, "checkpoint": ["init", "mid", "end"], "epoch": [0, 1, 2],
+        "train_loss": [2.3, 0.5, 0.3], "top_ritz_value": np.multiply(tops, 1 + 0.01 * s),
+        "bulk_edge": [0.1, 0.1, 0.1], "n_outliers": n_outliers}) for s in range(n_seeds)],
+        ignore_index=True)
 
     class Fake:
         results_, n_classes_, diverged_ = res, n_classes, pd.DataFrame()
@@ -91,9 +95,47 @@ def test_findings_flip_with_the_results():
     assert [f.verdict for f in got] == [NOT_REPRODUCED, NOT_REPRODUCED]
     got = hessian_spectrum_findings(_fake([3, 8, 6], [1.0, 1.0, 1.02]))
     assert [f.verdict for f in got] == [NOT_REPRODUCED, INCONCLUSIVE]
+    one = hessian_spectrum_findings(_fake([3, 8, 9], [1.0, 5.0, 8.0], n_seeds=1))
+    assert [f.verdict for f in one] == [INCONCLUSIVE] * 2  # one seed: no spread to judge
     empty = _fake([0, 0, 0], [1.0, 1.0, 1.0])
     empty.results_ = empty.results_.iloc[:0]
     assert {f.verdict for f in hessian_spectrum_findings(empty)} == {INCONCLUSIVE}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(fitted):
+    est, one = fitted
+    rng = np.random.RandomState(0)
+    X = rng.randn(240, 10).astype("float32")
+    y = rng.randint(0, 4, 240)
+    X[np.arange(240), y] += 3
+    return one, HessianSpectrumStudy(est, n_hessian=100, n_probes=3, n_iter=20, n_seeds=2,
+                                     backend="sequential").fit(X, y)
+
+
+def test_seeds_repeat_the_run_the_first_as_with_one_seed(two_seeds):
+    one, two = two_seeds
+    res = two.results_
+    assert len(res) == 6 and res["seed"].nunique() == 2 and len(two.seed_densities_) == 2
+    first = res[res["seed"] == one.results_["seed"].iloc[0]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one.results_)  # the same seed, the same numbers
+    np.testing.assert_array_equal(two.hessian_indices_, one.hessian_indices_)
+    s = two.summary_
+    assert s["n_seeds"].tolist() == [2, 2, 2] and "top_ritz_value_ci_low" in s.columns
+    means = res.groupby("checkpoint", sort=False)["top_ritz_value"].mean()
+    np.testing.assert_allclose(s["top_ritz_value"], means)
+    assert two.settings_["n_seeds"] == 2
+
+
+def test_plot_spectral_density_of_several_seeds(two_seeds):
+    from hw1sk.plotting.spectrum import plot_spectral_density
+
+    ax = plot_spectral_density(two_seeds[1]).axes[0]
+    # per checkpoint: two faint seeds, their mean and the bulk edge
+    assert len(ax.get_lines()) == 3 * 4 and "2 seeds" in ax.get_ylabel()
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def test_plot_spectral_density(fitted):

@@ -22,7 +22,22 @@ TINY = dict(n_samples=60, hidden=(6, 6), train_epochs=150, lr=2e-2, max_grad_ste
 
 @pytest.fixture(scope="module")
 def study():
-    return MinimalRatioStudy(n_runs=3, **TINY).fit()
+    # every run fitted on its own: the direct computations below retrain one run bit for bit
+    return MinimalRatioStudy(n_runs=3, vectorize=False, **TINY).fit()
+
+
+def test_seeds_trained_together_agree_with_separate_runs(study):
+    """vectorize=True trains the runs' seeds in one SeedEnsemble pass: the same numbers."""
+    together = MinimalRatioStudy(n_runs=3, vectorize=True, **TINY).fit()
+    a, b = study.results_, together.results_
+    assert a["seed"].tolist() == b["seed"].tolist()
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-4)
+    assert (b["grad_norm_after"] < 1e-3).tolist() == (a["grad_norm_after"] < 1e-3).tolist()
+    for run in a["run"]:
+        scale = np.abs(study.spectra_[run]).max()
+        np.testing.assert_allclose(together.spectra_[run], study.spectra_[run], rtol=0,
+                                   atol=1e-3 * scale)
 
 
 def _direct_hessian(module, X, y):
@@ -114,12 +129,23 @@ def test_given_data_with_1d_target_and_two_features():
 
 
 def test_reproducible_and_independent_of_n_jobs(study):
-    again = MinimalRatioStudy(n_runs=3, **TINY).fit()
+    again = MinimalRatioStudy(n_runs=3, vectorize=False, **TINY).fit()
     pd.testing.assert_frame_equal(study.results_, again.results_)
-    parallel = MinimalRatioStudy(n_runs=3, **{**TINY, "backend": "loky"}, n_jobs=2).fit()
-    pd.testing.assert_frame_equal(study.results_, parallel.results_)
+    parallel = MinimalRatioStudy(n_runs=3, vectorize=False, **{**TINY, "backend": "loky"},
+                                 n_jobs=2).fit()
+    pd.testing.assert_frame_equal(study.results_, parallel.results_, check_exact=True)
     for run in study.spectra_:
         np.testing.assert_array_equal(study.spectra_[run], parallel.spectra_[run])
+
+
+def test_vectorized_runs_are_independent_of_n_jobs():
+    """n_jobs=2 cuts the seed group in two pieces: each seed's numbers stay the same."""
+    one = MinimalRatioStudy(n_runs=6, vectorize="auto", **TINY).fit()
+    two = MinimalRatioStudy(n_runs=6, vectorize="auto", **{**TINY, "backend": "loky"},
+                            n_jobs=2).fit()
+    pd.testing.assert_frame_equal(one.results_, two.results_, check_exact=True)
+    for run in one.spectra_:
+        np.testing.assert_array_equal(one.spectra_[run], two.spectra_[run])
 
 
 def test_unconverged_runs_are_kept_and_flagged():

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval
 
 import hw1sk.ensemble
 from hw1sk.estimators import NeuralClassifier, NeuralRegressor
-from hw1sk.studies._base import AUTO_MIN_SEEDS, Study, train_run
+from hw1sk.studies._base import AUTO_MAX_SEEDS, AUTO_MIN_SEEDS, Study, train_run
 from hw1sk.studies._seed_groups import seed_groups
 
 
@@ -90,12 +90,16 @@ def test_vectorized_seeds_agree_with_separate_fits(regression_data, ensemble_fit
                                    rtol=1e-4)
 
 
-def test_auto_needs_enough_seeds_and_splits_across_workers(regression_data, ensemble_fits):
+def test_auto_needs_enough_seeds_and_cuts_large_groups(regression_data, ensemble_fits):
     X, y = regression_data
     _SeedStudy(n_seeds=AUTO_MIN_SEEDS - 1, backend="sequential").fit(X, y)
     assert ensemble_fits == []
+    # the pieces do not depend on n_jobs (the numbers must not)
     _SeedStudy(n_seeds=2 * AUTO_MIN_SEEDS, n_jobs=2, backend="sequential").fit(X, y)
-    assert ensemble_fits == [AUTO_MIN_SEEDS, AUTO_MIN_SEEDS]
+    assert ensemble_fits == [2 * AUTO_MIN_SEEDS]
+    ensemble_fits.clear()
+    _SeedStudy(n_seeds=AUTO_MAX_SEEDS + 2, backend="sequential").fit(X, y)
+    assert ensemble_fits == [AUTO_MAX_SEEDS // 2 + 1] * 2
     ensemble_fits.clear()
     _SeedStudy(n_seeds=2, vectorize=True, backend="sequential").fit(X, y)
     assert ensemble_fits == [2]

@@ -67,6 +67,18 @@ def test_running_accuracy_counts_the_batches_as_trained(blobs):
     np.testing.assert_allclose(clf.history_["train_acc"], np.array(counter.counts_) / len(y))
 
 
+def test_running_accuracy_is_the_same_when_counted_in_several_blocks(blobs, monkeypatch):
+    from hw1sk.training_callbacks import EpochScores
+
+    X, y = blobs
+    params = dict(module__hidden=(8,), batch_size=16, max_epochs=2, random_state=0)
+    whole = NeuralClassifier(**params).fit(X, y)
+    monkeypatch.setattr(EpochScores, "_PENDING_SCORES", 40)  # a count every two batches
+    blocks = NeuralClassifier(**params).fit(X, y)
+    assert blocks.history_["train_acc"].tolist() == whole.history_["train_acc"].tolist()
+    assert all(isinstance(a, float) for a in blocks.history_["train_acc"])
+
+
 def test_valid_scores_with_a_train_split(blobs):
     X, y = blobs
     clf = NeuralClassifier(module__hidden=(8,), max_epochs=2, random_state=0,
@@ -96,3 +108,41 @@ def test_divergence_mid_epoch_stops_at_the_next_batch_and_closes_the_epoch():
     # a new fit starts afresh
     reg.set_params(lr=1e-3, callbacks=[]).fit(X, y / 1e3)
     assert not reg.diverged_ and reg.divergence_reason_ is None
+
+
+def test_target_loss_stopping_ends_at_the_first_epoch_at_or_below_the_target(blobs):
+    from hw1sk.training_callbacks import TargetLossStopping
+
+    X, y = blobs
+    params = dict(module__hidden=(8,), batch_size=16, max_epochs=30, random_state=0)
+    full = NeuralClassifier(**params).fit(X, y)
+    losses = full.history_["train_loss"].to_numpy()
+    target = float(losses[4])  # reached at the end of epoch 5 at the latest
+    first = int(np.argmax(losses <= target)) + 1
+    stop = TargetLossStopping(target)
+    clf = NeuralClassifier(**params, callbacks=[("target", stop)]).fit(X, y)
+    assert stop.reached_epoch_ == first == len(clf.history_)
+    np.testing.assert_array_equal(clf.history_["train_loss"], losses[:first])
+    # never reached: max_epochs is the cap
+    never = TargetLossStopping(0.0)
+    clf = NeuralClassifier(**params, callbacks=[never]).fit(X, y)
+    assert never.reached_epoch_ is None and len(clf.history_) == 30
+    # another monitored key, and a refit starts afresh
+    stop = TargetLossStopping(10.0, monitor="train_loss")
+    clf = NeuralClassifier(**params, callbacks=[stop]).fit(X, y)
+    assert stop.reached_epoch_ == 1 and len(clf.history_) == 1
+    clf.set_params(callbacks__TargetLossStopping__target=0.0).fit(X, y)
+    assert dict(clf.callbacks_)["TargetLossStopping"].reached_epoch_ is None
+
+
+def test_target_loss_stopping_on_a_plain_skorch_net(blobs):
+    from skorch import NeuralNetClassifier
+
+    from hw1sk.training_callbacks import TargetLossStopping
+
+    X, y = blobs
+    module = torch.nn.Sequential(torch.nn.Linear(X.shape[1], 2), torch.nn.Softmax(dim=-1))
+    stop = TargetLossStopping(10.0)
+    net = NeuralNetClassifier(module, max_epochs=5, train_split=None, verbose=0,
+                              callbacks=[stop]).fit(X, y.astype(np.int64))
+    assert stop.reached_epoch_ == 1 and len(net.history) == 1

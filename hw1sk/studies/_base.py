@@ -258,7 +258,7 @@ THREADS_PER_RUN = 1
 
 #: Smallest group of runs differing only in their seed that ``vectorize="auto"``
 #: trains together.
-AUTO_MIN_SEEDS = 4
+AUTO_MIN_SEEDS = 3
 #: Largest group it trains together: a killed sweep loses at most this many runs.
 AUTO_MAX_SEEDS = 32
 
@@ -327,9 +327,10 @@ class Study(BaseEstimator):
         Train runs that differ only in their seed together, with
         :class:`hw1sk.ensemble.SeedEnsemble` (one vectorized pass per group
         and one cache file per group; the numbers agree with separate fits
-        to floating-point rounding).  ``"auto"``: groups of at least
-        :data:`AUTO_MIN_SEEDS` runs, split across the ``n_jobs`` workers
-        into pieces of at most :data:`AUTO_MAX_SEEDS`,
+        to floating-point rounding, and do not depend on ``n_jobs``).
+        ``"auto"``: groups of at least :data:`AUTO_MIN_SEEDS` runs, cut into
+        pieces of at most :data:`AUTO_MAX_SEEDS` (run side by side by
+        ``n_jobs``),
         falling back to separate fits silently where the ensemble cannot
         vectorize the estimator; True: every group of two or more, with a
         warning on a fallback; False: every run on its own.
@@ -506,19 +507,19 @@ class Study(BaseEstimator):
 
         Tasks that differ only in their seed (:func:`seed_groups`), at least
         :data:`AUTO_MIN_SEEDS` of them with ``vectorize="auto"`` (two with
-        True).  ``"auto"`` cuts each into contiguous pieces, as many as there
-        are workers (so that ``n_jobs`` still runs pieces side by side) and of
-        at most :data:`AUTO_MAX_SEEDS` runs.
+        True).  ``"auto"`` cuts each into the fewest contiguous pieces of at
+        most :data:`AUTO_MAX_SEEDS` runs.  The pieces never depend on
+        ``n_jobs``: batched products round differently for different numbers
+        of seeds, and the same ``random_state`` must give the same numbers
+        whatever ``n_jobs``.
         """
         if self.vectorize is False:
             return []
         least = AUTO_MIN_SEEDS if self.vectorize == "auto" else 2
-        workers = os.cpu_count() if self.n_jobs == -1 else self.n_jobs
         out = []
         for group in seed_groups(tasks):
             if len(group) >= least:
-                pieces = (max(min(workers, len(group) // least), -(-len(group) // AUTO_MAX_SEEDS))
-                          if self.vectorize == "auto" else 1)
+                pieces = -(-len(group) // AUTO_MAX_SEEDS) if self.vectorize == "auto" else 1
                 out.extend([int(i) for i in p] for p in np.array_split(group, max(pieces, 1)))
         return out
 

@@ -181,3 +181,145 @@ def varying_settings(estimators, per_model):
         out["per model"] = {name: {k: describe_value(d.get(k)) for k in varying}
                             for name, d in described.items()}
     return out
+
+
+# ------------------------------------------------- seeds and training controls (HW1-3 flatness)
+#: Parameter constraints of the studies that train each condition with several seeds,
+#: under the "epochs" and/or "train_loss" control (:func:`check_controls`).
+CONTROL_CONSTRAINTS = {
+    "n_seeds": COUNT,
+    "controls": ["array-like", str],
+    "target_loss": [Interval(Real, 0, None, closed="neither"), None],
+    "max_epochs_cap": OPTIONAL_COUNT,
+}
+CONTROLS = ("epochs", "train_loss")
+#: The cap of the "train_loss" control when ``max_epochs_cap`` is None: this many times
+#: the estimator's ``max_epochs``.
+CAP_FACTOR = 10
+
+
+def check_controls(study):
+    """``study.controls`` as a tuple, checked against ``target_loss``; a ValueError otherwise."""
+    controls = ((study.controls,) if isinstance(study.controls, str)
+                else tuple(np.asarray(study.controls, dtype=object).ravel()))
+    if (not controls or any(c not in CONTROLS for c in controls)
+            or len(set(controls)) != len(controls)):
+        raise ValueError(f"controls must be a non-empty selection of {CONTROLS} without "
+                         f"repeats, got {study.controls!r}.")
+    if "train_loss" in controls and study.target_loss is None:
+        raise ValueError("target_loss must be set (a positive float) when controls include "
+                         "'train_loss'.")
+    return controls
+
+
+def run_seeds(first_seed, n_seeds):
+    """``first_seed`` and ``n_seeds - 1`` seeds spawned from it (one seed: today's runs)."""
+    return [int(first_seed), *spawn_seeds(int(first_seed), int(n_seeds) - 1)] if n_seeds > 1 \
+        else [int(first_seed)]
+
+
+def controlled_estimator(template, control, study, **params):
+    """A clone of ``template`` with ``params`` set, trained under ``control``.
+
+    ``"epochs"``: as it is; ``"train_loss"``: until its train loss reaches
+    ``study.target_loss`` (:class:`~hw1sk.training_callbacks.TargetLossStopping`),
+    at most ``study.max_epochs_cap`` epochs (None: :data:`CAP_FACTOR` times its
+    ``max_epochs``).  One such object is shared by a condition's seeds, so
+    that they can be trained together.
+    """
+    from ..training_callbacks import TargetLossStopping
+
+    est = clone(template).set_params(**params)
+    if control == "train_loss":
+        cap = study.max_epochs_cap or CAP_FACTOR * int(est.max_epochs)
+        with_callbacks(est.set_params(max_epochs=int(cap)),
+                       ("target_loss", TargetLossStopping(float(study.target_loss))))
+    return est
+
+
+def control_outcome(net, control):
+    """``control``, ``n_epochs`` trained, ``target_reached`` and ``reached_epoch`` of a fit.
+
+    ``target_reached`` is None and ``reached_epoch`` NaN under the "epochs"
+    control; ``reached_epoch`` is NaN when the target was not reached.
+    """
+    stop = dict(net.callbacks_).get("target_loss") if control == "train_loss" else None
+    epoch = None if stop is None else stop.reached_epoch_
+    return {"control": control, "n_epochs": int(len(net.history_)),
+            "target_reached": None if stop is None else epoch is not None,
+            "reached_epoch": np.nan if epoch is None else float(epoch)}
+
+
+def seed_interval(values, confidence=0.95):
+    """Mean, standard deviation and ``confidence`` t-interval of ``values`` (NaNs dropped).
+
+    Returns ``(mean, std, low, high, n)``; std and the interval are NaN for
+    fewer than two values.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return np.nan, np.nan, np.nan, np.nan, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, np.nan, np.nan, np.nan, n
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
+    return mean, std, mean - half, mean + half, n
+
+
+def aggregate_seeds(frame, by, measures):
+    """Per group of ``by``: each measure's mean (under its name), ``_std``, ``_ci_low``,
+    ``_ci_high`` (95% t-interval over the seeds), and ``n_seeds`` (rows of the group)."""
+    rows = []
+    for key, group in frame.groupby(list(by), sort=False, dropna=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for m in measures:
+            mean, std, low, high, _ = seed_interval(group[m])
+            row.update({m: mean, f"{m}_std": std, f"{m}_ci_low": low, f"{m}_ci_high": high})
+        rows.append({**row, "n_seeds": int(len(group)), **_control_columns(group)})
+    columns = [*by, *(f"{m}{s}" for m in measures for s in ("", "_std", "_ci_low", "_ci_high")),
+               "n_seeds", *([*(c for c in frame if c.startswith(_EPOCH_COLUMNS)), "n_reached",
+                             "target_reached"] if "target_reached" in frame else [])]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _control_columns(group):
+    """A group's mean ``n_epochs*`` and ``reached_epoch*`` columns and, under "train_loss",
+    how many seeds reached the target (``n_reached``) and whether all did."""
+    if "target_reached" not in group:
+        return {}
+    out = {c: float(group[c].mean()) for c in group if c.startswith(_EPOCH_COLUMNS)}
+    flags = group["target_reached"]
+    known = bool(len(flags)) and flags.notna().all()
+    return {**out, "n_reached": int(flags.astype(bool).sum()) if known else None,
+            "target_reached": bool(flags.astype(bool).all()) if known else None}
+
+
+_EPOCH_COLUMNS = ("n_epochs", "reached_epoch")
+
+
+def control_settings(study, template, seeds=None):
+    """The seeds (when given) and training controls of a study, for its ``settings_``."""
+    controls = check_controls(study)
+    out = {"n_seeds": int(study.n_seeds), "controls": ", ".join(controls)}
+    if seeds is not None:
+        out["seeds (every condition)"] = str(tuple(seeds))
+    if "train_loss" in controls:
+        cap = study.max_epochs_cap or CAP_FACTOR * int(template.max_epochs)
+        out["train_loss control"] = (f"train until train loss <= {study.target_loss:g}, "
+                                     f"at most {cap} epochs")
+    return out
+
+
+def seeded_tasks(label, task, seeds):
+    """``(label, task)`` once per seed, ``seed`` set in both; every other value shared.
+
+    The runs of one condition then differ only in ``seed`` (the same estimator
+    and data objects), so that the base can train them together (``vectorize``).
+    """
+    return [({**label, "seed": int(s)}, {**task, "seed": s}) for s in seeds]
+

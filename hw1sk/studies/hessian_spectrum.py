@@ -16,13 +16,15 @@ from sklearn.utils._param_validation import Interval
 from .._inputs import eval_mode
 from ..seeding import as_seed, spawn_seeds
 from ._base import Study, subset_indices, train_run, with_callbacks
+from ._collect import COUNT, aggregate_seeds, completed, run_seeds, seeded_tasks, stack
 from ._defaults import describe_module
 
 __all__ = ["HessianSpectrumStudy", "count_outliers"]
 
 _NAMED = ("init", "mid", "end")
-_COLUMNS = ["checkpoint", "epoch", "train_loss", "trace", "top_ritz_value", "bulk_edge",
+_COLUMNS = ["seed", "checkpoint", "epoch", "train_loss", "trace", "top_ritz_value", "bulk_edge",
             "n_outliers", "n_params"]
+_MEASURES = ["train_loss", "top_ritz_value", "n_outliers"]
 
 
 class _StateSnapshots(Callback):
@@ -95,15 +97,21 @@ def _loss(module, criterion, X, y):
         return float(criterion(out, torch.as_tensor(y, device=p.device)))
 
 
+def _with_snapshots(estimator, checkpoints):
+    """``estimator`` snapshotting its weights at the checkpoints' epochs (what a run trains)."""
+    cb = _StateSnapshots(epochs=tuple(e for _, e in checkpoints))
+    return with_callbacks(estimator, ("hessian_snapshots", cb))
+
+
 def _spectrum_run(estimator, X, y, seed, checkpoints, X_hess, y_hess, n_probes, n_iter):
     """Train once, snapshotting the weights; the SLQ density at each snapshot (a sweep task)."""
     from ..evaluation import encode_targets
     from ..parameters import count_params
     from ..stochastic_curvature import hessian_spectral_density
 
-    cb = _StateSnapshots(epochs=tuple(e for _, e in checkpoints))
-    run = train_run(with_callbacks(clone(estimator), ("hessian_snapshots", cb)), X, y,
-                    seed=seed, keep_estimator=True)
+    if "hessian_snapshots" not in {name for name, _ in estimator.callbacks or []}:
+        estimator = _with_snapshots(clone(estimator), checkpoints)
+    run = train_run(estimator, X, y, seed=seed, keep_estimator=True)
     net, rows, densities = run["estimator"], [], {}
     snapshots = dict(net.callbacks_)["hessian_snapshots"].snapshots_
     y_hess, work = encode_targets(net, y_hess), copy.deepcopy(net.module_)
@@ -118,7 +126,7 @@ def _spectrum_run(estimator, X, y, seed, checkpoints, X_hess, y_hess, n_probes, 
         edge, n_out = count_outliers(d, n_params)
         # trace: the first moment of the density (exact from the quadrature) times P
         rows.append(dict(zip(_COLUMNS, (
-            label, int(epoch), _loss(work, net.criterion_, X_hess, y_hess),
+            int(seed), label, int(epoch), _loss(work, net.criterion_, X_hess, y_hess),
             float((d.nodes * d.weights).sum() / d.nodes.shape[0] * n_params),
             float(d.nodes.max()), edge, n_out, int(n_params)))))
     return {"rows": rows, "densities": densities, "history": run["history"],
@@ -129,8 +137,8 @@ def _spectrum_run(estimator, X, y, seed, checkpoints, X_hess, y_hess, n_probes, 
 class HessianSpectrumStudy(Study):
     """The Hessian eigenvalue density of a classifier's training loss over training.
 
-    One model is trained; at checkpoint epochs the spectral density of the
-    Hessian of its loss on ``n_hessian`` fixed training samples is estimated by
+    One model is trained (``n_seeds`` times); at checkpoint epochs the spectral
+    density of the Hessian of its loss on ``n_hessian`` fixed training samples is estimated by
     stochastic Lanczos quadrature [3]_
     (:func:`~hw1sk.stochastic_curvature.hessian_spectral_density`) and its
     outliers counted (:func:`count_outliers`).  Trained classifiers
@@ -147,23 +155,28 @@ class HessianSpectrumStudy(Study):
         Training samples of the Hessian's loss (None: all).
     n_probes, n_iter : int, default=10 and 60
         Random probes of the quadrature; Lanczos steps per probe.
+    n_seeds : int, default=1
+        Training runs (and probe draws); the first seed is the one of ``n_seeds=1``.
     n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
     random_state : int, RandomState or None, default=0
-        Seeds the training, the Hessian subset and the probes.
+        Seeds the trainings, the Hessian subset (the same for every seed) and the probes.
 
     Attributes
     ----------
     results_ : pandas.DataFrame
-        One row per checkpoint: ``checkpoint``, ``epoch``, ``train_loss`` (Hessian
-        subset), ``trace`` (first moment times ``P``), ``top_ritz_value``,
-        ``bulk_edge``, ``n_outliers``, ``n_params``.
+        One row per (seed, checkpoint): ``seed``, ``checkpoint``, ``epoch``,
+        ``train_loss`` (Hessian subset), ``trace`` (first moment times ``P``),
+        ``top_ritz_value``, ``bulk_edge``, ``n_outliers``, ``n_params``.
     summary_ : pandas.DataFrame
-        ``checkpoint``, ``epoch``, ``train_loss``, ``top_ritz_value``, ``n_outliers``,
-        ``n_classes``.
-    densities_, hessian_indices_ : dict, ndarray
-        Checkpoint -> :class:`~hw1sk.stochastic_curvature.SpectralDensity`; the Hessian's samples.
-    estimators_, history_, n_classes_, settings_, diverged_
-        ``{"model": the fitted estimator}``, its history, number of classes.
+        Per checkpoint: ``checkpoint``, ``epoch``, the means over seeds of ``train_loss``,
+        ``top_ritz_value``, ``n_outliers`` with ``_std``, 95% t-interval ``_ci_low``,
+        ``_ci_high``; ``n_seeds``, ``n_classes``.
+    densities_, seed_densities_, hessian_indices_ : dict, dict, ndarray
+        Checkpoint -> :class:`~hw1sk.stochastic_curvature.SpectralDensity` of the
+        first seed; seed -> such a dict; the Hessian's samples.
+    estimators_, history_, histories_, n_classes_, settings_, diverged_
+        ``{"model": the first seed's fitted estimator}``, its history, every
+        history (``seed`` column), number of classes.
 
     See Also
     --------
@@ -195,11 +208,12 @@ class HessianSpectrumStudy(Study):
         "n_hessian": [Interval(Integral, 1, None, closed="left"), None],
         "n_probes": [Interval(Integral, 1, None, closed="left")],
         "n_iter": [Interval(Integral, 1, None, closed="left")],
+        "n_seeds": COUNT,
     }
     _run_function = staticmethod(_spectrum_run)
 
     def __init__(self, estimator=None, checkpoints=_NAMED, n_hessian=1000, n_probes=10,
-                 n_iter=60, **shared):
+                 n_iter=60, n_seeds=1, **shared):
         super().__init__(estimator, **shared)
         self._store(locals())
 
@@ -213,21 +227,26 @@ class HessianSpectrumStudy(Study):
         self._checkpoints = _checkpoint_epochs(self.checkpoints, int(template.max_epochs))
         n = self.n_hessian if self.n_hessian is not None and self.n_hessian < len(data.X) else None
         idx = self.hessian_indices_ = subset_indices(len(data.X), n, self._seeds[1], "n_hessian")
-        return [({"run": 0}, {
-            "estimator": template, "X": data.X, "y": data.y, "seed": self._seeds[0],
-            "checkpoints": self._checkpoints, "X_hess": data.X[idx], "y_hess": data.y[idx],
-            "n_probes": int(self.n_probes), "n_iter": int(self.n_iter)})]
+        return seeded_tasks({}, {
+            "estimator": _with_snapshots(clone(template), self._checkpoints), "X": data.X,
+            "y": data.y, "checkpoints": self._checkpoints, "X_hess": data.X[idx],
+            "y_hess": data.y[idx], "n_probes": int(self.n_probes), "n_iter": int(self.n_iter)},
+            run_seeds(self._seeds[0], self.n_seeds))
 
     def _collect(self, data, template, labels, runs):
-        run = runs[0] or {"rows": [], "densities": {}, "history": pd.DataFrame(), "model": None,
-                          "n_classes": int(len(np.unique(data.y)))}
-        self.results_ = pd.DataFrame(run["rows"], columns=_COLUMNS)
+        done = completed(labels, runs)
+        first = done[0][1] if done else {"densities": {}, "history": pd.DataFrame(), "model": None,
+                                         "n_classes": int(len(np.unique(data.y)))}
+        self.results_ = pd.DataFrame([r for _, run in done for r in run["rows"]], columns=_COLUMNS)
+        self.seed_densities_ = {label["seed"]: run["densities"] for label, run in done}
         self.densities_, self.history_, self.n_classes_ = (
-            run["densities"], run["history"], run["n_classes"])
-        self.estimators_ = {"model": run["estimator"]} if "estimator" in run else {}
-        self.summary_ = self.results_[["checkpoint", "epoch", "train_loss", "top_ritz_value",
-                                       "n_outliers"]].assign(n_classes=self.n_classes_)
-        self._model = run["model"]
+            first["densities"], first["history"], first["n_classes"])
+        self.histories_ = stack([({"seed": label["seed"]}, run["history"]) for label, run in done],
+                                first=True)
+        self.estimators_ = {"model": first["estimator"]} if done else {}
+        self.summary_ = aggregate_seeds(self.results_, ["checkpoint", "epoch"], _MEASURES).assign(
+            n_classes=self.n_classes_)
+        self._model = first["model"]
 
     def _settings(self, data, template):
         return {**({} if self._model is None else {"model": self._model}),
@@ -236,5 +255,6 @@ class HessianSpectrumStudy(Study):
                             f"{self.n_probes} probes x {self.n_iter} Lanczos steps"),
                 "outliers": ("Ritz values above the bulk edge (density below half an isolated "
                              "eigenvalue's bump), median over probes"),
-                "seed": int(self._seeds[0]), "n_train": int(data.X.shape[0]),
+                "seed": int(self._seeds[0]), "n_seeds": self.n_seeds,
+                "n_train": int(data.X.shape[0]),
                 "random_state": self.random_state}

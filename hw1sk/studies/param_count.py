@@ -11,8 +11,9 @@ from sklearn.utils._param_validation import StrOptions
 from ..seeding import spawn_seeds
 from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, describe_estimator,
                     shortcut_settings, train_run)
-from ._collect import (OPTIONAL_COUNT, completed, final_scores, is_positive_int, sample_data,
-                       stack, varying_settings)
+from ._collect import (COUNT, OPTIONAL_COUNT, aggregate_seeds, completed, final_scores,
+                       is_positive_int, run_seeds, sample_data, seeded_tasks, stack,
+                       varying_settings)
 from ._defaults import default_param_count_classifier
 
 __all__ = ["ParamCountStudy", "default_param_count_classifier", "FAMILIES", "DEFAULT_WIDTHS"]
@@ -32,6 +33,7 @@ _DEFAULT_DEPTH = {"mlp": 1, "cnn": 2}
 _WIDTH_PARAM = {"mlp": "module__hidden", "cnn": "module__channels"}
 _COLUMNS = ["name", "family", "depth", "width", "n_params", "seed", "train_loss", "test_loss",
             "train_accuracy", "test_accuracy"]
+_SCORES = ["train_loss", "test_loss", "train_accuracy", "test_accuracy"]
 
 
 def _is_estimator(model):
@@ -75,26 +77,29 @@ class ParamCountStudy(Study):
     n_train, n_test : int or None, default=10000, None
         Samples drawn from ``X`` and ``X_test`` (split off ``X`` when not given,
         20% for None); None: all.
+    n_seeds : int, default=1
+        Runs per model; the first seed of each model is the one of ``n_seeds=1``.
     random_state : int, RandomState or None, default=0
-        Seeds the subsets and the runs (one seed per model, as given).
+        Seeds the subsets and the runs (one first seed per model).
     n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
     results_ : pandas.DataFrame
-        One row per model by increasing ``n_params``: name (``"w=8"``,
+        One row per (model, seed) by increasing ``n_params``: name (``"w=8"``,
         ``"w=(16, 8)"`` or the model's), family (``"custom"`` for ``models``),
         depth, width (None for ``models``), n_params, seed, train_loss,
         test_loss, train_accuracy, test_accuracy (final, eval mode).
     summary_ : pandas.DataFrame
-        The smallest, the best-on-test and the largest model (column ``model``).
+        One row per model: name, family, depth, width, n_params, n_seeds, each
+        score's mean over seeds (its name), ``_std``, 95% t-interval ``_ci_low``, ``_ci_high``.
     settings_ : dict
         Training settings (``"varies by model"`` where they differ, ``"per
         model"`` lists them with ``models``), models, sizes, data.
     estimators_ : dict
-        Model name -> fitted estimator, in the order of ``results_``.
+        Model name -> fitted estimator of its first seed, in the order of ``results_``.
     histories_ : pandas.DataFrame
-        Training histories, with ``name``, ``n_params`` and ``width`` columns.
+        Training histories, with ``name``, ``seed``, ``n_params`` and ``width`` columns.
     diverged_ : pandas.DataFrame
         Diverged runs (name, family, width, depth, message), left out of the rest.
 
@@ -125,12 +130,14 @@ class ParamCountStudy(Study):
         "depth": OPTIONAL_COUNT,
         **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         **dict.fromkeys(("n_train", "n_test"), OPTIONAL_COUNT),
+        "n_seeds": COUNT,
     }
     _run_function = staticmethod(train_run)
+    _held_out_in_training = True
 
     def __init__(self, estimator=None, widths=None, models=None, family="mlp", depth=None,
                  max_epochs=None, lr=None, batch_size=None, n_train=10000, n_test=None,
-                 **shared):
+                 n_seeds=1, **shared):
         super().__init__(estimator, **shared)
         self._store(locals())
 
@@ -209,25 +216,31 @@ class ParamCountStudy(Study):
     def _tasks(self, data, template):
         self._built = [self._build(template, *spec) for _, spec in self._specs]
         # the held-out set is scored once, after the last epoch
-        return [(label, {"estimator": est, "X": data.X, "y": data.y, "X_test": data.X_test,
-                         "y_test": data.y_test, "seed": seed,
-                         "test_every": int(est.max_epochs)})
-                for (label, _), est, seed in zip(self._specs, self._built, self._run_seeds)]
+        return [pair for (label, _), est, seed in zip(self._specs, self._built, self._run_seeds)
+                for pair in seeded_tasks(label, {
+                    "estimator": est, "X": data.X, "y": data.y, "X_test": data.X_test,
+                    "y_test": data.y_test, "test_every": int(est.max_epochs)},
+                    run_seeds(seed, self.n_seeds))]
 
     def _collect(self, data, template, labels, runs):
-        done = completed([{**label, "seed": seed} for label, seed in zip(labels, self._run_seeds)],
-                         runs)
+        done = completed(labels, runs)
         rows = [{**label, "n_params": int(run["n_params"]), **final_scores(run)}
                 for label, run in done]
         self.results_ = (pd.DataFrame(rows, columns=_COLUMNS)
                          .sort_values("n_params", kind="stable").reset_index(drop=True))
-        estimators = {label["name"]: run["estimator"] for label, run in done}
-        self.estimators_ = {name: estimators[name] for name in self.results_["name"]}
-        self.histories_ = stack([({"name": label["name"], "n_params": int(run["n_params"]),
+        estimators = {}
+        for label, run in done:  # each model's first seed that did not diverge
+            estimators.setdefault(label["name"], run["estimator"])
+        self.estimators_ = {name: estimators[name] for name in dict.fromkeys(self.results_["name"])}
+        self.histories_ = stack([({"name": label["name"], "seed": label["seed"],
+                                   "n_params": int(run["n_params"]),
                                    "width": pd.Series([label["width"]] * len(run["history"]),
                                                       dtype=object, index=run["history"].index)},
                                   run["history"]) for label, run in done])
-        self.summary_ = _summary(self.results_)
+        means = aggregate_seeds(self.results_, ["name"], _SCORES)
+        self.summary_ = (self.results_.drop_duplicates("name")[_COLUMNS[:5]]
+                         .merge(means, on="name", how="left").reset_index(drop=True))
+        self.summary_ = self.summary_[[*_COLUMNS[:5], "n_seeds", *means.columns[1:-1]]]
 
     def _settings(self, data, template):
         counts = dict(zip(self.results_["name"], self.results_["n_params"]))
@@ -238,7 +251,7 @@ class ParamCountStudy(Study):
                                     for n in names),
                 "n_models": len(names), **shortcut_settings(self, _SHORTCUTS),
                 "n_train": int(data.X.shape[0]), "n_test": int(data.X_test.shape[0]),
-                "random_state": self.random_state}
+                "n_seeds": self.n_seeds, "random_state": self.random_state}
 
     def _family_words(self):  # "MLP, 1 hidden layer of width w"
         if self.models is not None:
@@ -249,11 +262,3 @@ class ParamCountStudy(Study):
         depth = self._specs[0][0]["depth"]
         return f"{self.family.upper()}, {depth} {unit}{'s' if depth > 1 else ''} of width w"
 
-
-def _summary(results):
-    """The smallest, the best-on-test and the largest model."""
-    picks = {} if results.empty else {"smallest": results["n_params"].idxmin(),
-                                      "best test accuracy": results["test_accuracy"].idxmax(),
-                                      "largest": results["n_params"].idxmax()}
-    return pd.DataFrame([{"model": name, **results.loc[i].to_dict()} for name, i in picks.items()],
-                        columns=["model", *results.columns])

@@ -11,7 +11,8 @@ from sklearn.utils._param_validation import StrOptions
 from ..parameters import count_params
 from ..seeding import spawn_seeds
 from ._base import SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, shortcut_settings, train_run
-from ._collect import OPTIONAL_COUNT, data_sizes, final_scores, model_settings, sample_data
+from ._collect import (COUNT, OPTIONAL_COUNT, aggregate_seeds, completed, data_sizes,
+                       final_scores, model_settings, run_seeds, sample_data, seeded_tasks, stack)
 from ._defaults import default_random_label_classifier
 
 __all__ = ["RandomLabelStudy", "default_random_label_classifier", "LABEL_METHODS"]
@@ -21,9 +22,11 @@ _SHORTCUTS = ("max_epochs", "lr", "batch_size")
 #: How the training labels are randomized, see :func:`hw1sk.datasets.random_labels`.
 LABEL_METHODS = ("shuffle", "uniform")
 
-_COLUMNS = ["epoch", "split", "loss", "accuracy"]
-_SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "train_loss", "train_accuracy",
-                    "test_loss", "test_accuracy", "chance_accuracy", "fit_time"]
+_COLUMNS = ["seed", "epoch", "split", "loss", "accuracy"]
+_SCORES = ["train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+_SUMMARY_COLUMNS = ["n_train", "n_test", "n_epochs", "n_seeds", *_SCORES, "chance_accuracy",
+                    "fit_time",
+                    *[f"{c}_{s}" for c in _SCORES for s in ("std", "ci_low", "ci_high")]]
 
 
 def classes_of(y, y_test, given=None):
@@ -64,13 +67,25 @@ def _timed_run(estimator, X, y, X_test, y_test, seed):
     return {**run, "fit_time": time.perf_counter() - start}
 
 
+def _curves(seed, history):
+    """The train and test curves of one run, per (epoch, split): rows of ``results_``."""
+    return (pd.concat([pd.DataFrame({"seed": seed, "epoch": history["epoch"].to_numpy(),
+                                     "split": split,
+                                     "loss": history[f"{split}_loss"].to_numpy(float),
+                                     "accuracy": history[f"{split}_acc"].to_numpy(float)})
+                       for split in ("train", "test")], ignore_index=True)
+            .sort_values(["epoch", "split"], kind="stable")[_COLUMNS])
+
+
 class RandomLabelStudy(Study):
     """Train a network on random labels: it memorizes them, its test accuracy stays at chance.
 
     Each epoch the network is scored on held-out images with their true labels
     (Zhang et al., 2017).  The classes (the estimator's ``classes``, else every
     label of ``y`` and ``y_test``) are declared to the estimator, so uniform
-    draws that miss one still train every output.
+    draws that miss one still train every output.  With ``n_seeds`` the run is
+    repeated: the random labels stay the same, the seed varies the
+    initialization and the batch order.
 
     Parameters
     ----------
@@ -84,23 +99,29 @@ class RandomLabelStudy(Study):
         When set, replace the estimator's.
     label_method : {"shuffle", "uniform"}, default="shuffle"
         Permute the true labels (their histogram kept), or draw them uniformly.
+    n_seeds : int, default=1
+        Training runs on the same random labels; the first seed is the one of ``n_seeds=1``.
     random_state : int, RandomState or None, default=0
-        Seeds the subsets, the random labels and the run.
+        Seeds the subsets, the random labels and the runs.
     n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
     results_ : pandas.DataFrame
-        Per (epoch, split): epoch, split (``"train"``: random labels, running
-        means over the epoch; ``"test"``: true labels, eval mode), loss, accuracy.
+        Per (seed, epoch, split): seed, epoch, split (``"train"``: random labels,
+        running means over the epoch; ``"test"``: true labels, eval mode), loss, accuracy.
     summary_ : pandas.DataFrame
-        n_train, n_test, n_epochs, final train_loss, train_accuracy (eval mode),
-        test_loss, test_accuracy, chance_accuracy, fit_time (seconds).
+        n_train, n_test, n_epochs, n_seeds (runs that did not diverge), the means
+        over seeds of the final train_loss, train_accuracy (eval mode),
+        test_loss, test_accuracy, chance_accuracy, fit_time (seconds); each
+        score's ``_std`` and 95% t-interval ``_ci_low``, ``_ci_high``.
     y_train_, random_labels_ : ndarray of shape (n_train,)
         True labels of the training subset; the labels trained on.
-    estimator_ : NeuralClassifier or None
-        The fitted network; None when it diverged (``diverged_``, empty results).
-    history_, settings_, diverged_ : pandas.DataFrame, dict, pandas.DataFrame
+    estimator_, history_ : NeuralClassifier or None, pandas.DataFrame
+        The first seed's fitted network and history; None when it diverged.
+    estimators_, histories_ : dict, pandas.DataFrame
+        Seed -> fitted network; every history with a ``seed`` column.
+    settings_, diverged_ : dict, pandas.DataFrame
 
     See Also
     --------
@@ -123,7 +144,7 @@ class RandomLabelStudy(Study):
     >>> study = RandomLabelStudy(NeuralClassifier(module__hidden=(64,)), n_train=100,
     ...                          n_test=50, max_epochs=3).fit(X, y)
     >>> study.results_.shape, list(study.results_.columns)
-    ((6, 4), ['epoch', 'split', 'loss', 'accuracy'])
+    ((6, 5), ['seed', 'epoch', 'split', 'loss', 'accuracy'])
     >>> bool((np.sort(study.random_labels_) == np.sort(study.y_train_)).all())
     True
     >>> study.settings_["batch_size"], study.settings_["max_epochs"]  # the estimator's, 3 set here
@@ -135,11 +156,13 @@ class RandomLabelStudy(Study):
         **dict.fromkeys(("n_train", "n_test"), OPTIONAL_COUNT),
         **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "label_method": [StrOptions(set(LABEL_METHODS))],
+        "n_seeds": COUNT,
     }
     _run_function = staticmethod(_timed_run)
+    _held_out_in_training = True
 
     def __init__(self, estimator=None, n_train=5000, n_test=2000, max_epochs=None, lr=None,
-                 batch_size=None, label_method="shuffle", **shared):
+                 batch_size=None, label_method="shuffle", n_seeds=1, **shared):
         super().__init__(estimator, **shared)
         self._store(locals())
 
@@ -160,25 +183,27 @@ class RandomLabelStudy(Study):
         self.y_train_ = data.y
         self.random_labels_ = _random_class_labels(data.y, self._classes, self._label_seed,
                                                    self.label_method)
-        label = {"seed": int(self._run_seed), "lr": template.lr, "batch_size": template.batch_size}
-        return [(label, {"estimator": template, "X": data.X, "y": self.random_labels_,
-                         "X_test": data.X_test, "y_test": data.y_test, "seed": self._run_seed})]
+        label = {"lr": template.lr, "batch_size": template.batch_size}
+        return seeded_tasks(label, {"estimator": template, "X": data.X, "y": self.random_labels_,
+                                    "X_test": data.X_test, "y_test": data.y_test},
+                            run_seeds(self._run_seed, self.n_seeds))
 
     def _collect(self, data, template, labels, runs):
-        (run,) = runs  # None when it diverged: empty results
-        self.estimator_, self.history_ = ((None, pd.DataFrame()) if run is None
-                                          else (run["estimator"], run["history"]))
-        h = self.history_
-        self.results_ = pd.DataFrame(columns=_COLUMNS) if run is None else (
-            pd.concat([pd.DataFrame({"epoch": h["epoch"].to_numpy(), "split": split,
-                                     "loss": h[f"{split}_loss"].to_numpy(float),
-                                     "accuracy": h[f"{split}_acc"].to_numpy(float)})
-                       for split in ("train", "test")], ignore_index=True)
-            .sort_values(["epoch", "split"], kind="stable").reset_index(drop=True)[_COLUMNS])
-        self.summary_ = pd.DataFrame([] if run is None else [{
-            "n_train": len(data.X), "n_test": len(data.X_test), "n_epochs": len(h),
-            **final_scores(run), "chance_accuracy": 1.0 / len(self._classes),
-            "fit_time": run["fit_time"]}], columns=_SUMMARY_COLUMNS)
+        done = completed(labels, runs)  # the seeds that did not diverge
+        self.estimators_ = {label["seed"]: run["estimator"] for label, run in done}
+        self.histories_ = stack([({"seed": label["seed"]}, run["history"]) for label, run in done],
+                                first=True)
+        self.estimator_, self.history_ = ((None, pd.DataFrame()) if not done
+                                          else (done[0][1]["estimator"], done[0][1]["history"]))
+        self.results_ = (pd.concat([_curves(label["seed"], run["history"]) for label, run in done],
+                                   ignore_index=True) if done else pd.DataFrame(columns=_COLUMNS))
+        sizes = {"n_train": len(data.X), "n_test": len(data.X_test),
+                 "chance_accuracy": 1.0 / len(self._classes)}
+        finals = pd.DataFrame([{**sizes, "n_epochs": len(run["history"]), **final_scores(run),
+                                "fit_time": run["fit_time"]} for _, run in done],
+                              columns=[*sizes, "n_epochs", *_SCORES, "fit_time"])
+        self.summary_ = aggregate_seeds(finals, [*sizes, "n_epochs"], [*_SCORES, "fit_time"])[
+            _SUMMARY_COLUMNS]
 
     def _settings(self, data, template):
         module = None if self.estimator_ is None else self.estimator_.module_
@@ -189,4 +214,5 @@ class RandomLabelStudy(Study):
                 "chance_accuracy": 1.0 / len(self._classes), **data_sizes(data),
                 **({} if module is None else
                    {"params per training image": round(n_params / data.X.shape[0], 1)}),
-                "run seed": int(self._run_seed), "random_state": self.random_state}
+                "run seed": int(self._run_seed), "n_seeds": self.n_seeds,
+                "random_state": self.random_state}

@@ -7,48 +7,54 @@ from numbers import Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import as_seed, spawn_seeds
 from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, prepare_data,
                     shortcut_settings, subset_indices, train_run)
-from ._collect import (COUNT, OPTIONAL_COUNT, TEST_SIZE, completed, data_sizes, final_scores,
-                       is_positive_int, model_settings, stack)
+from ._collect import (CONTROL_CONSTRAINTS, COUNT, OPTIONAL_COUNT, TEST_SIZE, aggregate_seeds,
+                       check_controls, completed, control_outcome, control_settings,
+                       controlled_estimator, data_sizes, final_scores, is_positive_int,
+                       model_settings, run_seeds, stack)
 from ._defaults import default_flatness_classifier
 
 __all__ = ["SensitivityStudy"]
 
 _SHORTCUTS = ("lr", "max_epochs")
-_COLUMNS = ["batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params", "train_loss",
-            "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
-            "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue"]
+_COLUMNS = ["control", "batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params",
+            "train_loss", "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
+            "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue", "n_epochs",
+            "target_reached", "reached_epoch"]
+_SUMMARY_MEASURES = ("train_loss", "test_loss", "test_accuracy", "loss_gap", "accuracy_gap",
+                     "sensitivity", "sharpness", "top_hessian_eigenvalue")
 
 
-def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, X_sens, y_sens,
-                    X_curv, y_curv, output, sharpness, hessian_max_iter):
-    """Train one model at ``batch_size`` and measure it: ``train_run``'s dict and a ``row``.
+def _batch_size_run(estimator, X, y, X_test, y_test, seed, control, X_sens, y_sens, X_curv,
+                    y_curv, output, sharpness, hessian_max_iter):
+    """Train ``estimator`` (its batch size set) with ``seed`` and measure it: ``train_run``'s
+    dict and a ``row``.
 
+    ``control`` names how long it trains (:func:`~._collect.controlled_estimator`);
     ``sharpness`` (the arguments of :func:`hw1sk.generalization.sharpness`) and
     ``hessian_max_iter`` (Lanczos iterations): None skips the measure.
     """
     from .. import curvature, generalization
     from ..evaluation import encode_targets
 
-    run = train_run(clone(estimator).set_params(batch_size=int(batch_size)), X, y, X_test,
-                    y_test, seed=seed)
+    run = train_run(estimator, X, y, X_test, y_test, seed=seed)
     net = run["estimator"]
-    module, criterion = net.module_, net.criterion_
+    module, criterion, batch_size = net.module_, net.criterion_, int(net.batch_size)
     # the measures take the module and its criterion: labels as the criterion takes them
     y_sens, y_curv = encode_targets(net, y_sens), encode_targets(net, y_curv)
-    row = {"batch_size": int(batch_size), "lr": float(net.lr), "max_epochs": int(net.max_epochs),
+    row = {"batch_size": batch_size, "lr": float(net.lr), "max_epochs": int(net.max_epochs),
            # optimizer steps taken: epochs x batches per epoch (the last one partial)
            "n_steps": int(len(run["history"]) * math.ceil(len(X) / batch_size)),
            "seed": int(seed), "n_params": int(run["n_params"]), **final_scores(run),
            "sensitivity": generalization.input_jacobian_norm(module, X_sens, output=output),
            "loss_input_gradient_norm": generalization.loss_input_gradient_norm(
                module, criterion, X_sens, y_sens),
-           "sharpness": math.nan, "top_hessian_eigenvalue": math.nan}
+           "sharpness": math.nan, "top_hessian_eigenvalue": math.nan,
+           **control_outcome(net, control)}
     if sharpness is not None:
         row["sharpness"] = generalization.sharpness(module, criterion, X_curv, y_curv,
                                                     random_state=seed, **sharpness)
@@ -62,10 +68,14 @@ def _batch_size_run(estimator, X, y, X_test, y_test, seed, batch_size, X_sens, y
 class SensitivityStudy(Study):
     """Models that differ only in batch size: generalization, sensitivity, sharpness.
 
-    One model per batch size, all with one seed (initial weights, shuffling),
-    lr and number of epochs.  Equal epochs are equal compute, so a large-batch
-    model takes proportionally fewer optimizer steps (``n_steps``).  Every model
-    is measured on the same samples (Novak et al., 2018; Keskar et al., 2017).
+    ``n_seeds`` models per batch size (the seeds, of initial weights and
+    shuffling, shared by all batch sizes), with one lr.  Under the
+    ``"epochs"`` control every model trains the estimator's epochs (equal
+    compute: a large-batch model takes fewer optimizer steps, ``n_steps``,
+    and may be undertrained); under ``"train_loss"`` each trains until its
+    train loss reaches ``target_loss`` (at most ``max_epochs_cap`` epochs).
+    Every model is measured on the same samples (Novak et al., 2018; Keskar
+    et al., 2017).
 
     Parameters
     ----------
@@ -88,6 +98,14 @@ class SensitivityStudy(Study):
         Lanczos iterations at most (a relative residual of 1e-4 stops earlier).
     test_size : float or int, default=0.2
         Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test``.
+    n_seeds : int, default=1
+        Models per batch size and control; the first seed is the one a single run uses.
+    controls : tuple of {"epochs", "train_loss"}, default=("epochs",)
+        Equal epochs, and/or equal train loss (training stops at ``target_loss``).
+    target_loss : float or None, default=None
+        The train loss of the ``"train_loss"`` control (required by it).
+    max_epochs_cap : int or None, default=None
+        Most epochs under ``"train_loss"``; None: 10 x the estimator's ``max_epochs``.
     random_state : int, RandomState or None, default=0
         Seeds the split, the training, the subsets and the random starts.
     n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
@@ -95,26 +113,33 @@ class SensitivityStudy(Study):
     Attributes
     ----------
     results_ : pandas.DataFrame
-        One row per batch size: batch_size, lr, max_epochs, n_steps, seed, n_params,
+        One row per (control, batch size, seed): control, batch_size, lr,
+        max_epochs (the cap under "train_loss"), n_steps, seed, n_params,
         train_loss, test_loss, train_accuracy, test_accuracy; on ``n_eval`` samples
         of ``sensitivity_on``: sensitivity (mean Frobenius norm of the output's
         input Jacobian, :func:`hw1sk.generalization.input_jacobian_norm`) and
         loss_input_gradient_norm; on ``n_eval`` training samples: sharpness
         (:func:`hw1sk.generalization.sharpness`) and top_hessian_eigenvalue
-        (Lanczos, :func:`hw1sk.curvature.top_hessian_eigenvalues`); NaN when off.
+        (Lanczos, :func:`hw1sk.curvature.top_hessian_eigenvalues`); NaN when off;
+        n_epochs trained, target_reached (None under "epochs"), reached_epoch.
     summary_ : pandas.DataFrame
-        batch_size, test_accuracy, loss_gap (test - train loss), accuracy_gap
-        (train - test accuracy), sensitivity, sharpness, top_hessian_eigenvalue.
+        Per (control, batch_size), over the seeds: the mean of train_loss,
+        test_loss, test_accuracy, loss_gap (test - train loss), accuracy_gap
+        (train - test accuracy), sensitivity, sharpness, top_hessian_eigenvalue,
+        each with ``_std``, ``_ci_low``, ``_ci_high`` (95% t-interval); n_seeds,
+        mean n_epochs, n_reached, target_reached (all seeds), mean reached_epoch.
     histories_ : pandas.DataFrame
-        Training histories, with a ``batch_size`` column.
+        Training histories, with ``control``, ``batch_size`` and ``seed`` columns.
     eval_indices_ : dict
         ``"sensitivity"`` (into the ``sensitivity_on`` split), ``"curvature"``
         (training indices): the samples measured.
     estimators_ : dict
-        Batch size -> fitted estimator.
+        Batch size -> fitted estimator (first control, first seed).
+    all_estimators_ : dict
+        ``(control, batch_size, seed)`` -> fitted estimator.
     settings_ : dict
     diverged_ : pandas.DataFrame
-        Diverged runs (batch_size, message), left out of the rest.
+        Diverged runs (control, batch_size, seed, message), left out of the rest.
 
     See Also
     --------
@@ -150,6 +175,7 @@ class SensitivityStudy(Study):
         "sharpness_epsilon": [Interval(Real, 0, None, closed="neither")],
         **dict.fromkeys(("sharpness_steps", "sharpness_restarts", "hessian_max_iter"), COUNT),
         "test_size": TEST_SIZE,
+        **CONTROL_CONSTRAINTS,
     }
     _run_function = staticmethod(_batch_size_run)
 
@@ -157,7 +183,8 @@ class SensitivityStudy(Study):
                  max_epochs=None, output="softmax", sensitivity_on="test", n_eval=1000,
                  sharpness=True, sharpness_epsilon=1e-3, sharpness_steps=20,
                  sharpness_restarts=3, hessian_top=True, hessian_max_iter=50,
-                 test_size=0.2, **shared):
+                 test_size=0.2, n_seeds=1, controls=("epochs",), target_loss=None,
+                 max_epochs_cap=None, **shared):
         super().__init__(estimator, **shared)
         self._store(locals())
 
@@ -188,23 +215,33 @@ class SensitivityStudy(Study):
         sharpness = {"epsilon": float(self.sharpness_epsilon),
                      "n_steps": int(self.sharpness_steps),
                      "n_restarts": int(self.sharpness_restarts)}
-        common = {"estimator": template, "X": data.X, "y": data.y, "X_test": data.X_test,
-                  "y_test": data.y_test, "seed": self._seeds[1], "X_sens": X_pool[sens],
-                  "y_sens": y_pool[sens], "X_curv": data.X[curv], "y_curv": data.y[curv],
-                  "output": self.output, "sharpness": sharpness if self.sharpness else None,
+        common = {"X": data.X, "y": data.y, "X_test": data.X_test, "y_test": data.y_test,
+                  "X_sens": X_pool[sens], "y_sens": y_pool[sens], "X_curv": data.X[curv],
+                  "y_curv": data.y[curv], "output": self.output,
+                  "sharpness": sharpness if self.sharpness else None,
                   "hessian_max_iter": int(self.hessian_max_iter) if self.hessian_top else None}
-        return [({"batch_size": int(b)}, {**common, "batch_size": int(b)}) for b in batch_sizes]
+        self._run_seeds = run_seeds(self._seeds[1], self.n_seeds)
+        tasks = []
+        for control in check_controls(self):
+            for b in batch_sizes:  # one estimator per condition: its seeds train together
+                est = controlled_estimator(template, control, self, batch_size=int(b))
+                tasks += [({"control": control, "batch_size": int(b), "seed": seed},
+                           {**common, "estimator": est, "seed": seed, "control": control})
+                          for seed in self._run_seeds]
+        return tasks
 
     def _collect(self, data, template, labels, runs):
         done = completed(labels, runs)
         self.results_ = res = pd.DataFrame([run["row"] for _, run in done], columns=_COLUMNS)
-        self.estimators_ = {lab["batch_size"]: run["estimator"] for lab, run in done}
+        self.all_estimators_ = {(lab["control"], lab["batch_size"], lab["seed"]): run["estimator"]
+                                for lab, run in done}
+        first = (labels[0]["control"], labels[0]["seed"]) if labels else None
+        self.estimators_ = {b: est for (c, b, s), est in self.all_estimators_.items()
+                            if (c, s) == first}
         self.histories_ = stack([(lab, run["history"]) for lab, run in done])
-        self.summary_ = pd.DataFrame({
-            "batch_size": res["batch_size"], "test_accuracy": res["test_accuracy"],
-            "loss_gap": res["test_loss"] - res["train_loss"],
-            "accuracy_gap": res["train_accuracy"] - res["test_accuracy"],
-            **{m: res[m] for m in ("sensitivity", "sharpness", "top_hessian_eigenvalue")}})
+        per_seed = res.assign(loss_gap=res["test_loss"] - res["train_loss"],
+                              accuracy_gap=res["train_accuracy"] - res["test_accuracy"])
+        self.summary_ = aggregate_seeds(per_seed, ["control", "batch_size"], _SUMMARY_MEASURES)
         self._model = {} if not done else model_settings(done[0][1]["estimator"].module_,
                                                          done[0][1]["n_params"])
 
@@ -213,7 +250,8 @@ class SensitivityStudy(Study):
         return {
             **self._model, "varied": "batch_size",
             "batch_sizes": str(tuple(int(b) for b in np.asarray(self.batch_sizes).ravel())),
-            **shortcut_settings(self, _SHORTCUTS), "seed (all models)": int(self._seeds[1]),
+            **shortcut_settings(self, _SHORTCUTS),
+            **control_settings(self, template, self._run_seeds),
             **data_sizes(data),
             "sensitivity": (f"mean Frobenius norm of d {self.output}/d input on "
                             f"{n_sens} {self.sensitivity_on} samples"),

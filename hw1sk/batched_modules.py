@@ -1,0 +1,405 @@
+"""Many copies of one network as stacked tensors, run with batched matrix products.
+
+:class:`BatchedNetwork` is the fast path of :class:`hw1sk.ensemble.SeedEnsemble`
+for the networks the studies train: :class:`~hw1sk.models.MLP`,
+:class:`~hw1sk.models.CNN` and ``nn.Sequential`` stacks of ``Linear``,
+``Conv2d``, pooling, ``Flatten`` and elementwise activations.  The seeds'
+parameters live in one ``(n_seeds, n_params)`` tensor (each row one seed's
+parameters in ``named_parameters`` order, as
+:func:`hw1sk.parameters.flatten_parameters` lays them out), so an optimizer
+step is a handful of elementwise operations on one tensor.  The forward pass
+is written directly on stacked tensors, with no :func:`torch.func.vmap`:
+
+* a ``Linear`` layer is one :func:`torch.baddbmm` on activations of shape
+  ``(n_seeds, batch, features)`` (one :func:`torch.addmm` against the
+  stacked weights when every seed sees the same batch);
+* a ``Conv2d`` layer is one grouped convolution on activations of shape
+  ``(batch, n_seeds * channels, height, width)`` (``groups`` times
+  ``n_seeds``);
+* activations and pooling act per element or per channel, so they run on the
+  stacked tensors as they are.
+
+The loss is the sum over seeds of each seed's mean loss, so ordinary autograd
+on the stacked parameters gives every seed exactly its own gradient.
+
+Examples
+--------
+>>> import torch
+>>> from hw1sk.models import MLP
+>>> from hw1sk.batched_modules import BatchedNetwork
+>>> copies = [MLP(2, (3,), 1) for _ in range(4)]
+>>> net = BatchedNetwork(copies)
+>>> flat = net.stack_parameters(copies)
+>>> flat.shape
+torch.Size([4, 13])
+>>> x = torch.randn(5, 2)
+>>> out = net.forward(flat, x, shared=True)          # every seed on the same batch
+>>> out.shape
+torch.Size([4, 5, 1])
+>>> torch.allclose(out[2], copies[2](x), atol=1e-6)
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BatchedNetwork", "UnsupportedModule", "batched_loss"]
+
+# layers applied to the stacked tensors as they are: per element, no parameters
+_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.GELU, nn.ELU, nn.SiLU,
+                nn.LeakyReLU, nn.Identity, nn.CELU, nn.SELU, nn.Mish, nn.Hardswish,
+                nn.Hardtanh, nn.ReLU6, nn.Softsign, nn.Tanhshrink, nn.Hardsigmoid)
+# per channel of an image batch: they act on (batch, seeds * channels, h, w) as on one seed
+_PER_CHANNEL = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+class UnsupportedModule(ValueError):
+    """The module is not one :class:`BatchedNetwork` can run (the message says why)."""
+
+
+def _program(module, path=""):
+    """The module as a list of ``(kind, layer)`` steps, or UnsupportedModule."""
+    from .models import CNN, MLP
+
+    where = path or "the module"
+    kind = type(module)
+    if kind is MLP:
+        return _program(module.net, f"{path}.net" if path else "net")
+    if kind is CNN:
+        return ([("images", module)]
+                + _program(module.features, f"{path}.features" if path else "features")
+                + _program(module.head, f"{path}.head" if path else "head"))
+    if kind is nn.Sequential:
+        steps = []
+        for name, child in module.named_children():
+            steps += _program(child, f"{path}.{name}" if path else name)
+        return steps
+    if kind is nn.Linear:
+        return [("linear", module)]
+    if kind is nn.Conv2d:
+        if module.padding_mode != "zeros":
+            raise UnsupportedModule(f"{where}: Conv2d with padding_mode="
+                                    f"{module.padding_mode!r}")
+        return [("conv", module)]
+    if kind is nn.Flatten:
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise UnsupportedModule(f"{where}: Flatten other than Flatten(1, -1)")
+        return [("flatten", module)]
+    if kind is nn.Dropout and module.p == 0:
+        return [("elementwise", nn.Identity())]
+    if isinstance(module, _ELEMENTWISE) and type(module).forward is kind.forward:
+        return [("elementwise", module)]
+    if isinstance(module, _PER_CHANNEL) and type(module).forward is kind.forward:
+        return [("pool", module)]
+    raise UnsupportedModule(f"{where} ({kind.__name__}) is not a layer the batched pass "
+                            "runs (Linear, Conv2d, pooling, Flatten, elementwise "
+                            "activations in MLP, CNN or nn.Sequential)")
+
+
+class BatchedNetwork:
+    """Run ``len(modules)`` copies of one architecture on stacked parameters.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The architecture (one copy); MLP, CNN or ``nn.Sequential`` of the
+        supported layers, without buffers.
+
+    Raises
+    ------
+    UnsupportedModule
+        For any other module (the message names the layer).
+
+    Attributes
+    ----------
+    names : list of str
+        Parameter names, in ``named_parameters`` order.
+    shapes : list of torch.Size
+    offsets : list of int
+        Start of each parameter in a row of the flat parameters.
+    n_params : int
+    """
+
+    def __init__(self, module):
+        if isinstance(module, (list, tuple)):
+            module = module[0]
+        self.steps = _program(module)
+        if any(True for _ in module.buffers()):
+            raise UnsupportedModule("the module has buffers")
+        named = list(module.named_parameters())
+        index = {id(p): i for i, (_, p) in enumerate(named)}
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.offsets = [0]
+        for shape in self.shapes:
+            self.offsets.append(self.offsets[-1] + math.prod(shape))
+        self.n_params = self.offsets.pop()
+        covered = set()
+        self._slots = []  # per step: indices of (weight, bias) in the flat layout, or None
+        for kind, layer in self.steps:
+            if kind in ("linear", "conv"):
+                w = index[id(layer.weight)]
+                b = None if layer.bias is None else index[id(layer.bias)]
+                covered.update(i for i in (w, b) if i is not None)
+                self._slots.append((w, b))
+            else:
+                self._slots.append(None)
+        if len(covered) != len(named):
+            missing = [self.names[i] for i in range(len(named)) if i not in covered]
+            raise UnsupportedModule(f"parameters {missing} are used outside Linear/Conv2d")
+        # a Linear followed by an activation whose derivative is known from its output
+        # is one fused step; the activation step is then skipped
+        self._fused = {}
+        for i, (kind, layer) in enumerate(self.steps[:-1]):
+            nxt = self.steps[i + 1][1]
+            if kind == "linear" and type(nxt) in _FUSED_ACTIVATIONS:
+                self._fused[i] = _FUSED_ACTIVATIONS[type(nxt)]
+        self._workspace = {}
+        self.images = next((layer for kind, layer in self.steps if kind == "images"), None)
+        self.image_input = bool(self.steps) and self.steps[0][0] in ("images", "conv")
+
+    # --------------------------------------------------------------- layout
+    def stack_parameters(self, modules):
+        """The modules' parameters as one ``(n_seeds, n_params)`` tensor (a copy)."""
+        with torch.no_grad():
+            return torch.stack([torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+                                for m in modules])
+
+    def unstack_parameters(self, flat, modules):
+        """Copy row ``i`` of ``flat`` into the parameters of ``modules[i]``."""
+        with torch.no_grad():
+            for row, module in zip(flat, modules):
+                for (start, shape), p in zip(zip(self.offsets, self.shapes),
+                                             module.parameters()):
+                    p.copy_(row[start:start + math.prod(shape)].view(shape))
+
+    def leaves(self, flat):
+        """Per-parameter views of ``flat`` of shape ``(n_seeds, *shape)`` that require grad."""
+        S = flat.shape[0]
+        out = []
+        for start, shape in zip(self.offsets, self.shapes):
+            view = flat.detach()[:, start:start + math.prod(shape)].view(S, *shape)
+            out.append(view.requires_grad_())
+        return out
+
+    def gather(self, X, idx):
+        """Each seed's batch ``X[idx[s]]`` in the layout the first layer takes."""
+        if self.image_input:
+            return X[idx.t()]  # (batch, seeds, ...): images become (batch, seeds * c, h, w)
+        return X[idx]
+
+    def _workspace_for(self, i, training):
+        """Buffers that step ``i`` reuses across training steps (None: allocate).
+
+        Fresh allocations of a few MB are page-faulted in on every step by the
+        system allocator (returned to the OS and mapped again); writing the
+        wide layers' outputs and gradients into the same buffers each step
+        avoids it.  A step's graph is freed before the next step overwrites them.
+        """
+        if not training:
+            return None
+        return self._workspace.setdefault(i, {})
+
+    # -------------------------------------------------------------- forward
+    def forward(self, params, x, shared):
+        """Outputs of shape ``(n_seeds, batch, n_out)``.
+
+        Parameters
+        ----------
+        params : Tensor of shape (n_seeds, n_params) or list of Tensor
+            Flat parameters, or the per-parameter stacked views of :meth:`leaves`.
+        x : Tensor
+            ``(batch, ...)`` when ``shared`` (every seed on the same batch),
+            else what :meth:`gather` returns.
+        shared : bool
+        """
+        if isinstance(params, torch.Tensor):
+            S = params.shape[0]
+            params = [params[:, s:s + math.prod(shape)].view(S, *shape)
+                      for s, shape in zip(self.offsets, self.shapes)]
+        S = params[0].shape[0]
+        # the state: "data" as given, (batch, ...) shared or (S, batch, ...);
+        # "dense": (S, features, batch), samples last, so that a layer's product
+        # W @ h has the long batch dimension as its columns (MKL's batched
+        # products are several times faster so for narrow layers);
+        # "image": (batch, S * channels, h, w) or, shared, (batch, channels, h, w)
+        state = "data"
+        training = torch.is_grad_enabled() and params[0].requires_grad
+        skip = -1
+        for i, ((kind, layer), slot) in enumerate(zip(self.steps, self._slots)):
+            if i == skip:
+                continue
+            if kind == "images":  # CNN.forward: samples that are not (C, H, W) are reshaped
+                C, size = layer.in_channels, layer.image_size
+                sample = x.shape[1:] if shared else x.shape[2:]
+                if len(sample) == 3 and tuple(sample) != (C, size, size):
+                    raise UnsupportedModule(f"images of shape {tuple(sample)} for a CNN "
+                                            f"of {C} channels of size {size}")
+                x = x.reshape(x.shape[0], C if shared else S * C, size, size)
+                state = "image"
+            elif kind == "linear":
+                w, b = params[slot[0]], None if slot[1] is None else params[slot[1]]
+                if state == "data":
+                    if x.dim() != (2 if shared else 3):
+                        raise UnsupportedModule("Linear on samples that are not vectors")
+                    x = x.t() if shared else x.transpose(1, 2)
+                elif state == "image":
+                    raise UnsupportedModule("Linear on images without Flatten")
+                act = self._fused.get(i)
+                if act is not None:
+                    skip = i + 1
+                x = _linear(x, w, b, shared, act or "identity",
+                            self._workspace_for(i, training))
+                shared, state = False, "dense"
+            elif kind == "conv":
+                w, b = params[slot[0]], None if slot[1] is None else params[slot[1]]
+                if state == "dense":
+                    raise UnsupportedModule("Conv2d after a dense layer")
+                if not shared and x.dim() == 5:  # gathered (B, S, C, H, W) data
+                    x = x.reshape(x.shape[0], S * x.shape[2], *x.shape[3:])
+                weight = w.reshape(S * w.shape[1], *w.shape[2:])
+                bias = None if b is None else b.reshape(-1)
+                groups = layer.groups if shared else layer.groups * S
+                x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation,
+                             groups)
+                shared, state = False, "image"
+            elif kind == "flatten":
+                if state == "data":
+                    x = x.flatten(1) if shared else x.flatten(2)
+                elif state == "image":
+                    if shared:
+                        x = x.flatten(1)
+                        state = "data"
+                    else:
+                        x = x.reshape(x.shape[0], S, -1).permute(1, 2, 0)
+                        state = "dense"
+            else:  # elementwise or per-channel pooling
+                x = layer(x)
+        if state != "dense":
+            raise UnsupportedModule("the network does not end in a Linear layer")
+        return x.transpose(1, 2)
+
+
+def _linear(xt, w, b, shared, activation="identity", workspace=None):
+    """``act(W @ x + b)`` for every seed: ``xt`` is ``(S, in, batch)`` or, shared, ``(in, batch)``."""
+    has_bias = b is not None
+    if b is None:
+        b = w.new_zeros(())  # no parameter: its gradient is not asked for
+    return _StackedLinear.apply(xt, w, b, shared, has_bias, activation, workspace)
+
+
+def _buffer(workspace, key, shape, like):
+    """``workspace[key]`` if it has this shape and dtype, else a new empty tensor kept there."""
+    if workspace is None:
+        return None
+    buf = workspace.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+        buf = workspace[key] = like.new_empty(shape)
+    return buf
+
+
+# activations fused into the Linear before them: derivative from the output
+_FUSED_ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
+                      nn.Identity: "identity"}
+
+
+class _StackedLinear(torch.autograd.Function):
+    """A Linear layer (and the activation after it) of every seed on samples-last
+    activations.  Its backward picks the cheap product for the shapes of a
+    narrow or one-output layer (autograd's ``baddbmm`` backward makes an outer
+    product a matrix product), and it writes the wide tensors into reused
+    buffers of ``workspace``."""
+
+    @staticmethod
+    def forward(ctx, xt, w, b, shared, has_bias, activation, workspace):
+        S, O = w.shape[0], w.shape[1]
+        B = xt.shape[-1]
+        xe = xt.expand(S, *xt.shape) if shared else xt
+        out = _buffer(workspace, "out", (S, O, B), w)
+        if has_bias:
+            out = torch.baddbmm(b.unsqueeze(-1), w, xe, out=out)
+        else:
+            out = torch.bmm(w, xe, out=out)
+        if activation == "relu":
+            out.clamp_min_(0)
+        elif activation == "tanh":
+            out.tanh_()
+        elif activation == "sigmoid":
+            out.sigmoid_()
+        ctx.save_for_backward(xt, w, out)
+        ctx.shared, ctx.has_bias, ctx.activation = shared, has_bias, activation
+        ctx.workspace = workspace
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xt, w, y = ctx.saved_tensors
+        act = ctx.activation
+        if act != "identity":
+            h = _buffer(ctx.workspace, "grad_out", g.shape, g)
+            if act == "relu":
+                g = torch.ops.aten.threshold_backward.grad_input(g, y, 0, grad_input=h) \
+                    if h is not None else torch.ops.aten.threshold_backward(g, y, 0)
+            elif act == "tanh":
+                g = torch.ops.aten.tanh_backward.grad_input(g, y, grad_input=h) \
+                    if h is not None else torch.ops.aten.tanh_backward(g, y)
+            else:
+                g = torch.ops.aten.sigmoid_backward.grad_input(g, y, grad_input=h) \
+                    if h is not None else torch.ops.aten.sigmoid_backward(g, y)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            wt = w.transpose(1, 2)
+            buf = _buffer(ctx.workspace, "grad_in", (w.shape[0], w.shape[2], g.shape[-1]), g)
+            if w.shape[1] == 1:  # one output: an outer product
+                grad_x = torch.mul(wt, g, out=buf) if buf is not None else torch.mul(wt, g)
+            else:
+                grad_x = torch.bmm(wt, g, out=buf) if buf is not None else torch.bmm(wt, g)
+            if ctx.shared:
+                grad_x = grad_x.sum(0)
+        if ctx.needs_input_grad[1]:
+            if ctx.shared:  # one product: (S * out, batch) @ (batch, in)
+                grad_w = torch.matmul(g, xt.t())
+            else:
+                grad_w = torch.bmm(g, xt.transpose(1, 2))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(-1)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def batched_loss(criterion, out, y, shared):
+    """Each seed's mean loss, shape ``(n_seeds,)``, as ``criterion`` computes it per seed.
+
+    ``MSELoss``, ``L1Loss`` and ``CrossEntropyLoss`` (mean reduction, no class
+    weights) are computed directly; other criteria through
+    :func:`torch.func.vmap` over the seeds.
+
+    Parameters
+    ----------
+    criterion : torch.nn.Module
+    out : Tensor of shape (n_seeds, batch, ...)
+    y : Tensor of shape (batch, ...) when ``shared``, else (n_seeds, batch, ...)
+    shared : bool
+    """
+    S = out.shape[0]
+    kind = type(criterion)
+    if kind in (nn.MSELoss, nn.L1Loss) and criterion.reduction == "mean":
+        target = y.unsqueeze(0) if shared else y
+        if target.shape[1:] == out.shape[1:]:
+            diff = out - target
+            per = diff.square() if kind is nn.MSELoss else diff.abs()
+            return per.reshape(S, -1).mean(1)
+    if (kind is nn.CrossEntropyLoss and criterion.reduction == "mean"
+            and criterion.weight is None and out.dim() == 3 and not y.is_floating_point()):
+        target = (y.expand(S, *y.shape) if shared else y).reshape(-1)
+        if criterion.ignore_index < 0:  # class indices are >= 0: none is ignored
+            losses = F.cross_entropy(out.reshape(-1, out.shape[-1]), target, reduction="none",
+                                     label_smoothing=criterion.label_smoothing)
+            return losses.view(S, -1).mean(1)
+    from torch.func import vmap
+
+    return vmap(criterion, in_dims=(0, None if shared else 0))(out, y)
