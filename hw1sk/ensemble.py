@@ -74,6 +74,9 @@ AUTO_CHUNK_CACHE = 16 << 20
 _DEFAULT_N_SEEDS = 5
 # callbacks whose effect on a fit the vectorized pass reproduces
 _REPLAYED_CALLBACKS = (EpochScores, DivergenceCheck, WeightTrace, GradNormTrace, HeldOutScore)
+#: Callback classes whose effect the vectorized pass reproduces; any other callback makes
+#: SeedEnsemble fit the seeds one by one.
+REPLAYED_CALLBACKS = _REPLAYED_CALLBACKS
 _FUNCTIONAL_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD,
                           torch.optim.RMSprop)
 # layers that keep state across calls (running statistics) or draw random numbers

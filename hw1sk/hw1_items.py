@@ -183,7 +183,7 @@ register(
     quick={"depths": (1, 2, 4),
            "estimator": _spec("classifier", lr=3e-3, max_epochs=4, batch_size=64),
            "data_n_train": 6000, "data_n_test": 2000},
-    full={"depths": (1, 2, 4),
+    full={"depths": (1, 2, 4), "n_restarts": 3,
           "estimator": _spec("classifier", lr=1e-3, max_epochs=10, batch_size=128),
           "data_n_train": None, "data_n_test": None},
 )
@@ -271,7 +271,7 @@ register(
            "estimator": _spec("regressor", module="mlp", module__hidden=(16, 16), lr=3e-3,
                               batch_size=-1, max_epochs=3000),
            "data_function": "sinc", "data_n_samples": 200},
-    full={"n_runs": 1, "every": 100,
+    full={"n_runs": 3, "every": 100,
           "estimator": _spec("regressor", module="mlp", module__hidden=(16, 16), lr=3e-3,
                              batch_size=-1, max_epochs=5000),
           "data_function": "sinc", "data_n_samples": 1000},

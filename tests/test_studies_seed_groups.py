@@ -143,3 +143,15 @@ def test_diverged_seeds_of_a_group_are_reported(regression_data):
 def test_vectorize_is_validated(regression_data):
     with pytest.raises(ValueError, match="'vectorize' parameter"):
         _SeedStudy(vectorize="always").fit(*regression_data)
+
+
+def test_auto_keeps_runs_apart_when_a_callback_is_not_replayed(regression_data, ensemble_fits):
+    from hw1sk.training_callbacks import PlateauStopping
+
+    X, y = regression_data
+    est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=20, lr=1e-2,
+                          callbacks=[("plateau", PlateauStopping(patience=5))])
+    _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
+    assert ensemble_fits == []  # auto: the runs stay separate sweep tasks (n_jobs)
+    _SeedStudy(est, n_seeds=4, vectorize=True, backend="sequential").fit(X, y)
+    assert ensemble_fits == [4]  # True: grouped (the ensemble warns and loops)

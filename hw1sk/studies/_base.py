@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_X_y
 from ..evaluation import evaluate_estimator
 from ..parameters import count_params
 from ..seeding import spawn_seeds
-from ._seed_groups import run_seed_group, seed_groups
+from ._seed_groups import replays_callbacks, run_seed_group, seed_groups
 
 
 def describe_value(value):
@@ -507,8 +507,10 @@ class Study(BaseEstimator):
 
         Tasks that differ only in their seed (:func:`seed_groups`), at least
         :data:`AUTO_MIN_SEEDS` of them with ``vectorize="auto"`` (two with
-        True).  ``"auto"`` cuts each into the fewest contiguous pieces of at
-        most :data:`AUTO_MAX_SEEDS` runs.  The pieces never depend on
+        True).  ``"auto"`` skips a group whose estimator has a callback the
+        vectorized pass does not replay (:func:`replays_callbacks`: it would
+        be fitted seed by seed in one task), and cuts each other one into the
+        fewest contiguous pieces of at most :data:`AUTO_MAX_SEEDS` runs.  The pieces never depend on
         ``n_jobs``: batched products round differently for different numbers
         of seeds, and the same ``random_state`` must give the same numbers
         whatever ``n_jobs``.
@@ -518,6 +520,8 @@ class Study(BaseEstimator):
         least = AUTO_MIN_SEEDS if self.vectorize == "auto" else 2
         out = []
         for group in seed_groups(tasks):
+            if self.vectorize == "auto" and not replays_callbacks(tasks[group[0]]["estimator"]):
+                continue  # fitted seed by seed anyway: keep the runs apart for n_jobs
             if len(group) >= least:
                 pieces = -(-len(group) // AUTO_MAX_SEEDS) if self.vectorize == "auto" else 1
                 out.extend([int(i) for i in p] for p in np.array_split(group, max(pieces, 1)))

@@ -19,7 +19,7 @@ import contextvars
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["seed_groups", "run_seed_group", "take_prefitted"]
+__all__ = ["seed_groups", "run_seed_group", "take_prefitted", "replays_callbacks"]
 
 
 @dataclass
@@ -66,6 +66,21 @@ def seed_groups(tasks):
             key = tuple(sorted((k, _key_part(v)) for k, v in task.items() if k != "seed"))
         groups.setdefault(key, []).append(i)
     return list(groups.values())
+
+
+def replays_callbacks(estimator):
+    """Whether the vectorized pass of SeedEnsemble replays every callback of ``estimator``.
+
+    A seed group whose estimator has another callback (a plateau or target
+    stop) would be fitted seed by seed inside one task, losing ``n_jobs``.
+    """
+    from ..ensemble import REPLAYED_CALLBACKS
+
+    for entry in getattr(estimator, "callbacks", None) or []:
+        callback = entry[1] if isinstance(entry, tuple) else entry
+        if not isinstance(callback, REPLAYED_CALLBACKS):
+            return False
+    return True
 
 
 def take_prefitted(estimator, X, y, X_test, seed):
