@@ -673,8 +673,9 @@ def _paired_finding(item, diffs, what, expectation, reference, min_difference=0.
     mean within ``min_difference`` of 0.
     """
     mean, low, high, n = _t_interval(diffs)
-    claim = (f"Mean over {n} seed(s) of {what}: {_g(mean)} (95% t-interval "
-             f"[{_g(low)}, {_g(high)}]).")
+    interval = (f"95% t-interval [{_g(low)}, {_g(high)}]" if math.isfinite(low)
+                else f"no interval from {n} seed(s)")
+    claim = f"Mean over {n} seed(s) of {what}: {_g(mean)} ({interval})."
     evidence = (f"{what}, per seed: " + (", ".join(_g(d) for d in diffs) or "none")
                 + f"; n = {n}")
     if _seeds_reason(n):

@@ -494,6 +494,7 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
         closed: no report is written, and the runs that finished stay in
         ``cache_dir``.
     """
+    import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
     from .experiments import run_experiment, select_experiments
@@ -516,6 +517,10 @@ def build_report(out_dir, profile="quick", only=None, *, data_home=None, n_jobs=
                 exp_id, profile, data_home=data_home, n_jobs=n_jobs, device=device, seed=seed,
                 backend=backend, scheduler=scheduler, cache_dir=cache_dir, progress=progress,
                 overrides=(overrides or {}).get(exp_id)))
+            # the report holds the figures until it writes them: out of pyplot's registry
+            # (they still save), so a long report opens no more than one item's figures
+            for fig in results[-1].figures.values():
+                plt.close(fig)
     total = time.perf_counter() - start
     meta = {
         "profile": profile, "experiments": ", ".join(ids), "seed": seed, "n_jobs": n_jobs,

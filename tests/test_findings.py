@@ -378,3 +378,9 @@ def test_hessian_spectrum_rise_needs_an_interval_off_the_threshold():
     found = F.hessian_spectrum_findings(_spectrum([9, 9, 9], [(1, 2, 3), (1, 2, 3), (3, 2, 1)]))
     assert found[1].verdict == INCONCLUSIVE and "reaches into" in found[1].reason
     assert "%" in found[1].claim and "[" in found[1].claim
+
+
+def test_one_seed_paired_comparison_says_there_is_no_interval():
+    found = F.sensitivity_findings(_sensitivity(6, n_seeds=1))
+    assert found[2].verdict == INCONCLUSIVE
+    assert "no interval from 1 seed(s)" in found[2].claim and "nan" not in found[2].claim

@@ -218,3 +218,26 @@ def test_each_item_shows_figures_then_findings_then_settings(tmp_path):
 def test_a_report_without_findings_has_no_findings_table(tmp_path):
     md = write_report(_results(), tmp_path)["markdown"].read_text()
     assert "## Findings" not in md and "### Findings" not in md
+
+
+def test_a_long_report_keeps_no_more_than_one_items_figures_open(tmp_path, monkeypatch):
+    import warnings
+
+    import hw1sk.experiments as experiments
+    from hw1sk.report import build_report
+
+    def fake_run(exp_id, profile, **kwargs):  # 4 figures per item, 8 items: 32 in all
+        return ExperimentResult(id=exp_id, title=exp_id,
+                                figures={f"f{i}": _figure() for i in range(4)})
+
+    ids = [f"1-x-{i}" for i in range(8)]
+    monkeypatch.setattr(experiments, "run_experiment", fake_run)
+    monkeypatch.setattr(experiments, "select_experiments", lambda only: ids)
+    plt.close("all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # matplotlib's >20 figures warning
+        paths = build_report(out_dir=tmp_path, progress=False)
+    assert plt.get_fignums() == []
+    pngs = sorted((tmp_path / "figures").glob("*.png"))
+    assert len(pngs) == 32 and all(p.stat().st_size > 1000 for p in pngs)
+    assert paths["html"].read_text().count("<figure>") == 32
