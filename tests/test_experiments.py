@@ -199,6 +199,9 @@ def test_a_findings_function_that_raises_never_loses_the_item(monkeypatch):
     def broken(study, item):
         raise KeyError("no_such_column")
 
+    from hw1sk.experiments import _load_registry
+
+    _load_registry()  # the items, also when this test runs first
     exp_id = "1-2-minimal-ratio"
     monkeypatch.setitem(EXPERIMENTS, exp_id,
                         dataclasses.replace(EXPERIMENTS[exp_id], findings=broken))

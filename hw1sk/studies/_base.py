@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, check_X_y
 from ..evaluation import evaluate_estimator
 from ..parameters import count_params
 from ..seeding import spawn_seeds
+from ._docs import compose, shortcut_values
 from ._seed_groups import replays_callbacks, run_seed_group, seed_groups
 
 
@@ -290,7 +291,10 @@ class Study(BaseEstimator):
       run);
     * ``_settings(data, template)``: what the study itself varied, for
       ``settings_`` (the template estimator is described in full by
-      :func:`describe_estimator`).
+      :func:`describe_estimator`);
+    * ``_shortcuts``: the names of its training shortcuts (see
+      :data:`SHORTCUT_CONSTRAINTS`), constrained, documented (the ``shortcuts``
+      text of :mod:`hw1sk.studies._docs`) and applied by the base.
 
     ``_prepare_data(X, y, X_test, y_test)`` may be overridden; by default it
     is :func:`prepare_data` with the study's ``test_size`` (if it has one).
@@ -301,39 +305,25 @@ class Study(BaseEstimator):
             super().__init__(estimator, **shared)
             self._store(locals())
 
-    and its signature is completed with the shared parameters below.
+    and its signature is completed with the shared parameters below.  Its
+    docstring is composed with the shared texts of :mod:`hw1sk.studies._docs`
+    (a placeholder names each, such as ``test_size`` in braces; their fields
+    are filled from ``_doc_values``).
 
     The estimator given is the single source of truth for training: a study
     changes only what it exists to vary, and the seed, and only as its own
-    parameters say.  ``device``, when not None, moves every run to that
-    device (recorded in ``settings_``).  Every run trains on
-    :data:`THREADS_PER_RUN` threads, so the same ``random_state`` gives the
-    same numbers whatever ``n_jobs`` and backend.
+    parameters say.  Every run trains on :data:`THREADS_PER_RUN` threads, so
+    the same ``random_state`` gives the same numbers whatever ``n_jobs`` and
+    backend.
 
     Parameters
     ----------
     estimator : skorch-style estimator or None, default=None
         Unfitted template of the runs, cloned and never modified; None: the
         study's default estimator.
-    n_jobs, backend, scheduler, cache_dir, progress
-        How the runs are executed (one torch thread per run), see
-        :func:`hw1sk.sweep.run_sweep`.
-    device : str or None, default=None
-        Where every run trains; None keeps the estimator's.
     random_state : int, RandomState or None, default=0
         Master seed of everything random in the study (what it seeds is
         listed by each study).
-    vectorize : "auto" or bool, default="auto"
-        Train runs that differ only in their seed together, with
-        :class:`hw1sk.ensemble.SeedEnsemble` (one vectorized pass per group
-        and one cache file per group; the numbers agree with separate fits
-        to floating-point rounding, and do not depend on ``n_jobs``).
-        ``"auto"``: groups of at least :data:`AUTO_MIN_SEEDS` runs, cut into
-        pieces of at most :data:`AUTO_MAX_SEEDS` (run side by side by
-        ``n_jobs``),
-        falling back to separate fits silently where the ensemble cannot
-        vectorize the estimator; True: every group of two or more, with a
-        warning on a fallback; False: every run on its own.
     """
 
     _parameter_constraints: dict = {
@@ -353,17 +343,26 @@ class Study(BaseEstimator):
     _held_out_in_training = False
 
     _run_function = None
+    _shortcuts = ()
+    _doc_values = {}
 
     def __init_subclass__(cls, **kwargs):
-        """Give a study's ``__init__(own parameters, **shared)`` the full signature.
+        """Complete a study: its signature, its shortcuts' constraints, its docstring.
 
         scikit-learn reads an estimator's parameters from its ``__init__``
         signature; a study lists only its own parameters and passes the shared
         ones on as ``**shared``, so the signature (what ``get_params``,
         ``clone``, ``repr`` and ``help`` see) is completed here with the
-        base's keyword-only parameters.
+        base's keyword-only parameters.  The docstring gets the shared texts
+        (:func:`hw1sk.studies._docs.compose`).
         """
         super().__init_subclass__(**kwargs)
+        cls.__doc__ = compose(cls.__dict__.get("__doc__"),
+                              {**shortcut_values(cls._shortcuts), **cls._doc_values})
+        if "_shortcuts" in cls.__dict__:
+            cls._parameter_constraints = {
+                **cls._parameter_constraints,
+                **{name: SHORTCUT_CONSTRAINTS[name] for name in cls._shortcuts}}
         init = cls.__dict__.get("__init__")
         if init is None:
             return
@@ -446,11 +445,12 @@ class Study(BaseEstimator):
 
     # ---------------------------------------------------------------- helpers
     def _template_estimator(self, data):
-        """A clone of ``estimator`` (or of the default one), on ``device`` when that is set."""
+        """A clone of ``estimator`` (or of the default one), on ``device`` when that is set,
+        with the study's shortcuts (``_shortcuts``) applied."""
         est = clone(self.estimator) if self.estimator is not None else self._default_estimator(data)
         if self.device is not None:
             est.set_params(device=self.device)
-        return est
+        return apply_shortcuts(est, self, self._shortcuts)
 
     def _run_tasks(self, func, tasks, desc=None, labels=None):
         """Run ``func(**task)`` for every task; record diverged runs in ``diverged_``.
@@ -529,3 +529,6 @@ class Study(BaseEstimator):
 
     def _check_fitted(self):
         check_is_fitted(self, "results_")
+
+
+Study.__doc__ = compose(Study.__doc__)

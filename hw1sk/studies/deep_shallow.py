@@ -21,14 +21,13 @@ from ..models import cnn_for_budget_flat, holds_images, n_weight_layers, reiniti
 from ..models import parameter_matched_models as default_models
 from ..seeding import spawn_seeds
 from ..training_callbacks import PlateauStopping
-from ._collect import completed, data_sizes, stack
+from ._collect import completed, data_sizes, final_scores, stack
 from ._defaults import default_deep_shallow_estimator
-from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, describe_estimator,
-                    describe_value, prepare_data, shortcut_settings, train_run, with_callbacks)
+from ._base import (Study, describe_estimator, describe_value, prepare_data, shortcut_settings,
+                    train_run, with_callbacks)
 
 __all__ = ["DeepShallowStudy", "PlateauStopping", "cnn_for_budget_flat", "default_models"]
 
-_SHORTCUTS = ("max_epochs", "lr", "batch_size")
 # largest relative spread of the models' parameter counts before a warning
 _PARAM_SPREAD = {"regression": 0.01, "classification": 0.1}
 
@@ -95,16 +94,11 @@ def _prediction_frame(label, key, y_pred, X_eval, y_eval):
 
 
 def _summary_row(label, run, classify):
-    row = {**label, "n_params": run["n_params"], "n_layers": run["n_layers"],
-           "epochs": len(run["history"]), "stopped_on_plateau": run["stopped_on_plateau"],
-           "train_loss": run["train"]["loss"]}
-    if classify:
-        row["train_acc"] = run["train"]["accuracy"]
-    if run["test"] is not None:
-        row["test_loss"] = run["test"]["loss"]
-        if classify:
-            row["test_acc"] = run["test"]["accuracy"]
-    return row
+    """One row of ``summary_``: the run's labels, size, epochs and final scores (``*_acc``)."""
+    return {**label, "n_params": run["n_params"], "n_layers": run["n_layers"],
+            "epochs": len(run["history"]), "stopped_on_plateau": run["stopped_on_plateau"],
+            **{k.replace("accuracy", "acc"): v for k, v in final_scores(run).items()
+               if classify or not k.endswith("accuracy")}}
 
 
 def _mark_best(frame, summary, ids):
@@ -137,14 +131,12 @@ class DeepShallowStudy(Study):
         ``"auto"``: regression for float ``y``, classification otherwise.
     n_params, depths : int and sequence of int, or None, default=None
         Budget and depths of the default models.
-    max_epochs, lr, batch_size : default=None
-        Set for every model when given (``batch_size=-1``: full batch).
+    {shortcuts}
     n_restarts, test_every : int, default=1
         Runs per model; classification: score the test data every ``test_every`` epochs.
     plateau_patience, plateau_tol : int or None, float, default=1000, 1e-3
         Stop a run once its training loss has not dropped by a relative
         ``plateau_tol`` in ``plateau_patience`` epochs (None: never).
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
     random_state : int, RandomState or None, default=0
         Run ``(model i, restart r)`` gets seed ``i * n_restarts + r`` of
         :func:`hw1sk.seeding.spawn_seeds`, for every data set.
@@ -163,9 +155,9 @@ class DeepShallowStudy(Study):
         input, or the sample index), ``y_pred``, ``y_true`` on the test grid.
     estimators_, modules_ : dict
         ``(data set, model, restart)`` -> the fitted estimator; its module on CPU.
-    task_, n_params_, settings_, diverged_
+    task_, n_params_, settings_
         The task; model -> parameter count; the settings (``"model settings"``:
-        what each model changes); the runs that diverged.
+        what each model changes).
 
     See Also
     --------
@@ -187,13 +179,14 @@ class DeepShallowStudy(Study):
         "task": [StrOptions({"auto", "regression", "classification"})],
         "n_params": [Interval(Integral, 1, None, closed="left"), None],
         "depths": ["array-like", None],
-        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "n_restarts": [Interval(Integral, 1, None, closed="left")],
         "plateau_patience": [Interval(Integral, 1, None, closed="left"), None],
         "plateau_tol": [Interval(Real, 0, 1, closed="left")],
         "test_every": [Interval(Integral, 1, None, closed="left")],
     }
     _run_function = staticmethod(_fit_one)
+    _shortcuts = ("max_epochs", "lr", "batch_size")
+    _doc_values = {"run_labels": "function or dataset, model, restart, seed"}
 
     def __init__(self, models=None, estimator=None, *, task="auto", n_params=None, depths=None,
                  max_epochs=None, lr=None, batch_size=None, n_restarts=1,
@@ -283,7 +276,7 @@ class DeepShallowStudy(Study):
         return default_deep_shallow_estimator(self._task)
 
     def _template_estimator(self, data):
-        template = apply_shortcuts(super()._template_estimator(data), self, _SHORTCUTS)
+        template = super()._template_estimator(data)
         if self.plateau_patience is not None:
             with_callbacks(template, ("plateau_stopping", PlateauStopping(
                 monitor="train_loss", patience=self.plateau_patience, threshold=self.plateau_tol)))
@@ -369,7 +362,7 @@ class DeepShallowStudy(Study):
                           f"{int(archs.loc[m, 'n_layers'])} weight layers"
                        for m in archs.index},
             "model settings": {m: s for m, s in per_model.items() if s},
-            **shortcut_settings(self, _SHORTCUTS),
+            **shortcut_settings(self, self._shortcuts),
             "n_restarts": self.n_restarts,
             "plateau stop": (None if self.plateau_patience is None else
                              f"train_loss not {self.plateau_tol:g} (relative) lower in "

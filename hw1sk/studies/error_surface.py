@@ -12,8 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..landscape import (loss_along_line, loss_surface, pca_directions, project_onto_plane,
                          random_direction)
 from ..seeding import as_seed, spawn_seeds
-from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, describe_value, prepare_data,
-                    shortcut_settings, subset_indices)
+from ._base import Study, describe_value, prepare_data, shortcut_settings, subset_indices
 from ._collect import model_settings, score_snapshots, trace_run
 from ._defaults import default_trajectory_estimator
 
@@ -60,8 +59,7 @@ class ErrorSurfaceStudy(Study):
         Trained as given but the seed, the tracing callbacks and the shortcuts.
         None: :func:`~hw1sk.studies._defaults.default_trajectory_estimator`
         (MLP 64-32, Adam, lr 1e-3, batches of 128, 30 epochs).
-    hidden, max_epochs, lr, batch_size : default=None
-        When set: ``module__hidden``, epochs, lr and batch size (-1: full batch).
+    {shortcuts}
     directions : {"pca", "random"}, default="pca"
     every : int, default=1
         Snapshot period in epochs (initial and final weights always kept).
@@ -75,7 +73,6 @@ class ErrorSurfaceStudy(Study):
     filter_normalize : bool, default=True
     n_points_per_call : int, default=16
         Grid points evaluated together (:func:`torch.func.vmap`).
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
     random_state : int, RandomState or None, default=0
         Seeds the run, the random directions and the data subsets.
 
@@ -95,7 +92,7 @@ class ErrorSurfaceStudy(Study):
     summary_ : pandas.DataFrame
         ``directions``, ``train_loss``, ``center_loss`` (surface at the origin),
         ``surface_min``, ``surface_max``, ``line_min``, ``line_max``, ``median_off_plane``.
-    estimator_, module_, history_, settings_, diverged_
+    estimator_, module_, history_
         The fitted estimator, its module (CPU) and history.
 
     See Also
@@ -119,7 +116,6 @@ class ErrorSurfaceStudy(Study):
 
     _parameter_constraints = {
         **Study._parameter_constraints,
-        **SHORTCUT_CONSTRAINTS,
         "directions": [StrOptions({"pca", "random"})],
         "every": [Interval(Integral, 1, None, closed="left")],
         "n_train": [Interval(Integral, 1, None, closed="left"), None],
@@ -131,6 +127,8 @@ class ErrorSurfaceStudy(Study):
         "n_points_per_call": [Interval(Integral, 1, None, closed="left")],
     }
     _run_function = staticmethod(trace_run)
+    _shortcuts = ("hidden", "lr", "max_epochs", "batch_size")
+    _doc_values = {"run_labels": "seed"}
 
     def __init__(self, estimator=None, *, hidden=None, directions="pca", every=1,
                  max_epochs=None, lr=None, batch_size=None, n_train=None, n_eval=10000,
@@ -148,9 +146,6 @@ class ErrorSurfaceStudy(Study):
 
     def _default_estimator(self, data):
         return default_trajectory_estimator(regression=data.y.dtype.kind in "fc")
-
-    def _template_estimator(self, data):
-        return apply_shortcuts(super()._template_estimator(data), self)
 
     def _tasks(self, data, template):
         epochs, every = template.max_epochs, int(self.every)
@@ -222,7 +217,7 @@ class ErrorSurfaceStudy(Study):
         module, n_params, n_eval = self._run_facts
         return {
             **model_settings(module, n_params),
-            **shortcut_settings(self),
+            **shortcut_settings(self, self._shortcuts),
             "directions": ("PCA of the trajectory (explained variance "
                            f"{ratio[0]:.1%}, {ratio[1]:.1%})" if ratio is not None else
                            "random Gaussian, "

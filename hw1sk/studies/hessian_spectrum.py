@@ -155,9 +155,7 @@ class HessianSpectrumStudy(Study):
         Training samples of the Hessian's loss (None: all).
     n_probes, n_iter : int, default=10 and 60
         Random probes of the quadrature; Lanczos steps per probe.
-    n_seeds : int, default=1
-        Training runs (and probe draws); the first seed is the one of ``n_seeds=1``.
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
+    {n_seeds}
     random_state : int, RandomState or None, default=0
         Seeds the trainings, the Hessian subset (the same for every seed) and the probes.
 
@@ -169,12 +167,11 @@ class HessianSpectrumStudy(Study):
         ``top_ritz_value``, ``bulk_edge``, ``n_outliers``, ``n_params``.
     summary_ : pandas.DataFrame
         Per checkpoint: ``checkpoint``, ``epoch``, the means over seeds of ``train_loss``,
-        ``top_ritz_value``, ``n_outliers`` with ``_std``, 95% t-interval ``_ci_low``,
-        ``_ci_high``; ``n_seeds``, ``n_classes``.
+        ``top_ritz_value``, ``n_outliers`` {seed_spread}; ``n_seeds``, ``n_classes``.
     densities_, seed_densities_, hessian_indices_ : dict, dict, ndarray
         Checkpoint -> :class:`~hw1sk.stochastic_curvature.SpectralDensity` of the
         first seed; seed -> such a dict; the Hessian's samples.
-    estimators_, history_, histories_, n_classes_, settings_, diverged_
+    estimators_, history_, histories_, n_classes_
         ``{"model": the first seed's fitted estimator}``, its history, every
         history (``seed`` column), number of classes.
 
@@ -211,6 +208,7 @@ class HessianSpectrumStudy(Study):
         "n_seeds": COUNT,
     }
     _run_function = staticmethod(_spectrum_run)
+    _doc_values = {"runs": "Training runs (and probe draws)", "run_labels": "seed"}
 
     def __init__(self, estimator=None, checkpoints=_NAMED, n_hessian=1000, n_probes=10,
                  n_iter=60, n_seeds=1, **shared):

@@ -10,8 +10,8 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..parameters import count_params
 from ..seeding import as_seed, spawn_seeds
-from ._base import Study, prepare_data, train_run
-from ._collect import (CONTROL_CONSTRAINTS, OPTIONAL_COUNT, TEST_SIZE, aggregate_seeds,
+from ._base import Study, prepare_data, shortcut_settings, train_run
+from ._collect import (CONTROL_CONSTRAINTS, TEST_SIZE, aggregate_seeds,
                        check_controls, completed, control_outcome, control_settings,
                        controlled_estimator, data_sizes, is_positive_int, model_settings,
                        run_seeds, stack)
@@ -73,21 +73,14 @@ class InterpolationStudy(Study):
         Train both models of a pair with one seed (initial weights, shuffling).
     alphas : array-like, optional
         Default: 31 points evenly spaced in [-1, 2].
-    max_epochs : int or None, default=None
-        Epochs of every model, when set (equal epochs: fewer steps for big batches).
-    test_size : float or int, default=0.2
-        Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test``.
+    {shortcuts}
+    {test_size}
     recompute_batchnorm : bool, default=True
         Recompute the interpolated models' BatchNorm statistics on the training data.
-    n_seeds : int, default=1
-        Replicates of every pair; the first uses the seeds a single run uses.
-    controls, target_loss, max_epochs_cap : default=("epochs",), None, None
-        The training controls, as in :class:`~hw1sk.studies.sensitivity.SensitivityStudy`
-        (``"train_loss"``: until the train loss reaches ``target_loss``, at most
-        ``max_epochs_cap`` epochs, None: 10 x the estimator's ``max_epochs``).
+    {n_seeds}
+    {controls}
     random_state : int, RandomState or None, default=0
         Seeds the split and the runs.
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
@@ -101,9 +94,8 @@ class InterpolationStudy(Study):
         end point's; NaN unless α = 0 and 1 are on the grid); n_epochs_1/_2,
         reached_epoch_1/_2, target_reached (both; None under "epochs").
     summary_ : pandas.DataFrame
-        Per (control, pair, split), over the seeds: the mean of each measure, with
-        ``_std``, ``_ci_low``, ``_ci_high`` (95% t-interval); n_seeds, the mean
-        epochs, n_reached and target_reached (every replicate).
+        Per (control, pair, split), over the seeds: the mean of each measure,
+        {seed_spread}; {control_means}.
     estimators_ : dict
         ``(pair, endpoint) -> fitted estimator`` (endpoint 1 or 2) of the first
         control and replicate; ``all_estimators_``: ``(control, pair, endpoint, seed)``.
@@ -111,7 +103,6 @@ class InterpolationStudy(Study):
         ``pair -> fitted ParameterInterpolator`` of the first control and replicate.
     histories_ : pandas.DataFrame
         Training histories, with ``control``, ``pair``, ``endpoint``, ``seed`` columns.
-    settings_ : dict
     diverged_ : pandas.DataFrame
         Diverged runs; their pairs are left out of the results.
 
@@ -146,12 +137,13 @@ class InterpolationStudy(Study):
         **dict.fromkeys(("batch_sizes", "lrs"), ["array-like"]),
         "same_init": ["boolean"],
         "alphas": ["array-like", None],
-        "max_epochs": OPTIONAL_COUNT,
         "test_size": TEST_SIZE,
         "recompute_batchnorm": ["boolean"],
         **CONTROL_CONSTRAINTS,
     }
     _run_function = staticmethod(_train_endpoint)
+    _shortcuts = ("max_epochs",)
+    _doc_values = {"runs": "Replicates of every pair"}
 
     def __init__(self, estimator=None, pairs=PAIR_KINDS, batch_sizes=(64, 1024),
                  lrs=(1e-3, 1e-2), same_init=False, alphas=None, max_epochs=None,
@@ -168,12 +160,6 @@ class InterpolationStudy(Study):
 
     def _default_estimator(self, data):
         return default_flatness_classifier()
-
-    def _template_estimator(self, data):
-        template = super()._template_estimator(data)
-        if self.max_epochs is not None:
-            template.set_params(max_epochs=self.max_epochs)
-        return template
 
     def _checked_pairs(self):
         """``{pair: (value of end point 1, value of end point 2)}``, in the order of ``pairs``."""
@@ -279,7 +265,7 @@ class InterpolationStudy(Study):
         alphas = self._alphas
         return {**model, "varied": ", ".join(dict.fromkeys(e["pair"] for e in self._endpoints)),
                 **ends, "same_init": bool(self.same_init),
-                "max_epochs (set by the study)": self.max_epochs, **data_sizes(data),
+                **shortcut_settings(self, self._shortcuts), **data_sizes(data),
                 **control_settings(self, template),
                 "alphas": f"{alphas.size} points in [{alphas.min():g}, {alphas.max():g}]",
                 "random_state": self.random_state}

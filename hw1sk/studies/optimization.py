@@ -15,8 +15,7 @@ from sklearn.base import clone
 
 from ..parameters import layer_slices
 from ..seeding import as_seed, spawn_seeds
-from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, describe_value, prepare_data,
-                    shortcut_settings)
+from ._base import Study, describe_value, prepare_data, shortcut_settings
 from ._collect import (COUNT, OPTIONAL_COUNT, data_sizes, final_scores, model_settings,
                        score_snapshots, stack, trace_run, with_trace_callbacks)
 from ._defaults import default_trajectory_estimator
@@ -51,9 +50,7 @@ class OptimizationStudy(Study):
     estimator : NeuralClassifier, NeuralRegressor or None, default=None
         Trained as given but for the seed, two tracing callbacks and the
         shortcuts; None: :func:`default_trajectory_estimator`.
-    hidden, max_epochs, lr, batch_size : default=None
-        When set, replace the estimator's ``module__hidden``, epochs, lr and
-        batch size (-1: full batch).
+    {shortcuts}
     n_runs : int, default=8
     every : int, default=3
         Snapshot period in epochs; the initial and final weights are always kept.
@@ -67,7 +64,6 @@ class OptimizationStudy(Study):
     random_state : int, RandomState or None, default=0
         Run ``i`` gets seed ``i`` of ``spawn_seeds(random_state, n_runs)``; it
         draws the ``n_train`` subset too.
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
@@ -92,9 +88,6 @@ class OptimizationStudy(Study):
     layer_ : str
     layer_slices_ : dict
         Layer name -> slice of the flat parameter vector.
-    settings_ : dict
-    diverged_ : pandas.DataFrame
-        Diverged runs (run, seed, message), left out of the rest.
 
     See Also
     --------
@@ -119,13 +112,14 @@ class OptimizationStudy(Study):
 
     _parameter_constraints = {
         **Study._parameter_constraints,
-        **SHORTCUT_CONSTRAINTS,
         **dict.fromkeys(("n_runs", "every", "test_every"), COUNT),
         "layer": [str, None],
         "n_train": OPTIONAL_COUNT,
     }
     _run_function = staticmethod(trace_run)
     _held_out_in_training = True
+    _shortcuts = ("hidden", "lr", "max_epochs", "batch_size")
+    _doc_values = {"run_labels": "run, seed"}
 
     def __init__(self, estimator=None, *, hidden=None, n_runs=8, every=3, layer=None,
                  max_epochs=None, lr=None, batch_size=None, n_train=None, test_every=1,
@@ -143,8 +137,7 @@ class OptimizationStudy(Study):
 
     def _template_estimator(self, data):
         # the tracing callbacks on the template: runs differing in seed train together
-        return with_trace_callbacks(apply_shortcuts(super()._template_estimator(data), self),
-                                    self.every)
+        return with_trace_callbacks(super()._template_estimator(data), self.every)
 
     def _tasks(self, data, template):
         names = _layer_names(template, data.X, data.y) if self.layer is not None else ()
@@ -200,7 +193,7 @@ class OptimizationStudy(Study):
             **self._model,
             "layers": {name: sl.stop - sl.start for name, sl in self.layer_slices_.items()},
             "varied": "seed (random_state)",
-            **shortcut_settings(self),
+            **shortcut_settings(self, self._shortcuts),
             "n_runs": int(self.n_runs),
             "snapshots": f"every {self.every} epochs, initial and final weights included",
             "layer": f"{self.layer_} ({layer.stop - layer.start} parameters)",

@@ -9,16 +9,13 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import StrOptions
 
 from ..seeding import spawn_seeds
-from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, describe_estimator,
-                    shortcut_settings, train_run)
+from ._base import Study, apply_shortcuts, describe_estimator, shortcut_settings, train_run
 from ._collect import (COUNT, OPTIONAL_COUNT, aggregate_seeds, completed, final_scores,
                        is_positive_int, run_seeds, sample_data, seeded_tasks, stack,
                        varying_settings)
 from ._defaults import default_param_count_classifier
 
 __all__ = ["ParamCountStudy", "default_param_count_classifier", "FAMILIES", "DEFAULT_WIDTHS"]
-
-_SHORTCUTS = ("max_epochs", "lr", "batch_size")
 
 #: Model families: MLPs of ``depth`` hidden layers, CNNs of ``depth`` convolutions.
 FAMILIES = ("mlp", "cnn")
@@ -72,16 +69,11 @@ class ParamCountStudy(Study):
     family : {"mlp", "cnn"}, default="mlp"
     depth : int or None, default=None
         Layers of each integer width; None: 1 for ``"mlp"``, 2 for ``"cnn"``.
-    max_epochs, lr, batch_size : default=None
-        When set, every model's; None keeps each model's.
-    n_train, n_test : int or None, default=10000, None
-        Samples drawn from ``X`` and ``X_test`` (split off ``X`` when not given,
-        20% for None); None: all.
-    n_seeds : int, default=1
-        Runs per model; the first seed of each model is the one of ``n_seeds=1``.
+    {shortcuts}
+    {n_train_n_test}
+    {n_seeds}
     random_state : int, RandomState or None, default=0
         Seeds the subsets and the runs (one first seed per model).
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
@@ -100,8 +92,6 @@ class ParamCountStudy(Study):
         Model name -> fitted estimator of its first seed, in the order of ``results_``.
     histories_ : pandas.DataFrame
         Training histories, with ``name``, ``seed``, ``n_params`` and ``width`` columns.
-    diverged_ : pandas.DataFrame
-        Diverged runs (name, family, width, depth, message), left out of the rest.
 
     See Also
     --------
@@ -128,12 +118,15 @@ class ParamCountStudy(Study):
         "models": [list, tuple, dict, None],
         "family": [StrOptions(set(FAMILIES))],
         "depth": OPTIONAL_COUNT,
-        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         **dict.fromkeys(("n_train", "n_test"), OPTIONAL_COUNT),
         "n_seeds": COUNT,
     }
     _run_function = staticmethod(train_run)
     _held_out_in_training = True
+    _shortcuts = ("max_epochs", "lr", "batch_size")
+    _doc_values = {"runs": "Runs per model (each its own first seed)", "shortcut_keeps":
+                   "each model's", "n_train_n_test_defaults": "10000, None",
+                   "run_labels": "name, family, width, depth, seed"}
 
     def __init__(self, estimator=None, widths=None, models=None, family="mlp", depth=None,
                  max_epochs=None, lr=None, batch_size=None, n_train=10000, n_test=None,
@@ -196,7 +189,7 @@ class ParamCountStudy(Study):
             est = clone(value)
             if self.device is not None:
                 est.set_params(device=self.device)
-        return apply_shortcuts(est, self, _SHORTCUTS)
+        return apply_shortcuts(est, self, self._shortcuts)
 
     def _prepare_data(self, X, y, X_test, y_test):
         self._specs = self._layouts() if self.models is None else self._given_models()
@@ -209,9 +202,6 @@ class ParamCountStudy(Study):
 
     def _default_estimator(self, data):
         return default_param_count_classifier()
-
-    def _template_estimator(self, data):
-        return apply_shortcuts(super()._template_estimator(data), self, _SHORTCUTS)
 
     def _tasks(self, data, template):
         self._built = [self._build(template, *spec) for _, spec in self._specs]
@@ -249,7 +239,7 @@ class ParamCountStudy(Study):
                 "family": self._family_words(), "varied": "module",
                 "models": ", ".join(f"{n}: {counts[n]:,}" if n in counts else f"{n}: diverged"
                                     for n in names),
-                "n_models": len(names), **shortcut_settings(self, _SHORTCUTS),
+                "n_models": len(names), **shortcut_settings(self, self._shortcuts),
                 "n_train": int(data.X.shape[0]), "n_test": int(data.X_test.shape[0]),
                 "n_seeds": self.n_seeds, "random_state": self.random_state}
 

@@ -10,14 +10,12 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..parameters import count_params
 from ..seeding import spawn_seeds
-from ._base import SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, shortcut_settings, train_run
+from ._base import Study, shortcut_settings, train_run
 from ._collect import (COUNT, OPTIONAL_COUNT, aggregate_seeds, completed, data_sizes,
                        final_scores, model_settings, run_seeds, sample_data, seeded_tasks, stack)
 from ._defaults import default_random_label_classifier
 
 __all__ = ["RandomLabelStudy", "default_random_label_classifier", "LABEL_METHODS"]
-
-_SHORTCUTS = ("max_epochs", "lr", "batch_size")
 
 #: How the training labels are randomized, see :func:`hw1sk.datasets.random_labels`.
 LABEL_METHODS = ("shuffle", "uniform")
@@ -92,18 +90,13 @@ class RandomLabelStudy(Study):
     estimator : NeuralClassifier or None, default=None
         Trained as given but for the labels, the seed, ``classes`` and the
         shortcuts; None: :func:`default_random_label_classifier`.
-    n_train, n_test : int or None, default=5000, 2000
-        Samples drawn from ``X`` and ``X_test`` (split off ``X`` when not given,
-        20% for None); None: all.
-    max_epochs, lr, batch_size : default=None
-        When set, replace the estimator's.
+    {n_train_n_test}
+    {shortcuts}
     label_method : {"shuffle", "uniform"}, default="shuffle"
         Permute the true labels (their histogram kept), or draw them uniformly.
-    n_seeds : int, default=1
-        Training runs on the same random labels; the first seed is the one of ``n_seeds=1``.
+    {n_seeds}
     random_state : int, RandomState or None, default=0
         Seeds the subsets, the random labels and the runs.
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
@@ -121,7 +114,6 @@ class RandomLabelStudy(Study):
         The first seed's fitted network and history; None when it diverged.
     estimators_, histories_ : dict, pandas.DataFrame
         Seed -> fitted network; every history with a ``seed`` column.
-    settings_, diverged_ : dict, pandas.DataFrame
 
     See Also
     --------
@@ -154,12 +146,14 @@ class RandomLabelStudy(Study):
     _parameter_constraints = {
         **Study._parameter_constraints,
         **dict.fromkeys(("n_train", "n_test"), OPTIONAL_COUNT),
-        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "label_method": [StrOptions(set(LABEL_METHODS))],
         "n_seeds": COUNT,
     }
     _run_function = staticmethod(_timed_run)
     _held_out_in_training = True
+    _shortcuts = ("max_epochs", "lr", "batch_size")
+    _doc_values = {"runs": "Training runs on the same random labels",
+                   "run_labels": "lr, batch_size, seed", "n_train_n_test_defaults": "5000, 2000"}
 
     def __init__(self, estimator=None, n_train=5000, n_test=2000, max_epochs=None, lr=None,
                  batch_size=None, label_method="shuffle", n_seeds=1, **shared):
@@ -176,8 +170,8 @@ class RandomLabelStudy(Study):
         return default_random_label_classifier()
 
     def _template_estimator(self, data):
-        template = super()._template_estimator(data).set_params(classes=self._classes)
-        return apply_shortcuts(template, self, _SHORTCUTS)  # classes: draws may miss one
+        # the classes declared: uniform draws may miss one
+        return super()._template_estimator(data).set_params(classes=self._classes)
 
     def _tasks(self, data, template):
         self.y_train_ = data.y
@@ -209,7 +203,7 @@ class RandomLabelStudy(Study):
         module = None if self.estimator_ is None else self.estimator_.module_
         n_params = None if module is None else count_params(module)
         return {**({} if module is None else model_settings(module, n_params)),
-                "varied": "training labels", **shortcut_settings(self, _SHORTCUTS),
+                "varied": "training labels", **shortcut_settings(self, self._shortcuts),
                 "label_method": self.label_method, "n_classes": len(self._classes),
                 "chance_accuracy": 1.0 / len(self._classes), **data_sizes(data),
                 **({} if module is None else

@@ -10,17 +10,15 @@ import pandas as pd
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..seeding import as_seed, spawn_seeds
-from ._base import (SHORTCUT_CONSTRAINTS, Study, apply_shortcuts, prepare_data,
-                    shortcut_settings, subset_indices, train_run)
+from ._base import Study, prepare_data, shortcut_settings, subset_indices, train_run
 from ._collect import (CONTROL_CONSTRAINTS, COUNT, OPTIONAL_COUNT, TEST_SIZE, aggregate_seeds,
                        check_controls, completed, control_outcome, control_settings,
                        controlled_estimator, data_sizes, final_scores, is_positive_int,
-                       model_settings, run_seeds, stack)
+                       model_settings, run_seeds, seeded_tasks, stack)
 from ._defaults import default_flatness_classifier
 
 __all__ = ["SensitivityStudy"]
 
-_SHORTCUTS = ("lr", "max_epochs")
 _COLUMNS = ["control", "batch_size", "lr", "max_epochs", "n_steps", "seed", "n_params",
             "train_loss", "test_loss", "train_accuracy", "test_accuracy", "sensitivity",
             "loss_input_gradient_norm", "sharpness", "top_hessian_eigenvalue", "n_epochs",
@@ -83,8 +81,7 @@ class SensitivityStudy(Study):
         Trained as given but for ``batch_size``, the seed and the shortcuts;
         None: :func:`~hw1sk.studies._defaults.default_flatness_classifier`.
     batch_sizes : sequence of int, default=(16, 64, 256, 1024, 4096)
-    lr, max_epochs : float or None, int or None, default=None
-        When set, every model's; None keeps the estimator's.
+    {shortcuts}
     output : {"softmax", "logits"}, default="softmax"
         The output the sensitivity differentiates.
     sensitivity_on : {"test", "train"}, default="test"
@@ -96,19 +93,11 @@ class SensitivityStudy(Study):
         Relative box size, ascent steps per start, starts (the first at the minimum).
     hessian_max_iter : int, default=50
         Lanczos iterations at most (a relative residual of 1e-4 stops earlier).
-    test_size : float or int, default=0.2
-        Held-out part of ``(X, y)`` when ``fit`` gets no ``X_test``.
-    n_seeds : int, default=1
-        Models per batch size and control; the first seed is the one a single run uses.
-    controls : tuple of {"epochs", "train_loss"}, default=("epochs",)
-        Equal epochs, and/or equal train loss (training stops at ``target_loss``).
-    target_loss : float or None, default=None
-        The train loss of the ``"train_loss"`` control (required by it).
-    max_epochs_cap : int or None, default=None
-        Most epochs under ``"train_loss"``; None: 10 x the estimator's ``max_epochs``.
+    {test_size}
+    {n_seeds}
+    {controls}
     random_state : int, RandomState or None, default=0
         Seeds the split, the training, the subsets and the random starts.
-    n_jobs, backend, scheduler, cache_dir, progress, device : see :class:`~hw1sk.studies._base.Study`.
 
     Attributes
     ----------
@@ -126,8 +115,7 @@ class SensitivityStudy(Study):
         Per (control, batch_size), over the seeds: the mean of train_loss,
         test_loss, test_accuracy, loss_gap (test - train loss), accuracy_gap
         (train - test accuracy), sensitivity, sharpness, top_hessian_eigenvalue,
-        each with ``_std``, ``_ci_low``, ``_ci_high`` (95% t-interval); n_seeds,
-        mean n_epochs, n_reached, target_reached (all seeds), mean reached_epoch.
+        each {seed_spread}; {control_means}, mean reached_epoch.
     histories_ : pandas.DataFrame
         Training histories, with ``control``, ``batch_size`` and ``seed`` columns.
     eval_indices_ : dict
@@ -137,9 +125,6 @@ class SensitivityStudy(Study):
         Batch size -> fitted estimator (first control, first seed).
     all_estimators_ : dict
         ``(control, batch_size, seed)`` -> fitted estimator.
-    settings_ : dict
-    diverged_ : pandas.DataFrame
-        Diverged runs (control, batch_size, seed, message), left out of the rest.
 
     See Also
     --------
@@ -167,7 +152,6 @@ class SensitivityStudy(Study):
     _parameter_constraints = {
         **Study._parameter_constraints,
         "batch_sizes": ["array-like"],
-        **{name: SHORTCUT_CONSTRAINTS[name] for name in _SHORTCUTS},
         "output": [StrOptions({"softmax", "logits"})],
         "sensitivity_on": [StrOptions({"train", "test"})],
         "n_eval": OPTIONAL_COUNT,
@@ -178,6 +162,9 @@ class SensitivityStudy(Study):
         **CONTROL_CONSTRAINTS,
     }
     _run_function = staticmethod(_batch_size_run)
+    _shortcuts = ("lr", "max_epochs")
+    _doc_values = {"runs": "Models per batch size and control",
+                   "run_labels": "control, batch_size, seed"}
 
     def __init__(self, estimator=None, batch_sizes=(16, 64, 256, 1024, 4096), lr=None,
                  max_epochs=None, output="softmax", sensitivity_on="test", n_eval=1000,
@@ -195,9 +182,6 @@ class SensitivityStudy(Study):
 
     def _default_estimator(self, data):
         return default_flatness_classifier()
-
-    def _template_estimator(self, data):
-        return apply_shortcuts(super()._template_estimator(data), self, _SHORTCUTS)
 
     def _tasks(self, data, template):
         batch_sizes = list(np.asarray(self.batch_sizes, dtype=object).ravel())
@@ -221,14 +205,11 @@ class SensitivityStudy(Study):
                   "sharpness": sharpness if self.sharpness else None,
                   "hessian_max_iter": int(self.hessian_max_iter) if self.hessian_top else None}
         self._run_seeds = run_seeds(self._seeds[1], self.n_seeds)
-        tasks = []
-        for control in check_controls(self):
-            for b in batch_sizes:  # one estimator per condition: its seeds train together
-                est = controlled_estimator(template, control, self, batch_size=int(b))
-                tasks += [({"control": control, "batch_size": int(b), "seed": seed},
-                           {**common, "estimator": est, "seed": seed, "control": control})
-                          for seed in self._run_seeds]
-        return tasks
+        # one estimator per condition: its seeds train together
+        return [pair for control in check_controls(self) for b in batch_sizes
+                for pair in seeded_tasks({"control": control, "batch_size": int(b)}, {
+                    **common, "control": control, "estimator": controlled_estimator(
+                        template, control, self, batch_size=int(b))}, self._run_seeds)]
 
     def _collect(self, data, template, labels, runs):
         done = completed(labels, runs)
@@ -250,7 +231,7 @@ class SensitivityStudy(Study):
         return {
             **self._model, "varied": "batch_size",
             "batch_sizes": str(tuple(int(b) for b in np.asarray(self.batch_sizes).ravel())),
-            **shortcut_settings(self, _SHORTCUTS),
+            **shortcut_settings(self, self._shortcuts),
             **control_settings(self, template, self._run_seeds),
             **data_sizes(data),
             "sensitivity": (f"mean Frobenius norm of d {self.output}/d input on "
