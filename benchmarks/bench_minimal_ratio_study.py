@@ -17,10 +17,22 @@ the ratio of the wall times is the speed-up (target >= 2), and the two
 distributions of minimal ratios are compared (quantiles, a two-sample
 Kolmogorov-Smirnov test, the largest difference of one run's ratio).
 
+With ``--phase``, only what follows training: the default study's seed
+groups (``--phase-runs`` runs, groups as the study cuts them) are trained
+once each by :class:`~hw1sk.ensemble.SeedEnsemble`, then each group's
+gradient-norm phase and Hessian spectra are computed run by run
+(:func:`~hw1sk.critical_points.minimize_gradient_norm` and
+:func:`~hw1sk.curvature.hessian_eigenvalues`, as with ``vectorize=False``)
+and all at once (the study's batched group phase,
+:func:`~hw1sk.batched_critical_points.minimize_gradient_norms`), in this
+process on one thread; the ratio of the process times is the speed-up of the
+phase, and the step counts and minimal ratios of the two must agree.
+
 Run::
 
     python benchmarks/bench_minimal_ratio_study.py [--n-runs 12] [--full] [--full-n-jobs 1]
     python benchmarks/bench_minimal_ratio_study.py --vectorize [--vectorize-runs 100]
+    python benchmarks/bench_minimal_ratio_study.py --phase [--phase-runs 100]
 """
 
 from __future__ import annotations
@@ -67,6 +79,64 @@ def compare_vectorized(n_runs):
           f"train-loss rel. difference {float(((loop.results_['train_loss'] - vec.results_['train_loss']).abs() / loop.results_['train_loss']).max()):.2e}")
 
 
+def compare_phase(n_runs):
+    """Process time of the post-training phase: run by run vs a seed group at once."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from hw1sk.critical_points import minimize_gradient_norm
+    from hw1sk.curvature import hessian_eigenvalues, minimal_ratio
+    from hw1sk.ensemble import SeedEnsemble
+    from hw1sk.evaluation import check_predict_X, encode_targets, estimator_loss
+    from hw1sk.studies.minimal_ratio import _seed_group_phase
+
+    torch.set_num_threads(1)
+    study = MinimalRatioStudy(n_runs=n_runs)
+    study._validate_params()
+    data = study._prepare_data(None, None, None, None)
+    template = study._template_estimator(data)
+    tasks = [task for _, task in study._tasks(data, template)]
+    load_before = os.getloadavg()[0]
+    total_alone = total_group = 0.0
+    differences = 0
+    for group in study._seed_groups(tasks):
+        part = [tasks[i] for i in group]
+        ensemble = SeedEnsemble(template, seeds=[t["seed"] for t in part]).fit(data.X, data.y)
+        fitted = dict(zip(ensemble.seeds_, ensemble.estimators_))
+        start = time.process_time()
+        together = _seed_group_phase(part, fitted)
+        t_group = time.process_time() - start
+        start = time.process_time()
+        alone = {}
+        for task in part:
+            net = fitted[task["seed"]]
+            X64 = np.asarray(check_predict_X(net, data.X), dtype=np.float64)
+            targets = encode_targets(net, data.y).astype(np.float64)
+            module = copy.deepcopy(net.module_).to(torch.float64)
+            result = minimize_gradient_norm(module, estimator_loss(net), X64, targets,
+                                            tol=task["grad_tol"],
+                                            max_steps=task["max_grad_steps"])
+            alone[task["seed"]] = (result, hessian_eigenvalues(module, estimator_loss(net),
+                                                               X64, targets))
+        t_alone = time.process_time() - start
+        steps = [alone[t["seed"]][0].n_steps for t in part]
+        for seed, (result, values) in alone.items():
+            mine, my_values = together[seed]
+            differences += (mine.n_steps != result.n_steps
+                            or minimal_ratio(my_values).ratio != minimal_ratio(values).ratio)
+        total_alone, total_group = total_alone + t_alone, total_group + t_group
+        print(f"group of {len(part)} runs ({sum(steps)} LM steps, at most {max(steps)}): "
+              f"run by run {t_alone:6.2f} s, together {t_group:6.2f} s "
+              f"({t_alone / t_group:.2f} x); {len(together)} of {len(part)} batched")
+    print(f"MinimalRatioStudy, {n_runs} runs, gradient phase + Hessian spectra, process "
+          f"time on one thread; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"run by run: {total_alone:7.2f} s; together: {total_group:7.2f} s; speed-up "
+          f"{total_alone / total_group:.2f} x; runs whose step count or minimal ratio "
+          f"differ: {differences}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-runs", type=int, default=12)
@@ -77,7 +147,13 @@ def main():
     parser.add_argument("--vectorize", action="store_true",
                         help="only compare vectorize=False and 'auto' at n_jobs=2")
     parser.add_argument("--vectorize-runs", type=int, default=100)
+    parser.add_argument("--phase", action="store_true",
+                        help="only time the post-training phase, run by run vs batched")
+    parser.add_argument("--phase-runs", type=int, default=100)
     args = parser.parse_args()
+    if args.phase:
+        compare_phase(args.phase_runs)
+        return
     if args.vectorize:
         compare_vectorized(args.vectorize_runs)
         return

@@ -48,6 +48,7 @@ _EXPORTS = {
     "top_hessian_eigenvalues": "curvature",
     "hessian_batch_spread": "curvature",
     "minimize_gradient_norm": "critical_points",
+    "minimize_gradient_norms": "batched_critical_points",
     "hessian_trace": "stochastic_curvature",
     "hessian_spectral_density": "stochastic_curvature",
     "hessian_top_eigenvalue_and_trace": "stochastic_curvature",

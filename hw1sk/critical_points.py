@@ -38,6 +38,8 @@ _OPTIMIZERS = ("newton", "lbfgs", "adam")
 # step, shrinkage on an accepted one (compared on trained HW1-size MLPs, see
 # benchmarks/bench_hessian.py; smaller mu0 and faster schedules were no better)
 _LM_MU0, _LM_UP, _LM_DOWN = 1e-3, 4.0, 3.0
+#: Largest model ``optimizer="auto"`` hands to Newton (the default ``max_exact_params``).
+MAX_EXACT_PARAMS = 4096
 
 
 @dataclass
@@ -174,7 +176,8 @@ def _first_order(theta, loss_fn, criterion, tol, max_steps, optimizer, lr, histo
 
 
 def minimize_gradient_norm(module, criterion, X, y, tol=1e-3, max_steps=None, lr=None,
-                           optimizer="auto", dtype=torch.float64, max_exact_params=4096):
+                           optimizer="auto", dtype=torch.float64,
+                           max_exact_params=MAX_EXACT_PARAMS):
     """Move ``module``'s parameters to where ``||grad L||`` is below ``tol``.
 
     HW1's "gradient almost zero" phase: after ordinary training, the objective

@@ -364,3 +364,90 @@ def test_hidden_and_activation_shortcuts_set_the_estimators_module():
     assert net.module__hidden == (3,) and net.module__activation == "relu"
     assert study.settings_["module__hidden"] == "(3,)" or study.settings_["module__hidden"] == (3,)
     assert est.get_params()["module"] == "mlp" and "module__hidden" not in est.get_params()
+
+
+# --------------------------------------------------------------------------- #
+# the gradient phase and Hessians of a seed group, all at once
+# --------------------------------------------------------------------------- #
+def _group_tasks(estimator, X, y, n, **params):
+    common = dict(estimator=estimator, X=X, y=y, grad_tol=1e-6, max_grad_steps=30,
+                  grad_optimizer="auto", eigen_tol=None, keep_spectrum=True)
+    return [{**common, **params, "seed": seed} for seed in range(n)]
+
+
+def _alone(**task):  # the same run function, without the batched group phase
+    return minimal_ratio_run(**task)
+
+
+def _classifier():
+    from hw1sk.estimators import NeuralClassifier
+
+    return NeuralClassifier(module__hidden=(4,), module__activation="tanh", max_epochs=40,
+                            lr=0.05, criterion=torch.nn.CrossEntropyLoss)
+
+
+@pytest.mark.parametrize("kind", ["regressor", "classifier"])
+def test_group_phase_agrees_with_each_run_alone_on_the_same_fits(kind):
+    """Same trained copies: steps, gradient norms (1e-8), eigenvalue counts as run by run."""
+    from hw1sk.studies._seed_groups import run_seed_group
+
+    if kind == "regressor":
+        X, y = make_function_dataset("sinc", n_samples=60, random_state=0)
+        est = mr.default_minimal_ratio_regressor(hidden=(6, 6), max_epochs=150, lr=2e-2)
+    else:
+        rng = np.random.RandomState(1)
+        X = rng.randn(40, 2).astype(np.float32)
+        y = np.where(X[:, 0] + 0.5 * X[:, 1] > 0, 7, 3)
+        est = _classifier()
+    tasks = _group_tasks(est, X, y, 4)
+    together = run_seed_group(minimal_ratio_run, tasks)
+    alone = run_seed_group(_alone, tasks)
+    assert sum(r["n_steps"] for r in alone) > 0
+    for a, b in zip(alone, together):
+        assert (b["n_steps"], b["converged"]) == (a["n_steps"], a["converged"])
+        assert b["grad_norm_after"] == pytest.approx(a["grad_norm_after"], rel=1e-6)
+        assert b["grad_norm_before"] == pytest.approx(a["grad_norm_before"], rel=1e-8)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-10)
+        assert [b[k] for k in ("n_positive", "n_negative", "n_zero", "minimal_ratio")] == \
+            [a[k] for k in ("n_positive", "n_negative", "n_zero", "minimal_ratio")]
+        scale = np.abs(a["eigenvalues"]).max()
+        np.testing.assert_allclose(b["eigenvalues"], a["eigenvalues"], rtol=0,
+                                   atol=1e-10 * scale)
+
+
+def test_group_phase_is_batched_for_chains_and_falls_back_otherwise(monkeypatch):
+    import hw1sk.critical_points as cp
+
+    calls = []
+    original = cp.minimize_gradient_norm
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("optimizer"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cp, "minimize_gradient_norm", counted)
+    MinimalRatioStudy(n_runs=3, vectorize=True, **TINY).fit()
+    assert calls == []  # the group did the phase of its three runs at once
+    MinimalRatioStudy(n_runs=3, vectorize=False, **TINY).fit()
+    assert calls == ["auto"] * 3
+    calls.clear()
+    MinimalRatioStudy(n_runs=3, vectorize=True, grad_optimizer="lbfgs",
+                      **{**TINY, "max_grad_steps": 5}).fit()
+    assert calls == ["lbfgs"] * 3  # a first-order optimizer: run by run, as before
+    calls.clear()
+    # a module of its own class: not a chain the batched path takes
+    est = NeuralRegressor(module=_Wrapped, batch_size=-1, max_epochs=20, lr=1e-2)
+    X, y = make_function_dataset("sinc", n_samples=30, random_state=0)
+    MinimalRatioStudy(n_runs=3, estimator=est, vectorize=True, max_grad_steps=3,
+                      backend="sequential").fit(X, y)
+    assert calls == ["auto"] * 3
+
+
+class _Wrapped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(),
+                                       torch.nn.Linear(4, 1))
+
+    def forward(self, X):
+        return self.net(X)

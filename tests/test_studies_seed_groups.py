@@ -155,3 +155,34 @@ def test_auto_keeps_runs_apart_when_a_callback_is_not_replayed(regression_data, 
     assert ensemble_fits == []  # auto: the runs stay separate sweep tasks (n_jobs)
     _SeedStudy(est, n_seeds=4, vectorize=True, backend="sequential").fit(X, y)
     assert ensemble_fits == [4]  # True: grouped (the ensemble warns and loops)
+
+
+def _phased_run(estimator, X, y, seed):
+    from hw1sk.studies._seed_groups import take_group_phase
+
+    run = train_run(estimator, X, y, seed=seed)
+    return {"seed": seed, "phase": take_group_phase(estimator, X, y, seed),
+            "other data": take_group_phase(estimator, X.copy(), y, seed),
+            "loss": run["train"]["loss"]}
+
+
+def _phase(tasks, fitted):
+    """seed -> (number of seeds, the fitted copy's epochs): every seed but the first."""
+    return {t["seed"]: (len(fitted), len(fitted[t["seed"]].history_)) for t in tasks[1:]}
+
+
+_phased_run.seed_group_phase = _phase
+
+
+def test_a_run_function_gets_its_group_phase(regression_data):
+    from hw1sk.studies._seed_groups import run_seed_group, take_group_phase
+
+    X, y = regression_data
+    est = NeuralRegressor(module__hidden=(4,), batch_size=-1, max_epochs=5, lr=1e-2)
+    tasks = [{"estimator": est, "X": X, "y": y, "seed": s} for s in (3, 1, 2)]
+    results = run_seed_group(_phased_run, tasks)
+    assert results[0]["phase"] is None  # left out by the phase: the run does it alone
+    for r in results[1:]:
+        assert r["phase"] == (3, 5)
+    assert all(r["other data"] is None for r in results)  # only the group's own data
+    assert take_group_phase(est, X, y, 1) is None  # and only inside the group

@@ -11,6 +11,12 @@ run executes as it would alone, except that its
 (:func:`take_prefitted`) instead of fitting one.  A run that trains anything
 else (another estimator, other data, other held-out data) fits as usual, so
 grouping changes speed, never what is computed.
+
+A run function may also batch what follows training: its attribute
+``seed_group_phase(tasks, fitted)`` (``fitted``: seed -> fitted copy) is
+called once per group after the fit and returns seed -> that seed's result
+of the phase (seeds it leaves out do the phase in their run, as alone); each
+run takes its own with :func:`take_group_phase`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import contextvars
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["seed_groups", "run_seed_group", "take_prefitted", "replays_callbacks"]
+__all__ = ["seed_groups", "run_seed_group", "take_prefitted", "take_group_phase",
+           "replays_callbacks"]
 
 
 @dataclass
@@ -29,6 +36,7 @@ class _Prefitted:
     y: object
     X_test: object  # held-out data the copies were scored on during training, or None
     fitted: dict  # seed -> fitted copy
+    phase: dict  # seed -> the run function's seed_group_phase result
 
 
 _PREFITTED = contextvars.ContextVar("hw1sk_prefitted_seeds", default=None)
@@ -89,11 +97,26 @@ def take_prefitted(estimator, X, y, X_test, seed):
     Only inside :func:`run_seed_group`, and only for the group's own
     estimator, data and held-out data (the same objects).
     """
+    group = _running_group(estimator, X, y, X_test)
+    return None if group is None else group.fitted.get(int(seed))
+
+
+def take_group_phase(estimator, X, y, seed, X_test=None):
+    """What the running seed group's ``seed_group_phase`` computed for ``seed``, or None.
+
+    As :func:`take_prefitted`: only inside :func:`run_seed_group`, for the
+    group's own estimator and data.
+    """
+    group = _running_group(estimator, X, y, X_test)
+    return None if group is None else group.phase.get(int(seed))
+
+
+def _running_group(estimator, X, y, X_test):
     group = _PREFITTED.get()
     if (group is None or estimator is not group.estimator or X is not group.X
             or y is not group.y or X_test is not group.X_test):
         return None
-    return group.fitted.get(int(seed))
+    return group
 
 
 def run_seed_group(run_function, tasks, vectorize=True, held_out=False):
@@ -104,7 +127,8 @@ def run_seed_group(run_function, tasks, vectorize=True, held_out=False):
     run_function : callable
         The study's run; its :func:`~hw1sk.studies._base.train_run` of
         ``task["estimator"]`` on ``task["X"], task["y"]`` takes the fitted
-        copy.
+        copy.  Its ``seed_group_phase``, when it has one, runs once after the
+        fit (see the module docstring).
     tasks : list of dict
         The group (see :func:`seed_groups`).
     vectorize : bool or "auto", default=True
@@ -138,8 +162,10 @@ def run_seed_group(run_function, tasks, vectorize=True, held_out=False):
                                     UserWarning)
         ensemble = SeedEnsemble(trained, seeds=[int(t["seed"]) for t in tasks]).fit(
             first["X"], first["y"])
-    group = _Prefitted(first["estimator"], first["X"], first["y"], X_test,
-                       dict(zip(ensemble.seeds_, ensemble.estimators_)))
+    fitted = dict(zip(ensemble.seeds_, ensemble.estimators_))
+    phase = getattr(run_function, "seed_group_phase", None)
+    group = _Prefitted(first["estimator"], first["X"], first["y"], X_test, fitted,
+                       phase(tasks, fitted) if phase is not None else {})
     results = []
     for task in tasks:
         token = _PREFITTED.set(group)

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_X_y
 
 from ..models import ACTIVATIONS
+from ..parameters import count_params
 from ..seeding import as_seed, spawn_seeds
 from ._base import (Study, StudyData, apply_shortcuts, describe_estimator, describe_value,
                     prepare_data, shortcut_settings, train_run)
@@ -57,8 +58,8 @@ def _run(estimator, X, y, seed, grad_tol, max_grad_steps, grad_optimizer, eigen_
     from ..critical_points import minimize_gradient_norm
     from ..curvature import hessian_eigenvalues, minimal_ratio
     from ..evaluation import check_predict_X, encode_targets, estimator_loss
-    from ..parameters import count_params
     from ..sweep import RunDiverged
+    from ._seed_groups import take_group_phase
 
     run = train_run(estimator, X, y, seed=seed, keep_estimator=True)
     # the loss the net trains on, on the data as it sees them (labels through classes_)
@@ -69,17 +70,23 @@ def _run(estimator, X, y, seed, grad_tol, max_grad_steps, grad_optimizer, eigen_
     targets = targets.astype(np.float64) if targets.dtype.kind == "f" else targets
     # phase 2 and the Hessian in float64 on one copy of the module: the gradient norm that
     # decides "converged" is measured at exactly the parameters whose Hessian is taken
+    # (a seed group does both for all its seeds at once, _seed_group_phase)
     module = copy.deepcopy(net.module_).to(torch.float64)
-    result = minimize_gradient_norm(module, criterion, X64, targets, tol=grad_tol,
-                                    max_steps=max_grad_steps, optimizer=grad_optimizer)
+    batched = take_group_phase(estimator, X, y, seed)  # done with the seed group
+    if batched is not None:
+        result, eigenvalues = batched
+    else:
+        result = minimize_gradient_norm(module, criterion, X64, targets, tol=grad_tol,
+                                        max_steps=max_grad_steps, optimizer=grad_optimizer)
     if not (np.isfinite(result.loss) and np.isfinite(result.final_grad_norm)):
         raise RunDiverged(f"the gradient-norm phase ended at loss {result.loss}, "
                           f"||grad L|| {result.final_grad_norm}",
                           info={"history": run["history"]})
-    try:
-        eigenvalues = hessian_eigenvalues(module, criterion, X64, targets)
-    except (ValueError, torch.linalg.LinAlgError) as exc:  # a non-finite Hessian
-        raise RunDiverged(f"the Hessian could not be diagonalised: {exc}") from exc
+    if batched is None:
+        try:
+            eigenvalues = hessian_eigenvalues(module, criterion, X64, targets)
+        except (ValueError, torch.linalg.LinAlgError) as exc:  # a non-finite Hessian
+            raise RunDiverged(f"the Hessian could not be diagonalised: {exc}") from exc
     if not np.all(np.isfinite(eigenvalues)):
         raise RunDiverged("the Hessian has non-finite eigenvalues")
     census = minimal_ratio(eigenvalues, tol=eigen_tol, relative=True)
@@ -97,6 +104,55 @@ def _run(estimator, X, y, seed, grad_tol, max_grad_steps, grad_optimizer, eigen_
     }
 
 
+def _seed_group_phase(tasks, fitted):
+    """The gradient-norm phase and Hessian spectra of a seed group's runs, all at once.
+
+    :func:`hw1sk.batched_critical_points.minimize_gradient_norms` on float64
+    copies of the fitted nets, when the Newton (Levenberg-Marquardt) path
+    is the one the runs take and the nets are one Linear/activation chain;
+    returns seed -> ``(GradientNormResult, eigenvalues)``.  Seeds it cannot
+    do (diverged training, a non-finite Hessian, another optimizer or
+    module) are left out: their runs do the phase alone, as without a group.
+    """
+    from ..batched_critical_points import minimize_gradient_norms
+    from ..batched_modules import UnsupportedModule
+    from ..critical_points import MAX_EXACT_PARAMS
+    from ..evaluation import check_predict_X, encode_targets, estimator_loss
+
+    first = tasks[0]
+    nets = {int(t["seed"]): fitted.get(int(t["seed"])) for t in tasks}
+    nets = {s: net for s, net in nets.items()
+            if net is not None and not getattr(net, "diverged_", False)}
+    if first["grad_optimizer"] not in ("auto", "newton") or not nets:
+        return {}
+    template = next(iter(nets.values()))
+    kinds = {type(net.criterion_) for net in nets.values()}
+    if (len(kinds) > 1 or any(True for _ in template.criterion_.parameters())
+            or (first["grad_optimizer"] == "auto"
+                and count_params(template.module_) > MAX_EXACT_PARAMS)):
+        return {}
+    X64 = np.asarray(check_predict_X(template, first["X"]), dtype=np.float64)
+    targets = encode_targets(template, first["y"])
+    targets = targets.astype(np.float64) if targets.dtype.kind == "f" else targets
+    modules = [copy.deepcopy(net.module_).to(torch.float64) for net in nets.values()]
+    threads = torch.get_num_threads()
+    if first.get("n_threads") is not None:
+        torch.set_num_threads(int(first["n_threads"]))
+    try:
+        results, spectra = minimize_gradient_norms(
+            modules, estimator_loss(template), X64, targets, tol=first["grad_tol"],
+            max_steps=first["max_grad_steps"], eigenvalues=True)
+    except UnsupportedModule:
+        return {}
+    finally:
+        torch.set_num_threads(threads)
+    return {s: (r, e) for s, r, e in zip(nets, results, spectra)
+            if r is not None and e is not None}
+
+
+minimal_ratio_run.seed_group_phase = _seed_group_phase
+
+
 class MinimalRatioStudy(Study):
     """HW1-2: minimal ratio of the Hessian vs loss at points of near-zero gradient.
 
@@ -109,6 +165,11 @@ class MinimalRatioStudy(Study):
     ratio is the fraction above ``eigen_tol * max|lambda|``: 1 at a strict
     minimum.  Zero eigenvalues are flat directions, not a saddle: only negative
     ones show one.  Runs that reach the step cap keep ``converged=False``.
+    Runs trained together (``vectorize``) also take the gradient phase and the
+    Hessian together, per seed as alone
+    (:func:`hw1sk.batched_critical_points.minimize_gradient_norms`) when the
+    Newton path applies to their network (a Linear/activation chain); other
+    runs do them one by one.
 
     Parameters
     ----------
