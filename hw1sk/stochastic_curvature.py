@@ -23,8 +23,15 @@ and gives no minimal ratio, and a :class:`GaussNewtonWarning` says so.
 Independent products are batched (several vectors through one backward pass
 of the retained gradient graph): the probes of Hutchinson and of each Hutch++
 stage, the unit vectors of the exact trace, and the probes of SLQ, whose
-Lanczos recurrences run side by side.  ``benchmarks/bench_curvature.py``
-compares time and accuracy with PyHessian.
+Lanczos recurrences run side by side.  For a chain of Linear layers and
+elementwise activations (an :class:`~hw1sk.models.MLP`) with a loss that is
+a sum or mean over samples, the products are written out by hand
+(Pearlmutter's R-operator: the first layer's data products one GEMM for all
+vectors of a batch, input features that are zero on every sample left out)
+and the exact trace has a closed form that needs no products at all; other
+modules (convolutions, BatchNorm, custom forwards) use double
+back-propagation.  ``benchmarks/bench_curvature.py`` compares time and
+accuracy with PyHessian.
 """
 
 from __future__ import annotations
@@ -39,7 +46,16 @@ from sklearn.utils.validation import check_array
 from torch.func import functional_call
 
 from ._inputs import analysis_mode, check_bn_mode
-from .curvature import _check_int, _check_positive_real, _prepare, _scalar_loss
+from .curvature import (
+    _check_int,
+    _check_positive_real,
+    _compose,
+    _elementwise_derivatives,
+    _linear_chain,
+    _output_hessian_blocks,
+    _prepare,
+    _scalar_loss,
+)
 from .seeding import torch_generator
 
 __all__ = [
@@ -121,8 +137,10 @@ class _BlockOperator:
 
     The other parameters and the buffers are fixed; products ``v -> M v``
     come from the subclasses.  ``matmat`` takes vectors as the rows of a
-    matrix and counts one product per row.
+    matrix and counts one product per row, ``batch`` rows at a time.
     """
+
+    batch = _BATCH
 
     def __init__(self, module, criterion, X, y, names):
         tensors = dict(module.named_parameters())
@@ -152,7 +170,15 @@ class _BlockOperator:
 
     def matmat(self, V):
         self.n_products += V.shape[0]
-        return torch.cat([self._products(chunk) for chunk in torch.split(V, _BATCH)])
+        return torch.cat([self._products(chunk) for chunk in torch.split(V, self.batch)])
+
+    def exact_cost(self):
+        """Work of :meth:`exact_trace`, in products."""
+        return float(self.size)
+
+    def exact_trace(self):
+        """``(trace, 0.0)``: the sum of ``e_i^T M e_i`` over the block, one product each."""
+        return _exact_trace(self)
 
 
 class _BlockHessianOperator(_BlockOperator):
@@ -220,12 +246,256 @@ class _BlockGaussNewtonOperator(_BlockOperator):
         return self._backward(self._out_graph, self._theta_graph, HJV).detach()
 
 
-def _block_operator(module, criterion, X, y, params, curvature="hessian"):
-    """The working module, data and operator; the caller enters :func:`analysis_mode`."""
+# --------------------------------------------------------------------------- #
+# Linear/activation chains (MLPs): hand-derived products and a closed-form trace
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class _Chain:
+    """The forward pass of a Linear/activation chain, layer by layer.
+
+    Layer ``m`` computes the pre-activations ``a_m = z_m W_m^T + b_m`` from
+    its input ``z_m`` (``z_0`` the transformed ``X``, ``z_{m+1} =
+    sigma_m(a_m)``); ``s1[m]``, ``s2[m]`` are ``sigma_m'`` and ``sigma_m''``
+    at ``a_m``, and ``tail`` is the elementwise map after the last layer.
+    """
+
+    weights: list
+    has_bias: list
+    inputs: list
+    s1: list
+    s2: list
+    out: torch.Tensor
+    tail: object
+
+
+def _chain_forward(module, X):
+    """The :class:`_Chain` of ``module`` on ``X``; ``None`` unless it is such a chain."""
+    chain = _linear_chain(module)
+    if chain is None:
+        return None
+    pre, layers = chain
+    inputs, s1, s2 = [], [], []
+    with torch.no_grad():
+        z = _compose(pre)(X)
+        if z.ndim != 2:
+            return None
+        for m, (lin, acts) in enumerate(layers):
+            inputs.append(z)
+            a = torch.nn.functional.linear(z, lin.weight, lin.bias)
+            if m < len(layers) - 1:
+                d1, d2 = _elementwise_derivatives(acts, a)
+                s1.append(d1)
+                s2.append(d2)
+                z = _compose(acts)(a)
+        tail = _compose(layers[-1][1])
+        out = module(X)  # a guard: the chain's forward must be the module's
+        tol = 1e3 * torch.finfo(a.dtype).eps
+        if out.shape != a.shape or not torch.allclose(tail(a), out, rtol=tol, atol=tol):
+            return None
+    return _Chain([lin.weight.detach() for lin, _ in layers],
+                  [lin.bias is not None for lin, _ in layers], inputs, s1, s2, a, tail)
+
+
+def _chain_curvature(chain, criterion, y, gauss_newton):
+    """Per-sample output Hessians, pre-activation gradients, activation curvature.
+
+    ``(Hout, grads, curv)``: ``Hout`` the ``(n, k, k)`` Hessians of the loss
+    in the outputs ``a_{L-1}``, ``grads[m]`` the gradient in ``a_m``,
+    ``curv[m] = (grads[m + 1] W_{m+1}) sigma_m''`` (zero for Gauss-Newton);
+    ``None`` when the criterion couples samples.
+    """
+    def head(out):
+        return _scalar_loss(criterion(chain.tail(out), y), criterion)
+
+    Hout, g = _output_hessian_blocks(head, chain.out)
+    if Hout is None:
+        return None
+    L = len(chain.weights)
+    grads, curv = [None] * L, [None] * (L - 1)
+    grads[-1] = g
+    for m in range(L - 2, -1, -1):
+        gz = grads[m + 1] @ chain.weights[m + 1]
+        grads[m] = gz * chain.s1[m]
+        curv[m] = torch.zeros_like(gz) if gauss_newton else gz * chain.s2[m]
+    return Hout, grads, curv
+
+
+class _ChainOperator(_BlockOperator):
+    """Hessian (or Gauss-Newton) block products of a Linear/activation chain, by hand.
+
+    Pearlmutter's R-operator written out for the chain: a forward pass of
+    the directional derivatives ``R a_m`` of the pre-activations, then their
+    back-propagation, each layer's data product one GEMM for all the
+    vectors of a batch (``X`` against the stacked first-layer directions).
+    Input features that are zero on every sample (MNIST's border pixels)
+    are dropped from the first layer's GEMMs: their rows and columns of the
+    Hessian are exactly zero.  Products of a block pad the vectors with
+    zeros and keep the block's entries.  :meth:`exact_trace` is closed-form.
+    """
+
+    batch = 16  # vectors per product: the (n, batch, width) tangents stay cache-sized
+
+    def __init__(self, module, criterion, X, y, names, chain, curvature, gauss_newton):
+        super().__init__(module, criterion, X, y, names)
+        self.chain, self._gn = chain, gauss_newton
+        self._H, self._g, self._curv = curvature
+        all_names = [n for n, _ in module.named_parameters()]
+        sizes = [p.numel() for _, p in module.named_parameters()]
+        starts = np.cumsum([0] + sizes)
+        self._full = int(starts[-1])
+        self._index = None if names == all_names else torch.cat([
+            torch.arange(int(starts[i]), int(starts[i + 1]), device=self.theta.device)
+            for i, n in enumerate(all_names) if n in names])
+        kinds = [(m, kind) for m, b in enumerate(chain.has_bias)
+                 for kind in (("weight", "bias") if b else ("weight",))]
+        self._parts = {kinds[i] for i, n in enumerate(all_names) if n in names}
+        self._cols = self._z0 = None  # the first layer's used inputs, at the first product
+
+    def _layers(self, V):
+        """The rows of ``V`` (full layout) as per-layer ``(K, w, f)`` and ``(K, w)`` views."""
+        dW, db, at = [], [], 0
+        for W, b in zip(self.chain.weights, self.chain.has_bias):
+            w, f = W.shape
+            dW.append(V[:, at:at + w * f].view(-1, w, f))
+            at += w * f
+            db.append(V[:, at:at + w] if b else None)
+            at += w if b else 0
+        return dW, db
+
+    def _tangents(self, dW, db):
+        """``R a_m`` and ``R z_{m+1}``: derivatives along the vectors, ``(n, K, width)`` each."""
+        c, K = self.chain, dW[0].shape[0]
+        Ra, Rz = [], []
+        for m, W in enumerate(c.weights):
+            (w, f), n = W.shape, c.out.shape[0]
+            z, d = (c.inputs[m], dW[m]) if m else (self._z0, self._first(dW[0]))
+            d = d.reshape(K * w, -1).T
+            # one GEMM for all K vectors: columns (k, unit); the bias direction rides along
+            r = z @ d if db[m] is None else torch.addmm(db[m].reshape(-1), z, d)
+            if Rz:
+                r.view(n * K, w).addmm_(Rz[-1].view(n * K, f), W.T)
+            Ra.append(r.view(n, K, w))
+            if m + 1 < len(c.weights):
+                Rz.append(Ra[-1] * c.s1[m][:, None, :])
+        return Ra, Rz
+
+    def _first(self, dW0):
+        return dW0 if self._cols is None else torch.index_select(dW0, 2, self._cols)
+
+    def _products(self, V):
+        if self._z0 is None:
+            z0 = self.chain.inputs[0]
+            used = (z0 != 0).any(0)
+            self._cols = None if bool(used.all()) else torch.nonzero(used)[:, 0]
+            self._z0 = z0 if self._cols is None else z0[:, self._cols]
+        K = V.shape[0]
+        if self._index is not None:
+            full = V.new_zeros(K, self._full)
+            full[:, self._index] = V
+            V = full
+        dW, db = self._layers(V)
+        Ra, Rz = self._tangents(dW, db)
+        HV = V.new_zeros(K, self._full) if self._cols is not None else V.new_empty(K, self._full)
+        self._adjoint(dW, Ra, Rz, self._layers(HV))
+        return HV if self._index is None else HV[:, self._index]
+
+    def _adjoint(self, dW, Ra, Rz, out):
+        """Back-propagate ``R grad`` from ``Hout R a_{L-1}``, writing each layer into ``out``."""
+        c, (oW, ob) = self.chain, out
+        R = torch.bmm(Ra[-1], self._H.transpose(1, 2))
+        K = R.shape[1]
+        for m in range(len(c.weights) - 1, -1, -1):
+            W = c.weights[m]
+            (w, f), n = W.shape, R.shape[0]
+            z = c.inputs[m] if m else self._z0
+            gW = (R.reshape(n, K * w).T @ z).view(K, w, -1)
+            if m and not self._gn:  # grad W_m = g_m^T z_m: z_m moves too
+                gW += (self._g[m].T @ Rz[m - 1].view(n, K * f)).view(w, K, f).transpose(0, 1)
+            if m or self._cols is None:
+                oW[m].copy_(gW)
+            else:
+                oW[m].index_copy_(2, self._cols, gW)
+            if ob[m] is not None:
+                ob[m].copy_(R.sum(0))
+            if m:
+                Rg = (R.reshape(n * K, w) @ W).view(n, K, f)
+                if not self._gn:
+                    Rg.view(n, K * f).addmm_(self._g[m], dW[m].transpose(0, 1).reshape(w, K * f))
+                R = Rg.mul_(c.s1[m - 1][:, None, :])
+                if not self._gn:
+                    R.addcmul_(self._curv[m - 1][:, None, :], Ra[m - 1])
+
+    def exact_cost(self):
+        """Floating-point work of :meth:`exact_trace`, in products (of ``~6 n P`` each)."""
+        flops = sum(W.shape[0] * W.shape[1] * (W.shape[0] + W.shape[1])
+                    for W in self.chain.weights[1:])
+        return flops / (6.0 * self._full)
+
+    def exact_trace(self):
+        """The trace in closed form, without products.
+
+        Within layer ``m`` the Hessian is ``sum_n M_{m,n} (x) z_{m,n}
+        z_{m,n}^T`` (``M_{m,n}`` the Hessian of sample ``n``'s loss in
+        ``a_m``), so its weights contribute ``sum_n ||z_{m,n}||^2 tr
+        M_{m,n}`` to the trace and its bias ``sum_n tr M_{m,n}``.  ``M``
+        follows the Hessian back-propagation ``M_{m-1} = S W_m^T M_m W_m S +
+        diag(curv_{m-1})``, ``S = diag(sigma_{m-1}')``, from ``M_{L-1} =
+        Hout``; the deepest layer needs only its diagonal.  Samples go in
+        chunks of about ``2**21`` entries of ``M``.
+        """
+        c, parts = self.chain, self._parts
+        deepest = min(m for m, _ in parts)
+        chunk = max(1, 2**21 // max(W.shape[0] for W in c.weights) ** 2)
+        total = 0.0
+        for start in range(0, self._H.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            M, diag = self._H[sl], None
+            for m in range(len(c.weights) - 1, deepest - 1, -1):
+                t = (M.diagonal(dim1=1, dim2=2) if diag is None else diag).sum(1).double()
+                if (m, "weight") in parts:
+                    z = c.inputs[m][sl]
+                    total += float((z * z).sum(1).double() @ t)
+                if (m, "bias") in parts:
+                    total += float(t.sum())
+                if m == deepest:
+                    break
+                W, s, curv = c.weights[m], c.s1[m - 1][sl], self._curv[m - 1][sl]
+                if m - 1 == deepest:  # diag(W^T M W) S^2 + curv: no (n, f, f) tensor
+                    diag = ((M @ W) * W).sum(1) * (s * s) + curv
+                else:
+                    M = (W.T @ M @ W) * s[:, :, None] * s[:, None, :]
+                    M.diagonal(dim1=1, dim2=2).add_(curv)
+        return total, 0.0
+
+
+def _chain_operator(module, criterion, X, y, names, curvature):
+    """A :class:`_ChainOperator` when ``module`` is a chain and the loss a per-sample mean."""
+    chain = _chain_forward(module, X)
+    if chain is None:
+        return None
+    parts = _chain_curvature(chain, criterion, y, curvature == "gauss-newton")
+    if parts is None:
+        return None
+    return _ChainOperator(module, criterion, X, y, names, chain, parts,
+                          curvature == "gauss-newton")
+
+
+def _block_operator(module, criterion, X, y, params, curvature="hessian", structured=True):
+    """The working module, data and operator; the caller enters :func:`analysis_mode`.
+
+    Chains of Linear layers and activations get the hand-derived
+    :class:`_ChainOperator` (``structured=False``: the autograd operators,
+    for the tests); every other module double back-propagation.
+    """
     work, X, y = _prepare(module, criterion, X, y, None)
     names = _select_parameters(work, params)
     cls = _BlockGaussNewtonOperator if curvature == "gauss-newton" else _BlockHessianOperator
-    return work, lambda: cls(work, criterion, X, y, names)
+
+    def make():
+        op = _chain_operator(work, criterion, X, y, names, curvature) if structured else None
+        return cls(work, criterion, X, y, names) if op is None else op
+
+    return work, make
 
 
 def _rademacher(P, gen, like):
@@ -249,7 +519,8 @@ class TraceEstimate:
     method : str
         The method used (``"auto"`` resolved).
     n_matvecs : int
-        Matrix-vector products spent.
+        Matrix-vector products spent (0 for the closed-form exact trace of a
+        chain of Linear layers and activations).
     curvature : {"hessian", "gauss-newton"}, default="hessian"
         Whose trace: the loss Hessian's, or the positive semi-definite
         Gauss-Newton matrix's ``J^T H_out J``.
@@ -443,7 +714,9 @@ def hessian_trace(module, criterion, X, y, method="auto", n_matvecs=100, random_
     """Trace of the loss Hessian (or of one of its blocks), exact or estimated.
 
     The products are batched: every stage of each method multiplies all its
-    vectors in one backward pass (32 vectors at a time).
+    vectors in one backward pass (32 vectors at a time).  For chains of
+    Linear layers and activations they are derived by hand (see the module
+    docstring) and the exact trace has a closed form.
 
     Parameters
     ----------
@@ -451,8 +724,16 @@ def hessian_trace(module, criterion, X, y, method="auto", n_matvecs=100, random_
         As in :func:`hw1sk.curvature.loss_hessian`; products are computed in
         the module's dtype.
     method : {"auto", "exact", "hutchinson", "hutch++", "krylov"}, default="auto"
-        ``"exact"``: the sum of the diagonal, ``e_i^T H e_i`` over the ``P``
-        parameters of the block (``P`` products).  ``"hutchinson"``: the mean
+        ``"exact"``: for a chain of Linear layers and elementwise activations
+        (:class:`~hw1sk.models.MLP`, a plain :class:`torch.nn.Sequential` of
+        them) and a loss that is a sum or mean over samples, in closed form
+        without products (``n_matvecs=0``): within layer ``m`` the Hessian is
+        ``sum_n M_n (x) z_n z_n^T`` (``z_n`` the layer's input, ``M_n`` the
+        Hessian of sample ``n``'s loss in its pre-activations, back-propagated
+        layer by layer), so the trace is ``sum_n ||z_n||^2 tr M_n`` (plus
+        ``sum_n tr M_n`` for the bias).  Any other module: the sum of the
+        diagonal, ``e_i^T H e_i`` over the ``P`` parameters of the block
+        (``P`` products).  ``"hutchinson"``: the mean
         of ``z^T H z`` over ``n_matvecs`` Rademacher probes ``z``; standard
         error ``std(ddof=1) / sqrt(n_matvecs)``.  ``"hutch++"``: ``k =
         n_matvecs // 3`` products sketch ``Q = orth(H S)`` (Rademacher
@@ -464,8 +745,10 @@ def hessian_trace(module, criterion, X, y, method="auto", n_matvecs=100, random_
         whose ``trace(V^T H V)`` the recurrence gives for free, and the
         other products as probes of the complement (Chen & Hallman, 2023);
         more accurate than Hutch++ at equal products when the top of the
-        spectrum stands out.  ``"auto"``: ``"exact"`` when ``P <= 2000``,
-        else ``"hutch++"``.
+        spectrum stands out.  ``"auto"``: ``"exact"`` when it costs no more
+        than 2,000 products (always for the closed form of a chain: on the
+        MNIST MLP of ``benchmarks/bench_curvature.py``, 0.1 product's work;
+        otherwise when ``P <= 2000``), else ``"hutch++"``.
     n_matvecs : int, default=100
         Budget of Hessian-vector products of the stochastic methods (>= 2 for
         Hutchinson, >= 3 for Hutch++, ``"krylov"`` and ``"auto"``).  Deflation
@@ -531,9 +814,9 @@ def hessian_trace(module, criterion, X, y, method="auto", n_matvecs=100, random_
     with analysis_mode(work, bn_mode):
         op = make_op()
         if method == "auto":
-            method = "exact" if op.size <= _EXACT_MAX_PARAMS else "hutch++"
+            method = "exact" if op.exact_cost() <= _EXACT_MAX_PARAMS else "hutch++"
         if method == "exact":
-            value, err = _exact_trace(op)
+            value, err = op.exact_trace()
         elif method == "hutchinson":
             value, err = _hutchinson(op, n_matvecs, gen)
         elif method == "krylov":

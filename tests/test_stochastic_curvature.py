@@ -10,11 +10,16 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import nn
 
+from hw1sk._inputs import analysis_mode
 from hw1sk.curvature import loss_hessian, top_hessian_eigenvalues
 from hw1sk.models import MLP
 from hw1sk.parameters import parameter_slices
 from hw1sk.stochastic_curvature import (
     GaussNewtonWarning,
+    _block_operator,
+    _BlockGaussNewtonOperator,
+    _BlockHessianOperator,
+    _ChainOperator,
     SpectralDensity,
     TraceEstimate,
     exact_spectral_density,
@@ -72,8 +77,17 @@ def test_exact_trace_matches_the_exact_hessian(problem):
     _, net, crit, X, y, H = problem
     est = hessian_trace(net, crit, X, y, method="exact")
     assert isinstance(est, TraceEstimate)
-    assert est.method == "exact" and est.std_error == 0.0 and est.n_matvecs == H.shape[0]
+    # both nets are Linear/activation chains: the closed form, no products
+    assert est.method == "exact" and est.std_error == 0.0 and est.n_matvecs == 0
     assert abs(est.value - float(torch.trace(H))) < 1e-10
+    # the sum of e_i^T H e_i by double back-propagation, one product per parameter
+    work, make = _block_operator(net, crit, X, y, None, structured=False)
+    with analysis_mode(work, "eval"):
+        op = make()
+        assert isinstance(op, _BlockHessianOperator)
+        value, err = op.exact_trace()
+    assert op.n_products == H.shape[0] and err == 0.0
+    assert abs(value - float(torch.trace(H))) < 1e-10
 
 
 def test_auto_is_exact_for_small_networks(problem):
@@ -160,6 +174,110 @@ def test_float32_modules_are_computed_in_float32():
 
 
 # --------------------------------------------------------------------------- #
+# Linear/activation chains: hand-derived products, closed-form trace
+# --------------------------------------------------------------------------- #
+def _chain_problem(activation, hidden, tail=None):
+    """An MLP on 60 random points whose second input feature is 0 on every sample."""
+    torch.manual_seed(4)
+    net = MLP(5, hidden, 3, activation=activation).double()
+    X = torch.randn(60, 5, dtype=torch.float64)
+    X[:, 1] = 0  # its first-layer weights have zero Hessian rows: left out of the GEMMs
+    if tail is None:
+        return net, nn.CrossEntropyLoss(), X, torch.randint(0, 3, (60,))
+    return (nn.Sequential(*net.net, tail), nn.MSELoss(), X,
+            torch.rand(60, 3, dtype=torch.float64))
+
+
+def _operators(net, crit, X, y, params, curvature):
+    """Products of 4 random vectors and the exact trace: by hand and by autograd."""
+    results = []
+    for structured in (True, False):
+        work, make = _block_operator(net, crit, X, y, params, curvature, structured=structured)
+        with analysis_mode(work, "eval"):
+            op = make()
+            V = torch.randn(4, op.size, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(1))
+            results.append((op, op.matmat(V), op.exact_trace()[0]))
+    return results
+
+
+@pytest.mark.filterwarnings("ignore::hw1sk.stochastic_curvature.GaussNewtonWarning")
+@pytest.mark.parametrize("curvature", ["hessian", "gauss-newton"])
+@pytest.mark.parametrize("activation, hidden", [("tanh", (20,)), ("relu", (7, 5)),
+                                                ("sigmoid", (6, 4, 3))])
+def test_chain_products_match_double_backpropagation(activation, hidden, curvature):
+    net, crit, X, y = _chain_problem(activation, hidden)
+    slow = _BlockGaussNewtonOperator if curvature == "gauss-newton" else _BlockHessianOperator
+    for params in (None, "net.1", ["net.1.bias", f"net.{2 * len(hidden) + 1}.weight"]):
+        (fast, a, ta), (ref, b, tb) = _operators(net, crit, X, y, params, curvature)
+        assert isinstance(fast, _ChainOperator) and type(ref) is slow
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * float(b.abs().max()))
+        assert ta == pytest.approx(tb, rel=1e-10, abs=1e-14), params
+        # the closed form spends no products, the sum of the diagonal one per parameter
+        assert fast.n_products == 4 and ref.n_products == 4 + ref.size
+
+
+@pytest.mark.parametrize("tail", [None, nn.Sigmoid()])
+@pytest.mark.parametrize("activation, hidden", [("tanh", (9, 6)), ("relu", (12,)),
+                                                ("sigmoid", (5, 4, 3))])
+def test_closed_form_trace_is_that_of_the_exact_hessian(activation, hidden, tail):
+    net, crit, X, y = _chain_problem(activation, hidden, tail)
+    H = loss_hessian(net, crit, X, y)
+    est = hessian_trace(net, crit, X, y, method="exact")
+    assert est.n_matvecs == 0 and est.std_error == 0.0
+    assert est.value == pytest.approx(float(torch.trace(H)), rel=1e-10, abs=1e-13)
+    # a block of layers, and every single parameter tensor
+    names = [n for n, _ in net.named_parameters()]
+    for block in [names[:2], names[-1:]] + [[n] for n in names]:
+        idx = _block_index(net, block)
+        est = hessian_trace(net, crit, X, y, method="exact", params=block)
+        assert est.value == pytest.approx(float(torch.trace(H[idx][:, idx])), rel=1e-10,
+                                          abs=1e-13), block
+
+
+def test_auto_takes_the_closed_form_for_a_large_chain():
+    torch.manual_seed(5)
+    net = MLP(100, (30,), 5, activation="tanh").double()  # 3,185 parameters
+    X = torch.randn(80, 100, dtype=torch.float64)
+    y = torch.randint(0, 5, (80,))
+    crit = nn.CrossEntropyLoss()
+    est = hessian_trace(net, crit, X, y)
+    assert est.method == "exact" and est.n_matvecs == 0
+    assert est.value == pytest.approx(float(torch.trace(loss_hessian(net, crit, X, y))),
+                                      rel=1e-10)
+
+
+class _Residual(nn.Module):
+    """Not a chain: a skip connection around a tanh layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, X):
+        return self.b(X + torch.tanh(self.a(X)))
+
+
+def test_modules_and_losses_outside_the_closed_form_use_double_backpropagation():
+    torch.manual_seed(6)
+    X = torch.randn(30, 4, dtype=torch.float64)
+    y = torch.randint(0, 2, (30,))
+    chain = MLP(4, (4,), 2, activation="tanh").double()
+
+    def coupled(out, target):  # couples the samples through the batch mean
+        return nn.functional.cross_entropy(out, target) + out.mean(0).pow(2).sum()
+
+    for net, crit in [(_Residual().double(), nn.CrossEntropyLoss()), (chain, coupled)]:
+        work, make = _block_operator(net, crit, X, y, None)
+        with analysis_mode(work, "eval"):
+            assert type(make()) is _BlockHessianOperator
+        est = hessian_trace(net, crit, X, y, method="exact")
+        assert est.n_matvecs == sum(p.numel() for p in net.parameters())
+        assert est.value == pytest.approx(float(torch.trace(loss_hessian(net, crit, X, y))),
+                                          rel=1e-10)
+
+
+# --------------------------------------------------------------------------- #
 # blocks
 # --------------------------------------------------------------------------- #
 def test_block_traces_are_the_traces_of_diagonal_blocks(problem):
@@ -168,7 +286,7 @@ def test_block_traces_are_the_traces_of_diagonal_blocks(problem):
         idx = _block_index(net, block)
         exact = float(torch.trace(H[idx][:, idx]))
         est = hessian_trace(net, crit, X, y, method="exact", params=block)
-        assert est.n_matvecs == idx.numel()
+        assert est.n_matvecs == 0  # closed form
         assert abs(est.value - exact) < 1e-10, block
         est = hessian_trace(net, crit, X, y, method="hutch++", n_matvecs=30,
                             random_state=0, params=block)
@@ -485,6 +603,8 @@ def test_trace_and_density_agree_with_pyhessian_on_mnist(mnist_small, monkeypatc
     assert abs(ours.value - py_trace) < 3 * np.hypot(ours.std_error, py_se), (ours, py_trace,
                                                                               py_se)
     assert ours.std_error < py_se  # Hutch++'s deflation: more accurate at 60% of the products
+    exact = hessian_trace(model, crit, X, y, method="exact")  # the chain's closed form
+    assert exact.n_matvecs == 0 and abs(exact.value - py_trace) < 3 * py_se, (exact, py_trace)
 
     dens = hessian_spectral_density(model, crit, X, y, n_probes=1, n_iter=60, random_state=0)
     R = max(dens.nodes.max(), py_nodes.max()) - min(dens.nodes.min(), py_nodes.min())
