@@ -52,12 +52,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .batched_modules import BatchedNetwork, batched_loss
+from .batched_modules import BatchedNetwork, batched_loss, batched_loss_and_grad
 from .callbacks import GradNormTrace, WeightTrace
 from .estimators import DivergenceWarning, TensorBatchIterator, TrainingHistory
 from .evaluation import HeldOutScore, check_predict_X, encode_targets
 from .functional_optim import functional_optimizer
 from .seeding import as_seed
+from .ensemble_stops import STOPPING_CALLBACKS, SeedStops, epoch_rows, stop_obstacle
 from .training_callbacks import DivergenceCheck, EpochScores
 
 __all__ = ["SeedEnsemble", "fit_seeds"]
@@ -74,9 +75,9 @@ AUTO_CHUNK_CACHE = 16 << 20
 _DEFAULT_N_SEEDS = 5
 # callbacks whose effect on a fit the vectorized pass reproduces
 _REPLAYED_CALLBACKS = (EpochScores, DivergenceCheck, WeightTrace, GradNormTrace, HeldOutScore)
-#: Callback classes whose effect the vectorized pass reproduces; any other callback makes
-#: SeedEnsemble fit the seeds one by one.
-REPLAYED_CALLBACKS = _REPLAYED_CALLBACKS
+#: Callback classes whose effect the vectorized pass reproduces (the stopping ones per seed,
+#: :mod:`hw1sk.ensemble_stops`); any other callback makes SeedEnsemble fit the seeds one by one.
+REPLAYED_CALLBACKS = _REPLAYED_CALLBACKS + STOPPING_CALLBACKS
 _FUNCTIONAL_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD,
                           torch.optim.RMSprop)
 # layers that keep state across calls (running statistics) or draw random numbers
@@ -116,12 +117,15 @@ def _obstacle(net, X):
         _functional_optimizer_of(net)
     except (TypeError, ValueError) as exc:  # an option it does not implement (amsgrad)
         return f"the functional optimizer does not support these options ({exc})"
-    others = [name for name, cb in net.callbacks_ if not isinstance(cb, _REPLAYED_CALLBACKS)
+    others = [name for name, cb in net.callbacks_ if not isinstance(cb, REPLAYED_CALLBACKS)
               and name not in ("epoch_timer", "print_log")]
     if others:
         return (f"callbacks {others} are not replayed by the vectorized pass (only "
-                "WeightTrace, GradNormTrace and HeldOutScore are)")
-    return None
+                "WeightTrace, GradNormTrace, HeldOutScore, PlateauStopping and "
+                "TargetLossStopping are)")
+    every_epoch = [f"{cb.name}_{key}" for _, cb in net.callbacks_
+                   if isinstance(cb, HeldOutScore) and cb.every == 1 for key in ("loss", "acc")]
+    return stop_obstacle(net, every_epoch)
 
 
 class SeedEnsemble(BaseEstimator):
@@ -138,18 +142,24 @@ class SeedEnsemble(BaseEstimator):
         Number of seeds when ``seeds`` is None (None: 5).
     chunk_size : int or "auto", default="auto"
         Seeds trained together; chunks run one after another and give the
-        same results as one chunk.  ``"auto"`` bounds the memory of a chunk:
-        the seeds' stacked parameters, gradients, optimizer state and the
-        activations of one batch (kept for the backward pass, and their
-        gradients) stay within :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB); on
-        the batched pass, the activations of one step also stay within
-        :data:`AUTO_CHUNK_CACHE` (16 MiB, half a last-level cache).  The seeds are then split into chunks of equal size.
+        same results as one chunk up to rounding (a seed's block of a
+        batched product can round differently at another offset in
+        memory).  ``"auto"`` bounds the memory of a chunk: the seeds'
+        stacked parameters, gradients, optimizer state and the activations
+        of one batch (kept for the backward pass, and their gradients) stay
+        within :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB); on the batched pass,
+        the activations of one step also stay within :data:`AUTO_CHUNK_CACHE`
+        (16 MiB, half a last-level cache).  The seeds are then split into
+        chunks of equal size.
     vectorize : bool, default=True
         False fits the copies one after another (``clone(...).fit``).  The
         loop is also used, with a ``UserWarning`` saying why, when the
         vectorized pass cannot reproduce the fit: stateful or random layers
         (BatchNorm, RNNs, Dropout), a ``train_split``, callbacks other than
-        the defaults, WeightTrace, GradNormTrace and HeldOutScore, an
+        the defaults, WeightTrace, GradNormTrace, HeldOutScore,
+        PlateauStopping and TargetLossStopping (these two stop each seed on
+        its own, :mod:`hw1sk.ensemble_stops`; not with ``load_best=True``, or
+        a monitored key the pass does not record every epoch), an
         optimizer without a functional version, data that are not a numeric
         array, a module that ``torch.func.vmap`` rejects on a trial step,
         or HeldOutScore with a module that only the ``"vmap"`` pass runs.
@@ -453,21 +463,36 @@ class _BatchedTrainer(_Trainer):
         self.n_seeds = flat.shape[0]
         self._setup_data(template, X, y)
         self._no_correct = torch.zeros(self.n_seeds, dtype=torch.long, device=self.device)
+        self._gather_buffers = {}
 
     def gather(self, idx):
-        return self.network.gather(self.X, idx), self.y[idx]
+        """Each seed's batch; the samples are written into a buffer kept per batch
+        shape (the previous step's graph, which held it, is freed by then)."""
+        buf = self._gather_buffers.get(tuple(idx.shape))
+        if buf is None:
+            buf = self.X.new_empty((idx.numel(), *self.X.shape[1:]))
+            self._gather_buffers[tuple(idx.shape)] = buf
+        yb = torch.index_select(self.y, 0, idx.reshape(-1)).view(*idx.shape, *self.y.shape[1:])
+        return self.network.gather(self.X, idx, out=buf), yb
 
     def gradient(self, params, xb, yb, batched):
         """``(grads, losses, n_correct)`` of each seed on its batch (``batched``: per seed)."""
         leaves = self.network.leaves(params["flat"])
         with torch.enable_grad():
             out = self.network.forward(leaves, xb, shared=not batched)
-            loss = batched_loss(self.criterion, out, yb, shared=not batched)
-            grads = torch.autograd.grad(loss.sum(), leaves)
+            closed = batched_loss_and_grad(self.criterion, out, yb, shared=not batched)
+            if closed is None:
+                loss = batched_loss(self.criterion, out, yb, shared=not batched)
+                grads = torch.autograd.grad(loss.sum(), leaves)
+            else:  # the loss's gradient in closed form, autograd from the outputs
+                loss, grad_out = closed
+                grads = torch.autograd.grad(out, leaves, grad_out)
         S = self.n_seeds
         flat = torch.cat([g.reshape(S, -1) for g in grads], 1)
         if self.classifier:
-            correct = (out.detach().argmax(-1) == yb).sum(-1)
+            # the outputs are a samples-last tensor seen transposed: argmax over a
+            # contiguous copy is several times faster than over the strided view
+            correct = (out.detach().contiguous().argmax(-1) == yb).sum(-1)
         else:
             correct = self._no_correct
         return {"flat": flat}, loss.detach(), correct
@@ -597,12 +622,17 @@ def _train_chunk(nets, X, y, kind="batched", eval_budget=AUTO_CHUNK_BUDGET):
     everies = [cb.every for _, cb in traces[0] if isinstance(cb, WeightTrace)]
     held_out = _held_out_data(template, trainer, eval_budget)
 
+    stops = SeedStops(nets)  # each seed's own plateau / target stop
+    stops.begin()
+    stopped = torch.zeros(S, dtype=torch.bool, device=trainer.device)
+
     snapshots = {0: trainer.flat(params)} if everies else {}
     scores = {}  # (callback name, epoch) -> (losses, accuracies) of every seed
     steps = []  # per step: (epoch, batch size, losses, n_correct, active before, norms)
     durations = []
     for epoch in range(1, template.max_epochs + 1):
         begin = time.perf_counter()
+        first_step = len(steps)
         if not full_batch:
             if it.shuffle:
                 perms = torch.stack([torch.randperm(n, generator=i.generator)
@@ -619,8 +649,8 @@ def _train_chunk(nets, X, y, kind="batched", eval_budget=AUTO_CHUNK_BUDGET):
                 xb, yb = trainer.gather(idx)
                 grads, loss, correct = trainer.gradient(params, xb, yb, True)
             norms = trainer.grad_norms(grads) if want_norms else None
-            before = active
-            params, state = fopt.step_(params, grads, state, mask=active)  # in place
+            before = active & ~stopped  # the seeds that take this step
+            params, state = fopt.step_(params, grads, state, mask=before)  # in place
             # the estimator's rule (DivergenceCheck), in float64 as it is on the host
             loss64 = loss.to(torch.float64)
             if limit is None:
@@ -634,7 +664,8 @@ def _train_chunk(nets, X, y, kind="batched", eval_budget=AUTO_CHUNK_BUDGET):
                     limit = current
             else:
                 current = limit
-            active = before & torch.isfinite(loss64) & (loss64 <= current)
+            # a seed that took the step diverges on it; a stopped seed keeps its state
+            active = active & (~before | (torch.isfinite(loss64) & (loss64 <= current)))
             steps.append((epoch, size, loss64, correct, before, norms))
         durations.append(time.perf_counter() - begin)
         if any(epoch % e == 0 for e in everies):
@@ -642,11 +673,33 @@ def _train_chunk(nets, X, y, kind="batched", eval_budget=AUTO_CHUNK_BUDGET):
         for name, (cb, Xh, yh, batch) in held_out.items():
             if epoch % cb.every == 0:
                 scores[name, epoch] = trainer.evaluate(params, Xh, yh, batch)
-        if not bool(active.any()):
+        if stops.active:
+            stopped = _apply_stops(stops, epoch, steps[first_step:], scores, held_out,
+                                   active, stopped, hasattr(template, "classes_"))
+        if not bool((active & ~stopped).any()):
             break
 
     trainer.write_back(params, nets)
-    _write_back(nets, steps, durations, snapshots, initial, active, scores)
+    _write_back(nets, steps, durations, snapshots, initial, active, scores, stops)
+
+
+def _apply_stops(stops, epoch, epoch_steps, scores, held_out, active, stopped, is_classifier):
+    """Give each running seed's stopping callbacks its epoch row; the new ``stopped`` mask."""
+    losses = torch.stack([s[2] for s in epoch_steps]).tolist()
+    correct = (torch.stack([s[3] for s in epoch_steps]).tolist() if is_classifier else None)
+    recorded = {}
+    for name, (cb, *_) in held_out.items():
+        if (name, epoch) in scores:
+            loss, acc = scores[name, epoch]
+            recorded[f"{cb.name}_loss"], recorded[f"{cb.name}_acc"] = loss.tolist(), acc.tolist()
+    rows = epoch_rows(epoch, losses, [s[1] for s in epoch_steps], correct, is_classifier,
+                      recorded)
+    newly = stops.epoch_end(epoch, rows, running=(active & ~stopped).tolist())
+    if not newly:
+        return stopped
+    stopped = stopped.clone()
+    stopped[newly] = True
+    return stopped
 
 
 def _held_out_data(template, trainer, budget):
@@ -675,8 +728,13 @@ def _traces_of(nets):
              if isinstance(cb, (WeightTrace, GradNormTrace))] for net in nets]
 
 
-def _write_back(nets, steps, durations, snapshots, initial, active, held_out_scores=None):
-    """Each copy's history, divergence state and trace records, as its own fit leaves them."""
+def _write_back(nets, steps, durations, snapshots, initial, active, held_out_scores=None,
+                stops=None):
+    """Each copy's history, divergence state and trace records, as its own fit leaves them.
+
+    ``stops`` (:class:`~hw1sk.ensemble_stops.SeedStops`): a callback listed
+    after the one that stopped a seed does not record that seed's last epoch.
+    """
     if steps:
         losses = torch.stack([s[2] for s in steps]).cpu().numpy()
         correct = torch.stack([s[3] for s in steps]).cpu().numpy()
@@ -718,10 +776,17 @@ def _write_back(nets, steps, durations, snapshots, initial, active, held_out_sco
                 _record(scores, best, row, "train_acc", n_correct / n_samples, False)
             row["dur"] = durations[row["epoch"] - 1]
             row["diverged"] = False
+        last_epoch = history[-1]["epoch"] if history else 0
+        position = {name: k for k, (name, _) in enumerate(net.callbacks_)}
+
+        def sees(name, epoch):  # whether callback ``name`` ran at the end of ``epoch``
+            return (stops is None or epoch != last_epoch
+                    or stops.sees_last_epoch(i, position[name]))
+
         for name, _ in net.callbacks_:  # HeldOutScore records, in callback order
             for row in history:
                 pair = held_out.get((name, row["epoch"]))
-                if pair is not None:
+                if pair is not None and sees(name, row["epoch"]):
                     cb = dict(net.callbacks_)[name]
                     row[f"{cb.name}_loss"] = float(pair[0][i])
                     row[f"{cb.name}_acc"] = float(pair[1][i])
@@ -732,10 +797,10 @@ def _write_back(nets, steps, durations, snapshots, initial, active, held_out_sco
         if diverged:
             history[-1]["diverged"] = True
             net.divergence_reason_ = DivergenceCheck._reason(net, float(losses[mine[-1], i]))
-        last_epoch = history[-1]["epoch"] if history else 0
-        for _, cb in _traces_of([net])[0]:
+        for name, cb in _traces_of([net])[0]:
             if isinstance(cb, WeightTrace):
-                _fill_weight_trace(cb, net, i, snapshots, history, last_epoch,
+                traced = last_epoch if sees(name, last_epoch) else last_epoch - 1
+                _fill_weight_trace(cb, net, i, snapshots, history, traced,
                                    first=(losses[mine[0], i], correct[mine[0], i], sizes[0])
                                    if mine else None, is_classifier=is_classifier)
             elif norms is not None:

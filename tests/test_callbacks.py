@@ -1,11 +1,13 @@
 """Tests for hw1sk.callbacks: WeightTrace and GradNormTrace against independent computations."""
 
+import math
 import pickle
 
 import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
+from skorch.callbacks import Callback
 from torch import nn
 
 from hw1sk.callbacks import GradNormTrace, WeightTrace, global_grad_norm
@@ -285,7 +287,6 @@ def test_device_path_records_the_same_norms_and_losses(two_classes):
 from hw1sk.callbacks import CurvatureTrace  # noqa: E402
 from hw1sk.curvature import top_hessian_eigenvalues  # noqa: E402
 from hw1sk.stochastic_curvature import hessian_trace  # noqa: E402
-from skorch.callbacks import Callback  # noqa: E402
 import copy  # noqa: E402
 
 
@@ -437,3 +438,30 @@ def test_curvature_trace_shares_one_lanczos_run_on_large_nets(two_classes):
         assert trace.trace_[i] == pytest.approx(est.value, rel=1e-5)
         assert trace.trace_std_error_[i] == pytest.approx(est.std_error, rel=1e-5)
         assert 0 < est.std_error < np.inf
+
+
+class _Float64GradNorms(Callback):
+    """Every gradient norm, computed independently in float64."""
+
+    def initialize(self):
+        self.norms_ = []
+        return self
+
+    def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
+        self.norms_.append(math.sqrt(sum(float((p.grad.double() ** 2).sum())
+                                         for _, p in named_parameters if p.grad is not None)))
+
+
+def test_minibatch_grad_norms_match_a_float64_computation_with_validation(two_classes):
+    from skorch.dataset import ValidSplit
+
+    X, y = two_classes
+    grads, reference = GradNormTrace(), _Float64GradNorms()
+    clf = NeuralClassifier(module__hidden=(8,), batch_size=16, max_epochs=3, random_state=0,
+                           train_split=ValidSplit(4), callbacks=[grads, reference]).fit(X, y)
+    n_steps = sum(row["train_batch_count"] for row in clf.history)
+    # one record per training step; validation batches (no gradient) record nothing
+    assert len(grads.grad_norms_) == len(reference.norms_) == n_steps
+    np.testing.assert_allclose(grads.grad_norms_, reference.norms_, rtol=1e-6)
+    assert grads.losses_ == [b["train_loss"] for row in clf.history for b in row["batches"]
+                             if "train_loss" in b]

@@ -63,6 +63,11 @@ def float64_mlp(n_in=1, n_out=1):
     return MLP(n_in=n_in, hidden=(16,), n_out=n_out, activation="tanh").double()
 
 
+def float64_depth4_mlp(n_in=1, n_out=1):
+    """The widths of ``mlp_for_budget(571, depth=4)`` (a one-input first layer)."""
+    return MLP(n_in=n_in, hidden=(12, 13, 13, 13), n_out=n_out).double()
+
+
 class DataDependent(nn.Module):
     """Python control flow on a tensor's value: vmap refuses it."""
 
@@ -108,9 +113,10 @@ def test_full_batch_float32_matches_loop(function_data, optimizer, kwargs):
     (torch.optim.Adam, {"lr": 1e-2}),
     (torch.optim.SGD, {"lr": 5e-2, "momentum": 0.9}),
 ])
-def test_full_batch_float64_matches_torch_loop(function_data, optimizer, kwargs):
+@pytest.mark.parametrize("factory", [float64_mlp, float64_depth4_mlp])
+def test_full_batch_float64_matches_torch_loop(function_data, optimizer, kwargs, factory):
     X, y = function_data
-    est = NeuralRegressor(module=float64_mlp, batch_size=-1, max_epochs=200, optimizer=optimizer,
+    est = NeuralRegressor(module=factory, batch_size=-1, max_epochs=200, optimizer=optimizer,
                           lr=kwargs["lr"],
                           **{f"optimizer__{k}": v for k, v in kwargs.items() if k != "lr"})
     seeds = [3, 4]
@@ -245,12 +251,16 @@ def test_chunks_give_the_same_results_as_one_chunk(blobs, monkeypatch):
     monkeypatch.setattr(ensemble_module, "AUTO_CHUNK_BUDGET", 1)
     auto = SeedEnsemble(est, n_seeds=4).fit(X, y)
     assert auto.chunk_size_ == 1
+    # up to rounding: MKL's batched products can round a seed's block differently
+    # at a different offset in memory (another chunk size puts it elsewhere)
     for other in (chunked, auto):
         for a, b in zip(one.estimators_, other.estimators_):
-            torch.testing.assert_close(params_of(a), params_of(b), rtol=0, atol=0)
-            np.testing.assert_array_equal(a.history_["train_loss"], b.history_["train_loss"])
-            np.testing.assert_array_equal(dict(a.callbacks_)["w"].to_array(),
-                                          dict(b.callbacks_)["w"].to_array())
+            torch.testing.assert_close(params_of(a), params_of(b), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a.history_["train_loss"], b.history_["train_loss"],
+                                       rtol=1e-6)
+            np.testing.assert_allclose(dict(a.callbacks_)["w"].to_array(),
+                                       dict(b.callbacks_)["w"].to_array(), rtol=1e-5,
+                                       atol=1e-6)
 
 
 # ------------------------------------------------------------ fallback

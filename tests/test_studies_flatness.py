@@ -1,6 +1,7 @@
 """Tests of the HW1-3 flatness studies: InterpolationStudy and SensitivityStudy."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -560,8 +561,9 @@ def test_train_loss_control_with_seed_groups_matches_separate_fits(data):
     X, y, X_test, y_test = data
     kwargs = dict(batch_sizes=(16, 160), n_seeds=2, controls=("train_loss",), target_loss=1.0,
                   max_epochs_cap=12, sharpness=False, hessian_top=False)
-    # the ensemble does not replay the stopping rule: it fits the group's seeds one by one
-    with pytest.warns(UserWarning, match="target_loss"):
+    # the ensemble replays each seed's target stop (hw1sk.ensemble_stops): no fallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         together = _sensitivity(vectorize=True, **kwargs).fit(X, y, X_test, y_test)
     alone = _sensitivity(vectorize=False, **kwargs).fit(X, y, X_test, y_test)
     cols = ["n_epochs", "target_reached", "reached_epoch"]

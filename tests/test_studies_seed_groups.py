@@ -1,11 +1,13 @@
 """Runs that differ only in their seed, trained together (Study ``vectorize``)."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.utils._param_validation import Interval
+from skorch.callbacks import Callback
 
 import hw1sk.ensemble
 from hw1sk.estimators import NeuralClassifier, NeuralRegressor
@@ -145,16 +147,30 @@ def test_vectorize_is_validated(regression_data):
         _SeedStudy(vectorize="always").fit(*regression_data)
 
 
+class _Unreplayed(Callback):
+    """A callback of the user's own: the vectorized pass cannot know what it does."""
+
+
 def test_auto_keeps_runs_apart_when_a_callback_is_not_replayed(regression_data, ensemble_fits):
+    X, y = regression_data
+    est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=20, lr=1e-2,
+                          callbacks=[("mine", _Unreplayed())])
+    _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
+    assert ensemble_fits == []  # auto: the runs stay separate sweep tasks (n_jobs)
+    _SeedStudy(est, n_seeds=4, vectorize=True, backend="sequential").fit(X, y)
+    assert ensemble_fits == [4]  # True: grouped (the ensemble warns and loops)
+
+
+def test_auto_groups_runs_with_a_plateau_stop(regression_data, ensemble_fits):
     from hw1sk.training_callbacks import PlateauStopping
 
     X, y = regression_data
     est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=20, lr=1e-2,
                           callbacks=[("plateau", PlateauStopping(patience=5))])
-    _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
-    assert ensemble_fits == []  # auto: the runs stay separate sweep tasks (n_jobs)
-    _SeedStudy(est, n_seeds=4, vectorize=True, backend="sequential").fit(X, y)
-    assert ensemble_fits == [4]  # True: grouped (the ensemble warns and loops)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to a loop
+        _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
+    assert ensemble_fits == [4]  # replayed per seed (hw1sk.ensemble_stops)
 
 
 def _phased_run(estimator, X, y, seed):
@@ -186,3 +202,21 @@ def test_a_run_function_gets_its_group_phase(regression_data):
         assert r["phase"] == (3, 5)
     assert all(r["other data"] is None for r in results)  # only the group's own data
     assert take_group_phase(est, X, y, 1) is None  # and only inside the group
+
+
+def test_replays_callbacks_knows_which_stops_the_pass_can_replay():
+    from hw1sk.evaluation import HeldOutScore
+    from hw1sk.studies._seed_groups import replays_callbacks
+    from hw1sk.training_callbacks import PlateauStopping, TargetLossStopping
+
+    X = np.zeros((4, 1))
+
+    def est(*callbacks):
+        return NeuralRegressor(module__hidden=(4,), callbacks=list(callbacks))
+
+    assert replays_callbacks(est(PlateauStopping(), TargetLossStopping(0.1)))
+    assert not replays_callbacks(est(PlateauStopping(load_best=True)))
+    assert not replays_callbacks(est(PlateauStopping(monitor="test_loss")))
+    assert replays_callbacks(est(HeldOutScore(X, X[:, 0]), PlateauStopping(monitor="test_loss")))
+    assert not replays_callbacks(est(HeldOutScore(X, X[:, 0], every=2),
+                                     PlateauStopping(monitor="test_loss")))

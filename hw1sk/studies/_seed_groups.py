@@ -79,14 +79,26 @@ def seed_groups(tasks):
 def replays_callbacks(estimator):
     """Whether the vectorized pass of SeedEnsemble replays every callback of ``estimator``.
 
-    A seed group whose estimator has another callback (a plateau or target
-    stop) would be fitted seed by seed inside one task, losing ``n_jobs``.
+    The replayed ones are the tracing callbacks, HeldOutScore, and the plateau
+    and target stops (per seed, :mod:`hw1sk.ensemble_stops`).  A seed group
+    whose estimator has another callback would be fitted seed by seed inside
+    one task, losing ``n_jobs``.
     """
     from ..ensemble import REPLAYED_CALLBACKS
+    from ..ensemble_stops import STOPPING_CALLBACKS
+    from ..evaluation import HeldOutScore
 
-    for entry in getattr(estimator, "callbacks", None) or []:
-        callback = entry[1] if isinstance(entry, tuple) else entry
+    callbacks = [entry[1] if isinstance(entry, tuple) else entry
+                 for entry in getattr(estimator, "callbacks", None) or []]
+    # what the pass records every epoch, for the stops to monitor
+    known = {"train_loss", "train_acc"} | {f"{cb.name}_{key}" for cb in callbacks
+                                           if isinstance(cb, HeldOutScore) and cb.every == 1
+                                           for key in ("loss", "acc")}
+    for callback in callbacks:
         if not isinstance(callback, REPLAYED_CALLBACKS):
+            return False
+        if isinstance(callback, STOPPING_CALLBACKS) and (
+                getattr(callback, "load_best", False) or callback.monitor not in known):
             return False
     return True
 

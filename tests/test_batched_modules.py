@@ -1,0 +1,100 @@
+"""Tests of hw1sk.batched_modules: the stacked pass gives each copy its own values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hw1sk.batched_modules import BatchedNetwork, batched_loss, batched_loss_and_grad
+from hw1sk.models import MLP
+
+
+def per_copy_gradients(copies, X, y, criterion):
+    """Each copy's gradient of its own loss, flat, by ordinary autograd."""
+    rows = []
+    for module in copies:
+        module.zero_grad()
+        criterion(module(X), y).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in module.parameters()]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("criterion", [nn.MSELoss(), nn.CrossEntropyLoss()],
+                         ids=["mse", "cross_entropy"])
+def test_closed_form_loss_gradient_is_autograds(criterion, shared):
+    torch.manual_seed(0)
+    base = torch.randn(3, 4, 20, dtype=torch.float64, requires_grad=True)
+    out = base.transpose(1, 2)  # (seeds, batch, 4), samples last in memory as the pass has it
+    shape = (20,) if shared else (3, 20)
+    if isinstance(criterion, nn.MSELoss):
+        y = torch.randn(*shape, 4, dtype=torch.float64)
+    else:
+        y = torch.randint(0, 4, shape)
+    losses = batched_loss(criterion, out, y, shared)
+    expected, = torch.autograd.grad(losses.sum(), out)
+    got_losses, got_grad = batched_loss_and_grad(criterion, out, y, shared)
+    assert got_grad.shape == out.shape
+    torch.testing.assert_close(got_losses, losses.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(got_grad, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_closed_form_is_none_for_other_criteria():
+    out = torch.randn(2, 5, 3)
+    labels = torch.zeros(5, dtype=torch.long)
+    assert batched_loss_and_grad(nn.CrossEntropyLoss(label_smoothing=0.1), out, labels,
+                                 True) is None
+    assert batched_loss_and_grad(nn.CrossEntropyLoss(weight=torch.ones(3)), out, labels,
+                                 True) is None
+    assert batched_loss_and_grad(nn.CrossEntropyLoss(ignore_index=0), out, labels,
+                                 True) is None
+    assert batched_loss_and_grad(nn.MSELoss(reduction="sum"), out, torch.zeros(5, 3),
+                                 True) is None
+    assert batched_loss_and_grad(nn.L1Loss(), out, torch.zeros(5, 3), True) is None
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_gradients_with_a_one_input_layer_are_each_copys(activation):
+    """A 1-12-13-14-1 network: its one-input first layer is an elementwise outer product."""
+    torch.manual_seed(0)
+    copies = [MLP(1, (12, 13, 14), 1, activation=activation).double() for _ in range(3)]
+    X = torch.randn(40, 1, dtype=torch.float64)
+    y = torch.randn(40, 1, dtype=torch.float64)
+    net = BatchedNetwork(copies[0])
+    expected = per_copy_gradients(copies, X, y, nn.MSELoss())
+    flat = net.stack_parameters(copies)
+    for _ in range(2):  # the second step runs on the reused buffers
+        leaves = net.leaves(flat)
+        out = net.forward(leaves, X, shared=True)
+        losses, grad_out = batched_loss_and_grad(nn.MSELoss(), out, y, True)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+        got = torch.cat([g.reshape(3, -1) for g in grads], 1)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    idx = torch.stack([torch.randperm(40)[:30] for _ in copies])
+    leaves = net.leaves(flat)
+    out = net.forward(leaves, net.gather(X, idx), shared=False)
+    loss = batched_loss(nn.MSELoss(), out, y[idx], False)
+    grads = torch.autograd.grad(loss.sum(), leaves)
+    got = torch.cat([g.reshape(3, -1) for g in grads], 1)
+    for s, module in enumerate(copies):
+        expected_s = per_copy_gradients([module], X[idx[s]], y[idx[s]], nn.MSELoss())[0]
+        torch.testing.assert_close(got[s], expected_s, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_gather_is_fancy_indexing_with_or_without_a_buffer(images):
+    torch.manual_seed(0)
+    if images:
+        from hw1sk.models import CNN
+
+        module, X = CNN(in_channels=1, image_size=8), torch.randn(30, 1, 8, 8)
+    else:
+        module, X = MLP(5, (4,), 2), torch.randn(30, 5)
+    net = BatchedNetwork(module)
+    idx = torch.stack([torch.randperm(30)[:7] for _ in range(3)])
+    expected = X[idx.t()] if images else X[idx]
+    assert torch.equal(net.gather(X, idx), expected)
+    buf = X.new_empty((idx.numel(), *X.shape[1:]))
+    got = net.gather(X, idx, out=buf)
+    assert torch.equal(got, expected) and got.data_ptr() == buf.data_ptr()
