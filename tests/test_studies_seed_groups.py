@@ -161,15 +161,18 @@ def test_auto_keeps_runs_apart_when_a_callback_is_not_replayed(regression_data, 
     assert ensemble_fits == [4]  # True: grouped (the ensemble warns and loops)
 
 
-def test_auto_groups_runs_with_a_plateau_stop(regression_data, ensemble_fits):
+def test_a_plateau_stop_groups_with_true_and_stays_apart_with_auto(regression_data,
+                                                                    ensemble_fits):
     from hw1sk.training_callbacks import PlateauStopping
 
     X, y = regression_data
     est = NeuralRegressor(module__hidden=(8,), batch_size=-1, max_epochs=20, lr=1e-2,
                           callbacks=[("plateau", PlateauStopping(patience=5))])
+    _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
+    assert ensemble_fits == []  # auto: a group would wait for its slowest seed
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no fallback to a loop
-        _SeedStudy(est, n_seeds=4, backend="sequential").fit(X, y)
+        _SeedStudy(est, n_seeds=4, vectorize=True, backend="sequential").fit(X, y)
     assert ensemble_fits == [4]  # replayed per seed (hw1sk.ensemble_stops)
 
 

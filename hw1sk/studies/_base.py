@@ -29,7 +29,7 @@ from ..evaluation import evaluate_estimator
 from ..parameters import count_params
 from ..seeding import spawn_seeds
 from ._docs import compose, shortcut_values
-from ._seed_groups import replays_callbacks, run_seed_group, seed_groups
+from ._seed_groups import replays_callbacks, run_seed_group, seed_groups, stops_early
 
 
 def describe_value(value):
@@ -509,7 +509,9 @@ class Study(BaseEstimator):
         :data:`AUTO_MIN_SEEDS` of them with ``vectorize="auto"`` (two with
         True).  ``"auto"`` skips a group whose estimator has a callback the
         vectorized pass does not replay (:func:`replays_callbacks`: it would
-        be fitted seed by seed in one task), and cuts each other one into the
+        be fitted seed by seed in one task) or a plateau or target stop
+        (:func:`stops_early`: the group would run as long as its slowest
+        seed), and cuts each other one into the
         fewest contiguous pieces of at most :data:`AUTO_MAX_SEEDS` runs.  The pieces never depend on
         ``n_jobs``: batched products round differently for different numbers
         of seeds, and the same ``random_state`` must give the same numbers
@@ -520,8 +522,10 @@ class Study(BaseEstimator):
         least = AUTO_MIN_SEEDS if self.vectorize == "auto" else 2
         out = []
         for group in seed_groups(tasks):
-            if self.vectorize == "auto" and not replays_callbacks(tasks[group[0]]["estimator"]):
-                continue  # fitted seed by seed anyway: keep the runs apart for n_jobs
+            estimator = tasks[group[0]]["estimator"]
+            if self.vectorize == "auto" and (not replays_callbacks(estimator)
+                                             or stops_early(estimator)):
+                continue  # seed by seed anyway, or held up by its slowest seed: n_jobs
             if len(group) >= least:
                 pieces = -(-len(group) // AUTO_MAX_SEEDS) if self.vectorize == "auto" else 1
                 out.extend([int(i) for i in p] for p in np.array_split(group, max(pieces, 1)))

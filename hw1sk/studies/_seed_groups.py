@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 __all__ = ["seed_groups", "run_seed_group", "take_prefitted", "take_group_phase",
-           "replays_callbacks"]
+           "replays_callbacks", "stops_early"]
 
 
 @dataclass
@@ -101,6 +101,14 @@ def replays_callbacks(estimator):
                 getattr(callback, "load_best", False) or callback.monitor not in known):
             return False
     return True
+
+
+def stops_early(estimator):
+    """Whether ``estimator`` has a plateau or target stop (each seed stops at its own epoch)."""
+    from ..ensemble_stops import STOPPING_CALLBACKS
+
+    return any(isinstance(entry[1] if isinstance(entry, tuple) else entry, STOPPING_CALLBACKS)
+               for entry in getattr(estimator, "callbacks", None) or [])
 
 
 def take_prefitted(estimator, X, y, X_test, seed):
