@@ -58,7 +58,8 @@ from .estimators import DivergenceWarning, TensorBatchIterator, TrainingHistory
 from .evaluation import HeldOutScore, check_predict_X, encode_targets
 from .functional_optim import functional_optimizer
 from .seeding import as_seed
-from .ensemble_stops import STOPPING_CALLBACKS, SeedStops, epoch_rows, stop_obstacle
+from .ensemble_stops import (STOPPING_CALLBACKS, SeedStops, epoch_rows, epoch_scores,
+                             stop_obstacle)
 from .training_callbacks import DivergenceCheck, EpochScores
 
 __all__ = ["SeedEnsemble", "fit_seeds"]
@@ -756,24 +757,23 @@ def _write_back(nets, steps, durations, snapshots, initial, active, held_out_sco
         best = {}
         history = TrainingHistory()
         diverged = not bool(active[i])  # only the divergence rule deactivates a seed
-        sums = []  # per row: [sum of loss * size, samples, correct]
+        taken_in = []  # per row: the seed's steps of that epoch
         for k in mine:
             epoch = epochs[k]
             if not history or history[-1]["epoch"] != epoch:
                 history.append({"epoch": epoch, "batches": []})
-                sums.append([0.0, 0, 0])
+                taken_in.append([])
             history[-1]["batches"].append({"train_loss": seed_losses[k],
                                            "train_batch_size": sizes[k]})
-            total = sums[-1]
-            total[0] += seed_losses[k] * sizes[k]
-            total[1] += sizes[k]
-            if seed_correct is not None:
-                total[2] += int(seed_correct[k])
-        for row, (total, n_samples, n_correct) in zip(history, sums):
+            taken_in[-1].append(k)
+        for row, ks in zip(history, taken_in):
             row["train_batch_count"] = len(row["batches"])
-            _record(scores, best, row, "train_loss", total / n_samples, True)
+            loss, accuracy = epoch_scores([seed_losses[k] for k in ks], [sizes[k] for k in ks],
+                                          [seed_correct[k] for k in ks] if is_classifier
+                                          else None)
+            _record(scores, best, row, "train_loss", loss, True)
             if is_classifier:
-                _record(scores, best, row, "train_acc", n_correct / n_samples, False)
+                _record(scores, best, row, "train_acc", accuracy, False)
             row["dur"] = durations[row["epoch"] - 1]
             row["diverged"] = False
         last_epoch = history[-1]["epoch"] if history else 0

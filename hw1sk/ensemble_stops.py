@@ -21,7 +21,7 @@ from __future__ import annotations
 from .interrupts import StopTraining
 from .training_callbacks import PlateauStopping, TargetLossStopping
 
-__all__ = ["STOPPING_CALLBACKS", "SeedStops", "epoch_rows", "stop_obstacle"]
+__all__ = ["STOPPING_CALLBACKS", "SeedStops", "epoch_rows", "epoch_scores", "stop_obstacle"]
 
 #: Stopping callbacks the vectorized pass replays per seed.
 STOPPING_CALLBACKS = (PlateauStopping, TargetLossStopping)
@@ -146,15 +146,38 @@ def epoch_rows(epoch, losses, sizes, correct, is_classifier, held_out=None):
     """
     n_seeds = len(losses[0]) if losses else 0
     rows = []
-    n_samples = sum(sizes)
     for i in range(n_seeds):
-        total = 0.0
-        for step, size in zip(losses, sizes):
-            total += step[i] * size
-        row = {"epoch": epoch, "train_loss": total / n_samples}
+        loss, accuracy = epoch_scores([step[i] for step in losses], sizes,
+                                      [step[i] for step in correct] if is_classifier else None)
+        row = {"epoch": epoch, "train_loss": loss}
         if is_classifier:
-            row["train_acc"] = sum(int(step[i]) for step in correct) / n_samples
+            row["train_acc"] = accuracy
         for key, values in (held_out or {}).items():
             row[key] = float(values[i])
         rows.append(row)
     return rows
+
+
+def epoch_scores(losses, sizes, correct=None):
+    """``(train_loss, train_acc)`` of one seed's epoch, as its fit's ``EpochScores`` has them.
+
+    Parameters
+    ----------
+    losses : list of float
+        The seed's batch losses, in batch order.
+    sizes : list of int
+        The batch sizes.
+    correct : list of int or None
+        Correct predictions per batch (classifiers); None: ``train_acc`` is None.
+
+    Returns
+    -------
+    tuple
+        The sample-weighted mean loss (summed in batch order) and the accuracy.
+    """
+    total, n_samples = 0.0, 0
+    for loss, size in zip(losses, sizes):
+        total += loss * size
+        n_samples += size
+    accuracy = None if correct is None else sum(int(c) for c in correct) / n_samples
+    return total / n_samples, accuracy
