@@ -285,7 +285,7 @@ def test_device_path_records_the_same_norms_and_losses(two_classes):
 # CurvatureTrace
 # --------------------------------------------------------------------------- #
 from hw1sk.callbacks import CurvatureTrace  # noqa: E402
-from hw1sk.curvature import top_hessian_eigenvalues  # noqa: E402
+from hw1sk.curvature import loss_hessian, top_hessian_eigenvalues  # noqa: E402
 from hw1sk.stochastic_curvature import hessian_trace  # noqa: E402
 import copy  # noqa: E402
 
@@ -420,7 +420,23 @@ def test_curvature_trace_bn_mode_and_timings(two_classes):
                          callbacks=[CurvatureTrace(bn_mode="batch")], random_state=0).fit(X, y)
 
 
-def test_curvature_trace_shares_one_lanczos_run_on_large_nets(two_classes):
+def test_curvature_trace_auto_is_the_exact_trace_of_a_small_mlp(two_classes):
+    X, y = two_classes
+    trace = CurvatureTrace(every=2, n_samples=30, max_iter=12, random_state=4)
+    snap = _ModuleSnapshot()
+    NeuralClassifier(module__hidden=(5,), max_epochs=4, batch_size=16,
+                     callbacks=[trace, snap], random_state=0).fit(X, y)
+    Xs, ys = X[trace.indices_], y[trace.indices_]
+    for i, epoch in enumerate(trace.epochs_):
+        module = copy.deepcopy(snap.modules_[epoch]).double()
+        H = loss_hessian(module, nn.CrossEntropyLoss(), torch.from_numpy(Xs).double(),
+                         torch.from_numpy(ys))
+        assert trace.trace_[i] == pytest.approx(float(torch.trace(H)), rel=1e-5)
+        assert trace.trace_std_error_[i] == 0.0
+
+
+def test_curvature_trace_auto_is_exact_on_large_mlps(two_classes):
+    """A chain of Linear layers and activations: the closed-form trace, whatever its size."""
     X, y = two_classes
     from hw1sk.stochastic_curvature import hessian_top_eigenvalue_and_trace
 
@@ -430,10 +446,50 @@ def test_curvature_trace_shares_one_lanczos_run_on_large_nets(two_classes):
                      callbacks=[trace, snap], random_state=0).fit(X, y)
     assert sum(p.numel() for p in snap.modules_[2].parameters()) > 2000
     Xs, ys = X[trace.indices_], y[trace.indices_]
+    crit = nn.CrossEntropyLoss()
+    for i, epoch in enumerate(trace.epochs_):
+        module = snap.modules_[epoch]
+        exact = hessian_trace(module, crit, Xs, ys, method="exact")
+        H = loss_hessian(copy.deepcopy(module).double(), crit, torch.from_numpy(Xs).double(),
+                         torch.from_numpy(ys))
+        assert trace.trace_[i] == pytest.approx(exact.value, rel=1e-6)
+        assert trace.trace_[i] == pytest.approx(float(torch.trace(H)), rel=1e-4)
+        assert trace.trace_std_error_[i] == 0.0
+        # the top eigenvalue: the Lanczos run the shared estimate would have made
+        top, est = hessian_top_eigenvalue_and_trace(module, crit, Xs, ys, n_iter=12,
+                                                    n_probes=10, random_state=trace.seeds_[i])
+        assert est.method == "krylov" and est.std_error > 0
+        assert trace.top_[i] == pytest.approx(top, rel=1e-5)
+        assert trace.top_[i] <= float(torch.linalg.eigvalsh(H)[-1]) * (1 + 1e-4)
+
+
+class _WideNormedNet(nn.Module):
+    """Linear - BatchNorm1d - tanh - Linear - tanh - Linear, 2,422 parameters: not a chain."""
+
+    def __init__(self, n_in=3, n_out=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, 50), nn.BatchNorm1d(50), nn.Tanh(),
+                                 nn.Linear(50, 40), nn.Tanh(), nn.Linear(40, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def test_curvature_trace_shares_one_lanczos_run_on_large_non_chain_nets(two_classes):
+    X, y = two_classes
+    from hw1sk.stochastic_curvature import hessian_top_eigenvalue_and_trace
+
+    trace = CurvatureTrace(every=2, n_samples=30, max_iter=12, random_state=4)
+    snap = _ModuleSnapshot()
+    NeuralClassifier(module=_WideNormedNet, max_epochs=4, batch_size=16,
+                     callbacks=[trace, snap], random_state=0).fit(X, y)
+    assert sum(p.numel() for p in snap.modules_[2].parameters()) > 2000
+    Xs, ys = X[trace.indices_], y[trace.indices_]
     for i, epoch in enumerate(trace.epochs_):
         top, est = hessian_top_eigenvalue_and_trace(snap.modules_[epoch], nn.CrossEntropyLoss(),
                                                     Xs, ys, n_iter=12, n_probes=10,
-                                                    random_state=trace.seeds_[i])
+                                                    random_state=trace.seeds_[i], method="auto")
+        assert est.method == "krylov"  # BatchNorm: no closed form, the shared estimate
         assert trace.top_[i] == pytest.approx(top, rel=1e-5)
         assert trace.trace_[i] == pytest.approx(est.value, rel=1e-5)
         assert trace.trace_std_error_[i] == pytest.approx(est.std_error, rel=1e-5)

@@ -14,6 +14,7 @@ from hw1sk._inputs import analysis_mode
 from hw1sk.curvature import loss_hessian, top_hessian_eigenvalues
 from hw1sk.models import MLP
 from hw1sk.parameters import parameter_slices
+from hw1sk.seeding import torch_generator
 from hw1sk.stochastic_curvature import (
     GaussNewtonWarning,
     _block_operator,
@@ -144,6 +145,45 @@ def test_top_eigenvalue_and_trace_share_one_krylov_space(problem):
     assert est.value == pytest.approx(exact, rel=1e-8) and est.std_error < 1e-8 * abs(exact)
     with pytest.raises(ValueError, match="n_probes"):
         hessian_top_eigenvalue_and_trace(net, crit, X, y, n_probes=1)
+
+
+class _Wrapped(nn.Module):
+    """The same function as ``net``, behind a forward that hw1sk cannot read as a chain."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.inner = net
+
+    def forward(self, X):
+        return self.inner(X)
+
+
+def test_top_eigenvalue_and_exact_trace_of_a_chain(problem):
+    name, net, crit, X, y, H = problem
+    exact = float(torch.trace(H))
+    for block in BLOCKS[name]:  # a Hessian block: the closed form of its diagonal
+        idx = _block_index(net, block)
+        _, est = hessian_top_eigenvalue_and_trace(net, crit, X, y, n_iter=10, random_state=0,
+                                                  params=block, method="auto")
+        assert est.method == "exact" and est.n_matvecs == min(10, idx.numel())
+        assert abs(est.value - float(torch.trace(H[idx][:, idx]))) < 1e-10
+    for seed in SEEDS[:2]:
+        top, est = hessian_top_eigenvalue_and_trace(net, crit, X, y, n_iter=40,
+                                                    random_state=seed, method="auto")
+        assert est.method == "exact" and est.std_error == 0.0 and est.n_matvecs == 40
+        assert abs(est.value - exact) < 1e-10
+        krylov_top, _ = hessian_top_eigenvalue_and_trace(net, crit, X, y, n_iter=40,
+                                                         random_state=seed)
+        assert top == krylov_top  # the same Lanczos run
+    # a module that is not recognized as a chain (a custom forward) keeps the Krylov estimate
+    wrapped = _Wrapped(net)
+    top, est = hessian_top_eigenvalue_and_trace(wrapped, crit, X, y, n_iter=40, n_probes=12,
+                                                random_state=0, method="auto")
+    ref_top, ref = hessian_top_eigenvalue_and_trace(wrapped, crit, X, y, n_iter=40,
+                                                    n_probes=12, random_state=0)
+    assert est.method == "krylov" and est == ref and top == ref_top
+    with pytest.raises(ValueError, match="method must be one of"):
+        hessian_top_eigenvalue_and_trace(net, crit, X, y, method="exact")
 
 
 def test_traces_are_reproducible_and_leave_the_module_alone(problem):
@@ -343,6 +383,98 @@ def test_slq_density_matches_the_exact_spectrum(problem):
     assert abs(moments.mean() - float(torch.trace(H)) / P) < 3 * se
 
 
+def _block_probes(P, n_probes, b, seed):
+    """The orthonormalized probe blocks ``Q_1`` hessian_spectral_density draws, ``(P, b)`` each."""
+    gen = torch_generator(seed)
+    V = torch.stack([torch.randn(P, generator=gen, dtype=torch.float64)
+                     for _ in range(n_probes)])
+    return [torch.linalg.qr(V[i:i + b].T)[0] for i in range(0, n_probes, b)]
+
+
+@pytest.mark.parametrize("b, m", [(2, 3), (3, 5), (4, 2)])
+def test_block_quadrature_is_exact_to_degree_2m_minus_1(problem, b, m):
+    """Block Gauss quadrature: sum_i w_i theta_i^k = tr(Q_1^T H^k Q_1) / b for k < 2m."""
+    _, net, crit, X, y, H = problem
+    dens = hessian_spectral_density(net, crit, X, y, n_probes=2 * b, n_iter=m, block_size=b,
+                                    random_state=7)
+    assert dens.nodes.shape == dens.weights.shape == (2, b * m)
+    np.testing.assert_allclose(dens.weights.sum(1), 1.0, atol=1e-10)
+    Hn = H / torch.linalg.matrix_norm(H, 2)  # moments of a unit-norm spectrum: no overflow
+    scale = float(torch.linalg.matrix_norm(H, 2))
+    for row, Q in enumerate(_block_probes(H.shape[0], 2 * b, b, 7)):
+        theta, w = dens.nodes[row] / scale, dens.weights[row]
+        HkQ = Q
+        for k in range(2 * m):
+            expected = float(torch.trace(Q.T @ HkQ)) / b
+            assert (w * theta**k).sum() == pytest.approx(expected, abs=1e-9), (row, k)
+            HkQ = Hn @ HkQ
+        # degree 2m is not integrated exactly (the nodes are not the whole spectrum)
+        expected = float(torch.trace(Q.T @ HkQ)) / b
+        assert abs((w * theta ** (2 * m)).sum() - expected) > 1e-9
+
+
+def test_block_density_on_the_full_space_is_the_exact_spectrum():
+    """b * n_iter = P: the nodes are all eigenvalues, with weights ||Q_1^T u_i||^2 / b.
+
+    A regressor with one output, whose Hessian has simple eigenvalues (a
+    block Krylov space holds at most ``b`` vectors of an eigenspace, so a
+    multiple eigenvalue would close it before the full dimension).
+    """
+    net = MLP(3, (4,), 1, activation="tanh").double()  # 21 parameters
+    torch.manual_seed(2)
+    X = torch.randn(30, 3, dtype=torch.float64)
+    y = torch.sin(X.sum(1, keepdim=True))
+    H = loss_hessian(net, nn.MSELoss(), X, y)
+    lam, U = torch.linalg.eigh(H)
+    assert torch.diff(lam).min() > 1e-6  # simple
+    dens = hessian_spectral_density(net, nn.MSELoss(), X, y, n_probes=3, n_iter=40,
+                                    block_size=3, random_state=3)
+    assert dens.nodes.shape == (1, 21)  # n_iter capped at P // b
+    np.testing.assert_allclose(dens.nodes[0], lam.numpy(), atol=1e-9)
+    (Q,) = _block_probes(21, 3, 3, 3)
+    np.testing.assert_allclose(dens.weights[0], ((Q.T @ U) ** 2).sum(0).numpy() / 3,
+                               atol=1e-9)
+
+
+def test_block_slq_density_matches_the_exact_spectrum(problem):
+    """As the single-probe test, with 10 probes in blocks of 5, 16 block steps each.
+
+    The block quadrature of ``b m`` nodes integrates polynomials of degree
+    ``2m - 1`` exactly, so the Jackson bound is that of ``m`` steps:
+    ``2 pi R / (8 m)``, plus the probes' fluctuation ``R sqrt(1 / (2 P
+    n_probes))``; 0.064 R (classifier) and 0.061 R (regressor).
+    """
+    _, net, crit, X, y, H = problem
+    P = H.shape[0]
+    dens = hessian_spectral_density(net, crit, X, y, n_probes=10, n_iter=16, block_size=5,
+                                    random_state=0)
+    assert dens.nodes.shape == dens.weights.shape == (2, 80)
+    lam = torch.linalg.eigvalsh(H).numpy()
+    exact = exact_spectral_density(lam, dens.grid, dens.sigma)
+    R = lam.max() - lam.min()
+    tol = R * (np.pi / (4 * 16) + np.sqrt(1 / (2 * P * 10)))
+    w1 = wasserstein_distance(dens.grid, dens.grid, dens.density, exact)
+    assert w1 < tol / 4, (w1, tol, R)  # measured well inside the bound
+    assert np.trapezoid(dens.density, dens.grid) == pytest.approx(1.0, abs=1e-6)
+    slack = 1e-8 * np.abs(lam).max()
+    assert dens.nodes.min() >= lam.min() - slack and dens.nodes.max() <= lam.max() + slack
+
+
+def test_block_lanczos_breakdown_stops_the_block():
+    # H = 2 I: the Krylov space of any block closes after one step
+    X = torch.eye(6, dtype=torch.float64) * np.sqrt(6)
+    net = nn.Linear(6, 1, bias=False).double()
+    dens = hessian_spectral_density(net, nn.MSELoss(), X, torch.zeros(6, 1, dtype=torch.float64),
+                                    n_probes=4, n_iter=3, block_size=2, random_state=0)
+    assert dens.nodes.shape == (2, 6)
+    np.testing.assert_allclose(dens.nodes, 2.0, atol=1e-12)
+    np.testing.assert_allclose(dens.weights[:, :2], 0.5, atol=1e-12)
+    np.testing.assert_array_equal(dens.weights[:, 2:], 0.0)
+    dens = hessian_spectral_density(net, nn.MSELoss(), X, torch.zeros(6, 1, dtype=torch.float64),
+                                    n_probes=4, n_iter=5, block_size=4, random_state=0)
+    assert dens.nodes.shape == (1, 4)  # n_iter capped at P // b = 1
+
+
 def test_density_on_a_given_grid_and_sigma():
     net, crit, X, y = _classifier()
     grid = np.linspace(-1, 2, 301)
@@ -395,6 +527,9 @@ def test_trace_input_errors(kwargs, match):
     ({"sigma": 0.0}, "sigma"),
     ({"grid": np.zeros((2, 2))}, "grid must be 1-D"),
     ({"params": "bogus"}, "'bogus' matches no parameter"),
+    ({"block_size": 0}, "block_size"),
+    ({"n_probes": 3, "block_size": 2}, "n_probes must be a multiple of block_size"),
+    ({"n_probes": 400, "block_size": 200}, "block_size=200 is larger than the number"),
 ])
 def test_density_input_errors(kwargs, match):
     net, crit, X, y = _classifier()
@@ -613,6 +748,16 @@ def test_trace_and_density_agree_with_pyhessian_on_mnist(mnist_small, monkeypatc
                                 py_weights.ravel())
     assert dist < bound, (dist, bound, R)
     assert dens.nodes.max() == pytest.approx(py_nodes.max(), rel=1e-3)
+    # a block of 4 probes, 15 steps: the same 60 products; its bound is that of 15 steps
+    block = hessian_spectral_density(model, crit, X, y, n_probes=4, n_iter=15, block_size=4,
+                                     random_state=0)
+    bound_b = R * (np.pi / (4 * 15) + np.sqrt(1 / (2 * P * 4)) + np.pi / (4 * 60)
+                   + np.sqrt(1 / (2 * P)))
+    dist_b = wasserstein_distance(block.nodes.ravel(), py_nodes.ravel(), block.weights.ravel(),
+                                  py_weights.ravel())
+    assert dist_b < bound_b, (dist_b, bound_b, R)
+    assert block.nodes.max() == pytest.approx(py_nodes.max(), rel=1e-3)
     print(f"trace: hw1sk {ours.value:.3f} +- {ours.std_error:.3f}, PyHessian {py_trace:.3f} +- "
-          f"{py_se:.3f}; W1 {dist:.2e} < {bound:.2e}; top node {dens.nodes.max():.5f} vs "
+          f"{py_se:.3f}; W1 {dist:.2e} < {bound:.2e}, block {dist_b:.2e} < {bound_b:.2e}; "
+          f"top node {dens.nodes.max():.5f}, block {block.nodes.max():.5f} vs "
           f"{py_nodes.max():.5f}")
