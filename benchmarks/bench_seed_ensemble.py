@@ -31,7 +31,14 @@ as a fraction of a large float32 matrix product's rate measured in the same
 process.  Over 2000 float32 Adam epochs the seeds' final losses can differ
 from the loop's by up to ~10% (batched and single matrix products round
 differently, and late training amplifies it); over the first 200 epochs they
-agree to ~1e-6, which ``tests/test_ensemble.py`` checks.  MNIST is read with
+agree to ~1e-6 for most seeds, which ``tests/test_ensemble.py`` checks, but a
+few of 32 seeds of depth 4 and 7 reach 1e-3 at epoch 200.  That is the float32
+rounding of either side amplified by training, not an error of the ensemble:
+against float64 training from the same weights, the float32 loop's epoch-200
+losses differ by as much (32 seeds of depth 4: loop 4.3e-3, ensemble 1.3e-3;
+the ensemble's one-step gradients are closer to float64's than the loop's,
+2e-7 against 1e-6 relative), and in float64 the two agree to 1e-9
+(``--float64-reference`` prints these differences).  MNIST is read with
 ``load_mnist(download=False)`` from ``HW1SK_DATA`` (or ``--data-home``).
 
 Run::
@@ -123,7 +130,29 @@ def timed(fn):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run_case(name, est, X, y, seeds, peak, loop_seeds=None):
+def mlp_budget_float64(n_params=571, depth=1, n_in=1, n_out=1):
+    """``mlp_for_budget`` in float64: the reference of the float32 rounding."""
+    from hw1sk.models import mlp_for_budget
+
+    return mlp_for_budget(n_params, depth, n_in=n_in, n_out=n_out).double()
+
+
+def float64_reference(est, X, y, seeds, loop, ens, early):
+    """Print how far each float32 side's epoch-``early + 1`` losses are from float64's.
+
+    The float64 side is the ensemble (it agrees with a float64 loop to 1e-9,
+    ``tests/test_ensemble.py``), from the same initial weights.
+    """
+    ref = clone(est).set_params(module=mlp_budget_float64, max_epochs=early + 1)
+    exact = SeedEnsemble(ref, seeds=seeds[:len(loop)]).fit(X, y).estimators_
+    c = np.array([e.history_["train_loss"].iloc[early] for e in exact])
+    for side, fits in (("loop", loop), ("ensemble", ens.estimators_[:len(loop)])):
+        a = np.array([e.history_["train_loss"].iloc[early] for e in fits])
+        print(f"  float32 {side} against float64 at epoch {early + 1}: max relative "
+              f"difference of train_loss {np.max(np.abs(a - c) / np.abs(c)):.2e}")
+
+
+def run_case(name, est, X, y, seeds, peak, loop_seeds=None, reference=False):
     loop_seeds = seeds if loop_seeds is None else loop_seeds
     scale = len(seeds) / len(loop_seeds)
     warm_up(est, X, y)
@@ -151,6 +180,8 @@ def run_case(name, est, X, y, seeds, peak, loop_seeds=None):
           f"max relative difference of train_loss: final "
           f"{np.max(np.abs(a - b) / np.abs(b)):.2e}, epoch {early + 1} "
           f"{np.max(np.abs(a200 - b200) / np.abs(b200)):.2e}", flush=True)
+    if reference:
+        float64_reference(est, X, y, seeds, loop, ens, early)
     return ens
 
 
@@ -223,6 +254,9 @@ def main(argv=None):
     parser.add_argument("--cnn-loop-seeds", type=int, default=5)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="the estimators' device")
+    parser.add_argument("--float64-reference", action="store_true",
+                        help="func cases: also compare both sides' epoch-200 losses with "
+                             "float64 training from the same weights")
     args = parser.parse_args(argv)
     if args.memory_child:
         return memory_child(args)
@@ -237,7 +271,8 @@ def main(argv=None):
         est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=depth,
                               batch_size=-1, max_epochs=200 if args.quick else 2000,
                               device=args.device)
-        run_case(f"func-571-d{depth}", est, X, y, list(range(32)), peak)
+        run_case(f"func-571-d{depth}", est, X, y, list(range(32)), peak,
+                 reference=args.float64_reference)
 
     if not args.skip_mnist and "mnist-mlp" in cases:
         X, y = mnist_data(args.data_home, 10_000 if args.quick else None)

@@ -32,9 +32,10 @@ separate fits in the same process): vectorizing pays where a seed's step is
 bound by per-step overhead -- the narrow 571-parameter networks of depth 4
 and 7 -- and less where the loop already runs near the machine's rate: the
 MNIST MLP's loop spends its time in MKL matrix products of 128 x 784 x 64
-(about half a large matmul's rate), and the 1-190-1 network's step is bound
-by the memory traffic of its 190-wide activations.  See the benchmark's
-output for the figures.
+(about half a large matmul's rate).  The 1-190-1 network's step is bound by
+the memory traffic of its 190-wide activations; it runs from its ReLU mask
+alone (:attr:`~hw1sk.batched_modules.BatchedNetwork.one_input_relu`), all
+seeds in one chunk.  See the benchmark's output for the figures.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ AUTO_CHUNK_BUDGET = 1 << 30
 #: Activations (bytes) of one step of a chunk that ``chunk_size="auto"`` aims
 #: to keep in the CPU's last-level cache on the batched pass: wide layers are
 #: bound by memory traffic, and a chunk whose step fits in the cache trains
-#: faster than all seeds at once (``benchmarks/bench_seed_ensemble.py``: 32
-#: seeds of the 1-190-1 network, 100 seeds of the 1-1 MNIST CNN).
+#: faster than all seeds at once (``benchmarks/bench_seed_ensemble.py``: 100
+#: seeds of the 1-1 MNIST CNN).  Not applied to the one-input ReLU network of one
+#: hidden layer (1-190-1), whose pass streams its mask: 32 seeds of 1-190-1, 200
+#: epochs at one thread, 1.57 s in chunks of 8, 1.35 s of 16, 1.18 s in one chunk.
 AUTO_CHUNK_CACHE = 16 << 20
 
 _DEFAULT_N_SEEDS = 5
@@ -150,8 +153,11 @@ class SeedEnsemble(BaseEstimator):
         of one batch (kept for the backward pass, and their gradients) stay
         within :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB); on the batched pass,
         the activations of one step also stay within :data:`AUTO_CHUNK_CACHE`
-        (16 MiB, half a last-level cache).  The seeds are then split into
-        chunks of equal size.
+        (16 MiB, half a last-level cache), except for a ``Linear(1, H) -
+        ReLU - Linear(H, O)`` network, which streams one mask per step and
+        trains fastest in one chunk
+        (:attr:`~hw1sk.batched_modules.BatchedNetwork.one_input_relu`).  The
+        seeds are then split into chunks of equal size.
     vectorize : bool, default=True
         False fits the copies one after another (``clone(...).fit``).  The
         loop is also used, with a ``UserWarning`` saying why, when the
@@ -324,7 +330,7 @@ class SeedEnsemble(BaseEstimator):
         # activations kept for backward and their gradients; the gathered batch
         per_seed += batch * itemsize * (3 * numel[0] + int(np.prod(X.shape[1:])))
         largest = int(max(1, min(n_seeds, AUTO_CHUNK_BUDGET // max(per_seed, 1))))
-        if self.pass_ == "batched":
+        if self.pass_ == "batched" and not BatchedNetwork(module).one_input_relu:
             step_bytes = batch * itemsize * numel[0]
             largest = int(max(1, min(largest, AUTO_CHUNK_CACHE // max(step_bytes, 1))))
         # chunks of equal size: 32 seeds at most 10 per chunk are 4 chunks of 8

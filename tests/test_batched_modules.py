@@ -98,3 +98,50 @@ def test_gather_is_fancy_indexing_with_or_without_a_buffer(images):
     buf = X.new_empty((idx.numel(), *X.shape[1:]))
     got = net.gather(X, idx, out=buf)
     assert torch.equal(got, expected) and got.data_ptr() == buf.data_ptr()
+
+
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_one_hidden_relu_layer_of_one_input_is_each_copys(n_out):
+    """``Linear(1, H) - ReLU - Linear(H, O)`` runs from the ReLU's mask
+    (``_OneInputReLU``): outputs and every gradient, the input's included,
+    are each copy's own, shared batch or one per copy."""
+    torch.manual_seed(0)
+    copies = [MLP(1, (9,), n_out).double() for _ in range(3)]
+    net = BatchedNetwork(copies[0])
+    assert net.one_input_relu
+    X = torch.randn(40, 1, dtype=torch.float64)
+    y = torch.randn(40, n_out, dtype=torch.float64)
+    flat = net.stack_parameters(copies)
+    expected = per_copy_gradients(copies, X, y, nn.MSELoss())
+    for _ in range(2):  # the second step runs on the reused mask buffer
+        leaves = net.leaves(flat)
+        out = net.forward(leaves, X, shared=True)
+        for s, module in enumerate(copies):
+            torch.testing.assert_close(out[s], module(X), rtol=1e-12, atol=1e-14)
+        losses, grad_out = batched_loss_and_grad(nn.MSELoss(), out, y, True)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+        got = torch.cat([g.reshape(3, -1) for g in grads], 1)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    idx = torch.stack([torch.randperm(40)[:30] for _ in copies])
+    xb = net.gather(X, idx).requires_grad_()
+    leaves = net.leaves(flat)
+    loss = batched_loss(nn.MSELoss(), net.forward(leaves, xb, shared=False), y[idx], False)
+    *grads, grad_x = torch.autograd.grad(loss.sum(), leaves + [xb])
+    got = torch.cat([g.reshape(3, -1) for g in grads], 1)
+    for s, module in enumerate(copies):
+        xs = X[idx[s]].clone().requires_grad_()
+        module.zero_grad()
+        nn.MSELoss()(module(xs), y[idx[s]]).backward()
+        own = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
+        torch.testing.assert_close(got[s], own, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad_x[s], xs.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_one_input_relu_pair_only_for_that_network():
+    """Deeper, tanh, or several-input networks take the layer-by-layer pass."""
+    assert BatchedNetwork(MLP(1, (9,), 2)).one_input_relu
+    assert BatchedNetwork(MLP(1, (9, 4), 1)).one_input_relu is False
+    assert BatchedNetwork(MLP(1, (9,), 1, activation="tanh")).one_input_relu is False
+    assert BatchedNetwork(MLP(2, (9,), 1)).one_input_relu is False
+    no_bias = nn.Sequential(nn.Linear(1, 9, bias=False), nn.ReLU(), nn.Linear(9, 1))
+    assert BatchedNetwork(no_bias).one_input_relu is False

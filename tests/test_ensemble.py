@@ -63,6 +63,11 @@ def float64_mlp(n_in=1, n_out=1):
     return MLP(n_in=n_in, hidden=(16,), n_out=n_out, activation="tanh").double()
 
 
+def float64_relu_mlp(n_in=1, n_out=1):
+    """One ReLU layer of one input: the batched pass runs it from the ReLU's mask."""
+    return MLP(n_in=n_in, hidden=(16,), n_out=n_out).double()
+
+
 def float64_depth4_mlp(n_in=1, n_out=1):
     """The widths of ``mlp_for_budget(571, depth=4)`` (a one-input first layer)."""
     return MLP(n_in=n_in, hidden=(12, 13, 13, 13), n_out=n_out).double()
@@ -113,7 +118,7 @@ def test_full_batch_float32_matches_loop(function_data, optimizer, kwargs):
     (torch.optim.Adam, {"lr": 1e-2}),
     (torch.optim.SGD, {"lr": 5e-2, "momentum": 0.9}),
 ])
-@pytest.mark.parametrize("factory", [float64_mlp, float64_depth4_mlp])
+@pytest.mark.parametrize("factory", [float64_mlp, float64_relu_mlp, float64_depth4_mlp])
 def test_full_batch_float64_matches_torch_loop(function_data, optimizer, kwargs, factory):
     X, y = function_data
     est = NeuralRegressor(module=factory, batch_size=-1, max_epochs=200, optimizer=optimizer,
@@ -447,8 +452,16 @@ def test_fit_seeds_gives_fitted_estimators_and_divergence_flags(function_data):
 
 def test_auto_chunks_are_of_equal_size(function_data, monkeypatch):
     X, y = function_data
-    est = NeuralRegressor(module__hidden=(16,), batch_size=-1, max_epochs=2)
+    est = NeuralRegressor(module__hidden=(16,), module__activation="tanh", batch_size=-1,
+                          max_epochs=2)
     # one step of one seed: 64 samples x (1 + 16 + 16 + 1) values x 4 bytes
     monkeypatch.setattr(ensemble_module, "AUTO_CHUNK_CACHE", 64 * 34 * 4 * 3)
     ens = SeedEnsemble(est, n_seeds=5).fit(X, y)
     assert ens.chunk_size_ == 3  # at most 3 per chunk: chunks of 3 and 2
+    # the one-input ReLU network streams its mask: no cache bound, only the memory budget
+    relu = SeedEnsemble(clone(est).set_params(module__activation="relu"), n_seeds=5).fit(X, y)
+    assert relu.chunk_size_ == 5
+    per_seed = 6 * 4 * (16 + 16 + 16 + 1) + 64 * 4 * (3 * 34 + 1)  # the budget's count
+    monkeypatch.setattr(ensemble_module, "AUTO_CHUNK_BUDGET", 2 * per_seed)
+    relu = SeedEnsemble(clone(est).set_params(module__activation="relu"), n_seeds=5).fit(X, y)
+    assert relu.chunk_size_ == 2  # at most 2 per chunk: chunks of 2, 2 and 1
