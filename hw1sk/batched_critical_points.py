@@ -13,14 +13,23 @@ changing, the others go on).  The step counts and histories mean what they
 mean for one run, and the trajectories are those of the runs done one by one
 up to float64 rounding.
 
-The Hessian assembly multiplies less than the one-module path: with ``A_i``
-the per-sample Hessian of the loss w.r.t. a layer's pre-activations and
-``z_i`` its input (a 1 appended for the bias), the layer's diagonal block is
-``sum_i A_i (x) z_i z_i^T``; both factors are symmetric, so only their upper
-triangles are multiplied (for the 1-20-20-1 network about a third of the
-one-module path's multiplications, though on one CPU core memory traffic
-keeps its time per seed about the same).  The phase as a whole, run by run
-against a seed group at once: ``benchmarks/bench_minimal_ratio_study.py --phase``.
+The Hessian is the sum of two exact parts.  The output curvature (the
+Gauss-Newton part) ``sum_i J_i^T Hout_i J_i`` is one matrix product per
+seed of the per-sample output Jacobians ``J`` (``(n k, P)``); for the mean
+squared error ``Hout_i = 2 / (n k) I`` in closed form and the product is
+NumPy's symmetric ``A.T @ A`` of ``sqrt(Hout) J`` (BLAS ``syrk``, half a
+product).  The rest, the activation and bilinear curvature, is the Hessian
+back-propagation of :func:`hw1sk.curvature._structured_hessian` started
+from zero at the output: zero for the last layer, diagonal for the one
+before it (one small block per unit), and otherwise, with ``Q_i`` the
+per-sample matrix and ``z_i`` the layer's input (a 1 appended for the
+bias), the diagonal block ``sum_i Q_i (x) z_i z_i^T`` with only the upper
+triangles of both symmetric factors multiplied.  Against the previous
+assembly (the triangles of the full pre-activation Hessians, Gauss-Newton
+part included) a 481-parameter 1-20-20-1 seed's Hessian at 1,000 points
+costs 25 instead of 35 ms on one core in a group of 25 (28 instead of 31
+ms alone).  The phase as a whole, run by run against a seed group at once:
+``benchmarks/bench_minimal_ratio_study.py --phase``.
 """
 
 from __future__ import annotations
@@ -141,9 +150,14 @@ class _StackedChain:
 
         With ``check``, None when a random probe shows that the loss couples
         samples (the blocks do not describe it); that is a property of the
-        criterion, so :func:`_stack` checks it once.
+        criterion, so :func:`_stack` checks it once.  The mean squared error
+        (:meth:`_plain_mse`) has them in closed form: ``2 / (n k) I`` and
+        ``2 (F - y) / (n k)``.
         """
         S, n, k = F.shape
+        if self._plain_mse(F):  # closed form: the mean of (F - y)^2 over n * k entries
+            blocks = torch.eye(k, dtype=F.dtype, device=F.device).mul_(2 / (n * k))
+            return blocks.expand(S, n, k, k), (F.detach() - self.y).mul_(2 / (n * k))
         F = F.detach().requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(self.losses(F).sum(), F, create_graph=True)
@@ -168,6 +182,12 @@ class _StackedChain:
             if (full - block).abs().max() > 1e3 * torch.finfo(F.dtype).eps * scale:
                 return None, None
         return blocks, g.detach()
+
+    def _plain_mse(self, F):
+        """Whether the loss of outputs ``F`` is ``nn.MSELoss()`` (mean) of ``F[s]`` and ``y``."""
+        return (type(self.criterion) is torch.nn.MSELoss and self.criterion.reduction == "mean"
+                and not self.acts[-1] and torch.is_tensor(self.y)
+                and self.y.shape == F.shape[1:] and self.y.dtype == F.dtype)
 
     def _backward(self, theta):
         """Layer inputs, activation derivatives, back-propagated gradients, output blocks."""
@@ -198,7 +218,13 @@ class _StackedChain:
         return self._triangles[n]
 
     def hessians(self, theta):
-        """Every seed's exact Hessian ``(S, P, P)`` at ``theta``, in the flat layout."""
+        """Every seed's exact Hessian ``(S, P, P)`` at ``theta``, in the flat layout.
+
+        The sum of the Gauss-Newton part ``sum_i J_i^T Hout_i J_i`` (one
+        matrix product per seed, :meth:`_add_gauss_newton`) and of the
+        activation and bilinear curvature (:meth:`_accumulate`, the Hessian
+        back-propagation started from zero at the output).
+        """
         Ws, inputs, s1, gA, curv, Hout = self._backward(theta)
         S, n, L = theta.shape[0], self.z0.shape[0], len(Ws)
         h, a = self.widths, self.aug
@@ -211,14 +237,95 @@ class _StackedChain:
                theta.new_zeros(S, h[m2] * a[m], h[m2 - 1] * h[m]) for m, m2 in pairs}
         widest = max([hm * max(hm, am) for hm, am in zip(h, a)]  # per-sample entries
                      + [h[m2 - 1] * h[m] + h[m] * h[m2] + a[m] * a[m2] for m, m2 in pairs])
+        # Q of the layer before the last is diagonal: its block is one per unit
+        units = {L - 2: theta.new_zeros(S, h[L - 2], a[L - 2] ** 2)} if L > 1 else {}
         chunk = max(1, min(n, _CHUNK_ENTRIES // (S * widest)))
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
-            self._accumulate(sl, Ws, inputs, s1, gA, curv, Hout, tri, tri_in, diag, off, bil)
-        return self._assemble(theta, tri, tri_in, diag, off, bil)
+            self._accumulate(sl, Ws, inputs, s1, gA, curv, tri, tri_in, diag, off, bil, units)
+        H = self._assemble(theta, tri, tri_in, diag, off, bil)
+        for m, block in units.items():
+            H.view(S, -1).index_add_(1, self._unit_index(m, theta.device), block.view(S, -1))
+        self._add_gauss_newton(H, Ws, inputs, s1, Hout)
+        return H
 
-    def _accumulate(self, sl, Ws, inputs, s1, gA, curv, Hout, tri, tri_in, diag, off, bil):
-        """Add the samples ``sl`` to the Hessian's pieces (upper triangles, cross blocks)."""
+    def _unit_index(self, m, device):
+        """Positions in the flattened ``(P, P)`` Hessian of layer ``m``'s per-unit blocks.
+
+        ``(h, a, a)``: unit ``p``'s (weights, then bias) rows by the same columns.
+        """
+        key = ("units", m)
+        if key not in self._triangles:
+            o, h, f, P = self.offsets[m], self.widths[m], self.fan_in[m], self.n_params
+            rows = [o + np.arange(h)[:, None] * f + np.arange(f)[None, :]]
+            if self.has_bias[m]:
+                rows.append(o + h * f + np.arange(h)[:, None])
+            rows = np.concatenate(rows, 1)
+            index = rows[:, :, None] * P + rows[:, None, :]
+            self._triangles[key] = torch.as_tensor(index.reshape(-1), device=device)
+        return self._triangles[key]
+
+    def _jacobian(self, s, sl, Ws, inputs, s1, root=None):
+        """Seed ``s``'s output Jacobians of the samples ``sl``: ``(c * k, P)``, flat layout.
+
+        With ``root`` ``(c, k)``, row ``(i, j)`` is scaled by ``root[i, j]``.
+        """
+        L, k, P = len(Ws), self.widths[-1], self.n_params
+        c = sl.stop - sl.start
+        delta = torch.eye(k, dtype=Ws[0].dtype, device=Ws[0].device).expand(c, k, k)
+        if root is not None:
+            delta = delta * root[:, :, None]
+        J = Ws[0].new_empty(c, k, P)
+        for m in range(L - 1, -1, -1):  # delta = d F / d a_m: (c, k, h_m)
+            z = inputs[m][sl] if inputs[m].ndim == 2 else inputs[m][s, sl]
+            h, f, o = self.widths[m], self.fan_in[m], self.offsets[m]
+            torch.mul(delta[..., :, None], z[:, None, None, :],
+                      out=J[:, :, o:o + h * f].view(c, k, h, f))
+            if self.has_bias[m]:
+                J[:, :, o + h * f:o + h * f + h] = delta
+            if m:
+                delta = torch.matmul(delta, Ws[m][s]) * s1[m - 1][s, sl][:, None, :]
+        return J.view(c * k, P)
+
+    def _add_gauss_newton(self, H, Ws, inputs, s1, Hout):
+        """Add every seed's ``sum_i J_i^T Hout_i J_i`` to ``H`` (the output curvature).
+
+        When each ``Hout_i`` is diagonal and nonnegative (the mean squared
+        error), ``sqrt(Hout_i) J_i`` is formed and, on the CPU, its Gram
+        matrix is one symmetric rank-k update (NumPy's ``A.T @ A``); else
+        ``J^T (Hout J)`` by one matrix product.
+        """
+        S, n, k = Hout.shape[0], Hout.shape[1], Hout.shape[2]
+        d = Hout.diagonal(dim1=2, dim2=3)
+        scaled = bool((d >= 0).all()) and bool(torch.equal(torch.diag_embed(d), Hout))
+        root = d.sqrt() if scaled else None
+        chunk = max(1, min(n, _CHUNK_ENTRIES * 2 // (k * self.n_params)))
+        for s in range(S):
+            G = None if scaled else torch.zeros_like(H[s])
+            for start in range(0, n, chunk):
+                sl = slice(start, min(start + chunk, n))
+                if not scaled:
+                    J = self._jacobian(s, sl, Ws, inputs, s1)
+                    HJ = torch.bmm(Hout[s, sl], J.view(-1, k, J.shape[1])).reshape(J.shape)
+                    G.addmm_(J.T, HJ)
+                    continue
+                J = self._jacobian(s, sl, Ws, inputs, s1, root[s, sl])
+                if J.device.type == "cpu":
+                    Jn = J.numpy()
+                    H[s] += torch.from_numpy(Jn.T @ Jn)
+                else:
+                    H[s].addmm_(J.T, J)
+            if G is not None:  # J^T (Hout J) rounds unsymmetrically
+                H[s] += (G + G.T) / 2
+
+    def _accumulate(self, sl, Ws, inputs, s1, gA, curv, tri, tri_in, diag, off, bil, units):
+        """Add the samples ``sl``'s activation and bilinear curvature to the Hessian's pieces.
+
+        ``Q_m``, the Hessian back-propagation started from zero at the output
+        (:func:`hw1sk.curvature._structured_hessian`): zero for the last
+        layer, ``diag(curv)`` for the one before (kept as a vector), full
+        before that; the output curvature is :meth:`_add_gauss_newton`'s.
+        """
         L, S = len(Ws), Ws[0].shape[0]
         c = sl.stop - sl.start
         zh = []
@@ -227,30 +334,61 @@ class _StackedChain:
             z = z.expand(S, *z.shape) if z.ndim == 2 else z
             zh.append(torch.cat([z, z.new_ones(S, c, 1)], 2) if self.has_bias[m] else z)
         sig = [s[:, sl] for s in s1]
-        # A[m]: per-sample Hessian of the loss w.r.t. layer m's pre-activations,
-        # A_m = diag(s1) W_{m+1}^T A_{m+1} W_{m+1} diag(s1) + diag(curv), A_{L-1} = output's
-        A = [None] * L
-        A[L - 1] = Hout[:, sl]
+        Q = [None] * L  # None: zero; (S, c, h): diagonal; (S, c, h, h): full
         for m in range(L - 2, -1, -1):
             W = Ws[m + 1]
-            T = _lmul(W.transpose(1, 2), _rmul(A[m + 1], W))
-            A[m] = sig[m][..., :, None] * T * sig[m][..., None, :]
-            A[m].diagonal(dim1=2, dim2=3).add_(curv[m][:, sl])
-        for m in range(L):
+            if Q[m + 1] is None:
+                Q[m] = curv[m][:, sl]
+                continue
+            if Q[m + 1].ndim == 3:
+                T = _lmul(W.transpose(1, 2), Q[m + 1][..., :, None] * W[:, None])
+            else:
+                T = _lmul(W.transpose(1, 2), _rmul(Q[m + 1], W))
+            Q[m] = sig[m][..., :, None] * T * sig[m][..., None, :]
+            Q[m].diagonal(dim1=2, dim2=3).add_(curv[m][:, sl])
+        self._diagonal_blocks(Q, zh, tri, tri_in, diag, units)
+        self._cross_blocks(Q, zh, sig, Ws, off)
+        self._bilinear_blocks(sl, zh, sig, Ws, gA, bil)
+
+    def _diagonal_blocks(self, Q, zh, tri, tri_in, diag, units):
+        """``diag[m] += sum_i triu(Q_m,i) (x) triu(zhat zhat^T)`` (upper triangles only).
+
+        A diagonal ``Q_m`` adds ``sum_i Q_m,i,p zhat zhat^T`` to unit ``p``'s
+        block (``units[m]``, full ``zhat zhat^T``: no gathers).
+        """
+        for m, q in enumerate(Q):
+            if q is None:
+                continue
+            S, c, hm = q.shape[:3]
+            if q.ndim == 3:
+                Z = (zh[m][:, :, :, None] * zh[m][:, :, None, :]).reshape(S, c, -1)
+                units[m].baddbmm_(q.transpose(1, 2), Z)
+                continue
             (iu, _), (iu_in, _) = tri[m], tri_in[m]
-            hm = A[m].shape[-1]
-            At = A[m].reshape(S, c, hm * hm).index_select(2, iu[0] * hm + iu[1])
             Zt = zh[m].index_select(2, iu_in[0]) * zh[m].index_select(2, iu_in[1])
+            At = q.reshape(S, c, hm * hm).index_select(2, iu[0] * hm + iu[1])
             diag[m].baddbmm_(At.transpose(1, 2), Zt)
-        for m2 in range(1, L):
-            C = A[m2]  # C_{m,m2} = d2 loss / d a_m d a_m2 = diag(s1_m) W_{m+1}^T C_{m+1,m2}
+
+    def _cross_blocks(self, Q, zh, sig, Ws, off):
+        """``off[m, m2] += sum_i C_i (x) zhat_m zhat_m2^T``, ``C = (d a_m2 / d a_m)^T Q_m2``."""
+        S, c = zh[0].shape[:2]
+        for m2 in range(1, len(Ws)):
+            C = Q[m2]
+            if C is None:
+                continue
             for m in range(m2 - 1, -1, -1):
-                C = sig[m][..., None] * _lmul(Ws[m + 1].transpose(1, 2), C)
+                Wt = Ws[m + 1].transpose(1, 2)
+                C = (Wt[:, None] * C[:, :, None, :]) if C.ndim == 3 else _lmul(Wt, C)
+                C = sig[m][..., None] * C
                 Z = (zh[m][:, :, :, None] * zh[m2][:, :, None, :]).reshape(S, c, -1)
                 off[m, m2].baddbmm_(C.reshape(S, c, -1).transpose(1, 2), Z)
-        for m in range(L - 1):
+
+    def _bilinear_blocks(self, sl, zh, sig, Ws, gA, bil):
+        """``bil[m, m2] += sum_i g_a_m2,i (x) d z_{m2-1,i} / d W_m`` (the ``W_m2 z`` term)."""
+        S, c = zh[0].shape[:2]
+        for m in range(len(Ws) - 1):
             G = None  # d a_k / d a_m for k = m2 - 1
-            for m2 in range(m + 1, L):
+            for m2 in range(m + 1, len(Ws)):
                 gz = gA[m2][:, sl]
                 if G is None:  # d z_{m,k} / d a_m,p = delta_kp sigma'_k: only k == p survives
                     bil[m, m2].view(S, gz.shape[2], -1).baddbmm_(

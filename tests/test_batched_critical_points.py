@@ -77,6 +77,48 @@ def test_stacked_hessians_are_each_seeds_exact_hessian(name):
         assert float(losses[s]) == pytest.approx(float(loss.detach()), rel=1e-13)
 
 
+def _mean_square(out, y):  # the mean squared error, not nn.MSELoss: the autograd path
+    return ((out - y) ** 2).mean()
+
+
+@pytest.mark.parametrize("name", ["mlp-tanh", "deep-no-bias"])
+def test_mean_squared_error_blocks_in_closed_form_match_autograd(name):
+    """nn.MSELoss takes the closed form 2/(nk) I, 2 (F - y)/(nk); autograd gives the same."""
+    make, X, y, criterion = CHAINS[name]
+    nets = _copies(make, 3)
+    chain, theta = _stack(nets, criterion, X, y)
+    plain, theta_plain = _stack(nets, _mean_square, X, y)
+    assert chain._plain_mse(chain.outputs(theta)) and not plain._plain_mse(plain.outputs(theta))
+    with torch.no_grad():
+        F = chain.outputs(theta)
+    blocks, grads = chain._output_blocks(F)
+    expected_blocks, expected_grads = plain._output_blocks(F)
+    torch.testing.assert_close(blocks, expected_blocks, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grads, expected_grads, rtol=1e-13, atol=1e-17)
+    H, expected = chain.hessians(theta), plain.hessians(theta_plain)
+    torch.testing.assert_close(H, expected, rtol=0, atol=1e-12 * expected.abs().max())
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_output_jacobians_are_autograds(name):
+    """The Gauss-Newton factor J: each output's gradient w.r.t. the flat parameters."""
+    make, X, y, criterion = CHAINS[name]
+    nets = _copies(make, 2)
+    chain, theta = _stack(nets, criterion, X, y)
+    Ws, inputs, s1, *_ = chain._backward(theta)
+    k, sl = chain.widths[-1], slice(3, 17)
+    root = torch.rand(sl.stop - sl.start, k, generator=torch.Generator().manual_seed(1),
+                      dtype=torch.float64)
+    for s in range(2):
+        # independent: autograd's Jacobian of the pre-activation outputs of samples 3..16
+        expected = torch.autograd.functional.jacobian(
+            lambda t: chain.outputs(t[None])[0, sl].reshape(-1), theta[s])
+        torch.testing.assert_close(chain._jacobian(s, sl, Ws, inputs, s1), expected,
+                                   rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(chain._jacobian(s, sl, Ws, inputs, s1, root),
+                                   expected * root.reshape(-1, 1), rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", ["mlp-tanh", "classifier"])
 def test_batched_phase_follows_each_seeds_own_run(name):
     """Same steps, histories to 1e-8, the same eigenvalue counts as one run at a time."""
