@@ -16,7 +16,14 @@ Hessian-vector products by hand (R-operator, one GEMM per layer for a batch
 of vectors) and its exact trace in closed form.  ``--autograd-products``
 wraps the model in ``nn.Sequential(model)``, which hw1sk does not recognize
 as a chain: the products are then double back-propagation through a
-retained gradient graph, what every other module (CNN, BatchNorm) gets.
+retained gradient graph, what every other module (CNN, BatchNorm) gets, and
+the closed-form trace is out of reach.  The trace rows include
+``method="gn-control"`` (the Gauss-Newton trace exactly, from per-sample
+gradient norms of the Linear layers, plus Hutchinson on ``H - G`` with
+forward-over-reverse products), which any net of Linear, Conv2d and
+BatchNorm layers gets, through a custom forward or not; its exact ``tr G``
+is in its time though not in its product count.  ``--skip-density``: the
+trace part only.
 
 References:
 
@@ -47,14 +54,15 @@ time ratio hw1sk / PyHessian (bar: <= 0.5).  Times are process
 CPU seconds (robust on a shared machine; with one thread, the wall clock
 of an idle machine), means over the seeds; wall-clock means are printed too.
 First, the CPU time of one Hessian-vector product of each kind (PyHessian's,
-hw1sk's double back-propagation, hw1sk's chain products), set-up cancelled:
-the time of Hutchinson with 64 probes minus that with 32, over 32.
+hw1sk's double back-propagation, a ``gn-control`` probe, hw1sk's chain
+products), set-up cancelled: the time of 64 probes minus that of 32, over 32.
 
 Run::
 
     OMP_NUM_THREADS=1 HW1SK_DATA=/work/shared/data python benchmarks/bench_curvature.py
     ... --activation relu          # the relu variant
     ... --autograd-products        # the products every non-chain module gets
+    ... --autograd-products --skip-density --seeds 24   # the trace, 24 seeds a setting
 """
 
 from __future__ import annotations
@@ -168,6 +176,9 @@ def product_costs(model, criterion, X, y, n=32, repeats=3):
         "hw1sk, autograd (batched double back-propagation)": per_product(
             lambda k: hessian_trace(nn.Sequential(model), criterion, X, y,
                                     method="hutchinson", n_matvecs=k, random_state=0)),
+        "hw1sk, gn-control probe (forward-over-reverse H z, J z)": per_product(
+            lambda k: hessian_trace(nn.Sequential(model), criterion, X, y,
+                                    method="gn-control", n_matvecs=k, random_state=0)),
         "hw1sk, hand-derived chain products": per_product(
             lambda k: hessian_trace(model, criterion, X, y, method="hutchinson", n_matvecs=k,
                                     random_state=0)),
@@ -189,6 +200,8 @@ def main():
     parser.add_argument("--autograd-products", action="store_true",
                         help="hw1sk on nn.Sequential(model): double back-propagation, "
                              "not the chain's hand-derived products")
+    parser.add_argument("--skip-density", action="store_true",
+                        help="the trace only")
     parser.add_argument("--ref-probes", type=int, default=16)
     parser.add_argument("--ref-iter", type=int, default=150)
     parser.add_argument("--data-home", default=None,
@@ -217,34 +230,9 @@ def main():
     kind = ("autograd (double back-propagation)" if args.autograd_products
             else "hand-derived (Linear/activation chain)")
     print(f"hw1sk products: {kind}")
-    cpu, _, ref_d = timed(lambda: hessian_spectral_density(
-        m64, criterion, X64, y, n_probes=args.ref_probes, n_iter=args.ref_iter,
-        random_state=12345))
-    half = args.ref_probes // 2
-    width = float(ref_d.nodes.max() - ref_d.nodes.min())
-    self_w1 = w1(ref_d.nodes[:half], ref_d.weights[:half], ref_d.nodes[half:],
-                 ref_d.weights[half:]) / width
-    print(f"reference density (float64 SLQ, {args.ref_probes} probes x {args.ref_iter} steps; "
-          f"{cpu:.1f} s): spectrum [{ref_d.nodes.min():.4f}, {ref_d.nodes.max():.4f}], "
-          f"W1 between its halves {self_w1:.2e} of the width")
-
-    # the densities as hessian_spectral_density returns them: broadened by 1% of the width
-    sigma = 0.01 * width
-    grid = np.linspace(ref_d.nodes.min() - 5 * sigma, ref_d.nodes.max() + 5 * sigma, 4000)
-
-    def broadened(nodes, weights):
-        weights = np.ravel(weights) / np.sum(weights)
-        z = (grid[None, :] - np.ravel(nodes)[:, None]) / sigma
-        return weights @ np.exp(-0.5 * z * z)
-
-    ref_density = broadened(ref_d.nodes, ref_d.weights)
-
-    def ref_w1(nodes, weights):
-        return (w1(nodes, weights, ref_d.nodes, ref_d.weights) / width,
-                wasserstein_distance(grid, grid, broadened(nodes, weights), ref_density) / width)
-
     # warm-up: one-time costs (imports, first-call dispatch, allocator) are not per-call costs
     hessian_trace(ours, criterion, X, y, method="hutch++", n_matvecs=6, random_state=0)
+    hessian_trace(ours, criterion, X, y, method="gn-control", n_matvecs=2, random_state=0)
     hessian_spectral_density(ours, criterion, X, y, n_probes=2, n_iter=5, random_state=0)
     hessian_spectral_density(ours, criterion, X, y, n_probes=2, n_iter=5, block_size=2,
                              random_state=0)
@@ -271,7 +259,7 @@ def main():
         rows.append(trace_row(f"PyHessian trace, {label}", lambda s, kw=kw: float(np.mean(
             pyhessian_run(model, criterion, X, y, s, lambda h: h.trace(**kw))))))
     budgets = {"hutchinson": (10, 15, 20, 30), "hutch++": (20, 30, 45, 60, 90),
-               "krylov": (20, 30, 45, 60, 90)}
+               "krylov": (20, 30, 45, 60, 90), "gn-control": (2, 3, 4, 6, 8, 12, 16, 24)}
     for method, ns in budgets.items():
         for n in ns:
             rows.append(trace_row(f"hw1sk hessian_trace, {method}, {n} products",
@@ -283,6 +271,35 @@ def main():
                               lambda s: hessian_trace(ours, criterion, X, y,
                                                       method="exact").value))
     trace_ratios = compare("trace", rows, ["RMS error"])
+    if args.skip_density:
+        print(f"\ntime ratios hw1sk / PyHessian at equal or better accuracy: trace "
+              f"{', '.join(f'{r:.2f}' for r in trace_ratios)}")
+        return
+    cpu, _, ref_d = timed(lambda: hessian_spectral_density(
+        m64, criterion, X64, y, n_probes=args.ref_probes, n_iter=args.ref_iter,
+        random_state=12345))
+    half = args.ref_probes // 2
+    width = float(ref_d.nodes.max() - ref_d.nodes.min())
+    self_w1 = w1(ref_d.nodes[:half], ref_d.weights[:half], ref_d.nodes[half:],
+                 ref_d.weights[half:]) / width
+    print(f"reference density (float64 SLQ, {args.ref_probes} probes x {args.ref_iter} steps; "
+          f"{cpu:.1f} s): spectrum [{ref_d.nodes.min():.4f}, {ref_d.nodes.max():.4f}], "
+          f"W1 between its halves {self_w1:.2e} of the width")
+
+    # the densities as hessian_spectral_density returns them: broadened by 1% of the width
+    sigma = 0.01 * width
+    grid = np.linspace(ref_d.nodes.min() - 5 * sigma, ref_d.nodes.max() + 5 * sigma, 4000)
+
+    def broadened(nodes, weights):
+        weights = np.ravel(weights) / np.sum(weights)
+        z = (grid[None, :] - np.ravel(nodes)[:, None]) / sigma
+        return weights @ np.exp(-0.5 * z * z)
+
+    ref_density = broadened(ref_d.nodes, ref_d.weights)
+
+    def ref_w1(nodes, weights):
+        return (w1(nodes, weights, ref_d.nodes, ref_d.weights) / width,
+                wasserstein_distance(grid, grid, broadened(nodes, weights), ref_density) / width)
 
     def density_row(name, run):
         cpus, walls, errors = [], [], []
