@@ -165,6 +165,30 @@ def test_mini_batch_classifier_matches_loop(blobs):
 
 
 # ------------------------------------------------------------ fitted estimators
+@pytest.mark.parametrize("fused", [None, False])
+def test_adam_runs_the_fused_kernel_unless_told_not_to(blobs, fused, monkeypatch):
+    # the estimator's optimizer__fused reaches the functional Adam (and torch's, in
+    # the loop); the kernel changes a step's values by an ulp at most, so the seeds
+    # still agree with the loop at the tolerance of the other tests
+    calls = []
+    kernel = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_",
+                        lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    X, y = blobs
+    est = NeuralClassifier(module__hidden=(8,), batch_size=16, max_epochs=3, lr=1e-2,
+                           optimizer__fused=fused)
+    seeds = [0, 5]
+    ens = SeedEnsemble(est, seeds=seeds).fit(X, y)
+    n_steps = 3 * math.ceil(len(X) / 16)
+    assert len(calls) == (n_steps if fused is None else 0)
+    calls.clear()
+    for fitted, ref in zip(ens.estimators_, loop_fits(est, seeds, X, y)):
+        np.testing.assert_allclose(fitted.history_["train_loss"], ref.history_["train_loss"],
+                                   rtol=1e-5)
+        torch.testing.assert_close(params_of(fitted), params_of(ref), rtol=1e-5, atol=1e-6)
+    assert calls == []  # torch's default Adam in the loop: not fused
+
+
 def test_estimators_are_ordinary_fitted_estimators(blobs):
     X, y = blobs
     est = NeuralClassifier(module__hidden=(8,), batch_size=32, max_epochs=3, lr=1e-2)
