@@ -39,8 +39,8 @@ import torch
 
 from .batched_modules import UnsupportedModule
 from .critical_points import _LM_DOWN, _LM_MU0, _LM_UP, GradientNormResult
-from .curvature import _check_int, _check_positive_real, _elementwise_derivatives, \
-    _linear_chain, _prepare, _scalar_loss
+from .curvature import _check_int, _check_positive_real, _closed_form_output_blocks, \
+    _elementwise_derivatives, _linear_chain, _prepare, _scalar_loss
 from .parameters import assign_flat_parameters
 
 __all__ = ["minimize_gradient_norms"]
@@ -156,8 +156,7 @@ class _StackedChain:
         """
         S, n, k = F.shape
         if self._plain_mse(F):  # closed form: the mean of (F - y)^2 over n * k entries
-            blocks = torch.eye(k, dtype=F.dtype, device=F.device).mul_(2 / (n * k))
-            return blocks.expand(S, n, k, k), (F.detach() - self.y).mul_(2 / (n * k))
+            return _closed_form_output_blocks(self.criterion, F, self.y)
         F = F.detach().requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(self.losses(F).sum(), F, create_graph=True)

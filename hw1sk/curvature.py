@@ -203,6 +203,40 @@ def _elementwise_derivatives(mods, a):
     return d1.detach(), torch.zeros_like(a) if d2 is None else d2
 
 
+def _closed_form_output_blocks(criterion, F, y):
+    """``(blocks, gradient)`` of a plain MSE or cross-entropy in the outputs ``F``.
+
+    ``F`` is ``(..., n, k)`` (leading dimensions: stacked copies of a net,
+    each scored against the same ``y``); ``blocks`` are the per-sample
+    ``(..., n, k, k)`` Hessians of the loss in ``F``, ``gradient`` its
+    gradient.  ``nn.MSELoss`` (mean or sum) with float targets of ``F``'s
+    sample shape gives ``c I`` and ``c (F - y)``, ``c = 2 / (n k)`` or 2;
+    ``nn.CrossEntropyLoss`` (mean or sum) on class indices, without class
+    weights, label smoothing or ignored targets, gives
+    ``(diag(p) - p p^T) / s`` and ``(p - onehot(y)) / s``, ``p`` the
+    softmax, ``s = n`` or 1.  Anything else gives ``(None, None)``; the
+    caller then takes the blocks from double back-propagation
+    (:func:`_output_hessian_blocks`).
+    """
+    F = F.detach()
+    n, k = F.shape[-2:]
+    mean = getattr(criterion, "reduction", None) == "mean"
+    if getattr(criterion, "reduction", None) not in ("mean", "sum") or not torch.is_tensor(y):
+        return None, None
+    if (type(criterion) is nn.MSELoss and y.shape == F.shape[-2:] and y.dtype == F.dtype):
+        c = 2 / (n * k) if mean else 2.0
+        blocks = torch.eye(k, dtype=F.dtype, device=F.device).mul_(c)
+        return blocks.expand(*F.shape[:-1], k, k), (F - y).mul_(c)
+    if (type(criterion) is nn.CrossEntropyLoss and criterion.weight is None
+            and criterion.label_smoothing == 0 and y.dim() == 1 and y.shape[0] == n
+            and not y.dtype.is_floating_point and not bool((y == criterion.ignore_index).any())):
+        p = torch.softmax(F, dim=-1)
+        blocks = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+        grad = p - nn.functional.one_hot(y, k).to(p.dtype)
+        return (blocks / n, grad / n) if mean else (blocks, grad)
+    return None, None
+
+
 def _output_hessian_blocks(head, F):
     """Per-sample ``(n, k, k)`` Hessian blocks of ``head(F)`` w.r.t. the outputs ``F``.
 

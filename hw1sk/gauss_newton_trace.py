@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .curvature import _output_hessian_blocks, _scalar_loss
+from .curvature import _closed_form_output_blocks, _output_hessian_blocks, _scalar_loss
 
 _BN = nn.modules.batchnorm._BatchNorm
 # per-sample gradient entries materialized at a time (Conv2d, Linear on token sequences)
@@ -159,24 +159,6 @@ def _couples_samples(module, X, out):
     return bool((ref - out2).abs().max() > 1e3 * torch.finfo(out.dtype).eps * scale)
 
 
-def _cross_entropy_blocks(criterion, out, y):
-    """``(diag(p_n) - p_n p_n^T) / scale`` for a plain cross-entropy on class indices.
-
-    ``p_n`` the softmax of sample ``n``'s outputs, ``scale`` the number of
-    samples (``reduction="mean"``) or 1 (``"sum"``); class weights, label
-    smoothing, ignored targets, probability targets, any other loss give ``None`` (the
-    blocks then come from double back-propagation).
-    """
-    if (type(criterion) is not nn.CrossEntropyLoss or criterion.weight is not None
-            or criterion.label_smoothing != 0 or criterion.reduction not in ("mean", "sum")
-            or y.dim() != 1 or y.dtype.is_floating_point
-            or bool((y == criterion.ignore_index).any())):
-        return None
-    p = torch.softmax(out.detach(), dim=1)
-    blocks = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    return blocks / out.shape[0] if criterion.reduction == "mean" else blocks
-
-
 def gauss_newton_trace(module, criterion, X, y, names):
     """``(tr G, blocks)`` for the parameters ``names``, or ``None`` where unsupported.
 
@@ -201,7 +183,7 @@ def gauss_newton_trace(module, criterion, X, y, names):
     if recorded is None:
         return None
     out, layers = recorded
-    blocks = _cross_entropy_blocks(criterion, out, y)
+    blocks, _ = _closed_form_output_blocks(criterion, out, y)
     if blocks is None:
         blocks, _ = _output_hessian_blocks(
             lambda F_: _scalar_loss(criterion(F_, y), criterion), out)

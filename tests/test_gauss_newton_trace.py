@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from hw1sk._inputs import analysis_mode
-from hw1sk.curvature import _output_hessian_blocks, loss_hessian
+from hw1sk.curvature import _closed_form_output_blocks, _output_hessian_blocks, loss_hessian
 from hw1sk.gauss_newton_trace import (
-    _cross_entropy_blocks,
     curvature_forms,
     gauss_newton_trace,
 )
@@ -131,12 +130,33 @@ def test_cross_entropy_blocks_are_the_double_backpropagation_blocks():
     y = torch.randint(0, 5, (20,))
     for reduction in ("mean", "sum"):
         crit = nn.CrossEntropyLoss(reduction=reduction)
-        ref, _ = _output_hessian_blocks(lambda G: crit(G, y), F)
-        assert torch.allclose(_cross_entropy_blocks(crit, F, y), ref, rtol=0, atol=1e-14)
+        ref, ref_grad = _output_hessian_blocks(lambda G: crit(G, y), F)
+        blocks, grad = _closed_form_output_blocks(crit, F, y)
+        assert torch.allclose(blocks, ref, rtol=0, atol=1e-14)
+        assert torch.allclose(grad, ref_grad, rtol=0, atol=1e-14)
+        # stacked copies of the outputs (leading dimension) give each copy's blocks
+        stacked, _ = _closed_form_output_blocks(crit, torch.stack([F, 2 * F]), y)
+        ref2, _ = _output_hessian_blocks(lambda G: crit(G, y), 2 * F)
+        assert torch.allclose(stacked[0], ref, rtol=0, atol=1e-14)
+        assert torch.allclose(stacked[1], ref2, rtol=0, atol=1e-14)
     for crit in (nn.CrossEntropyLoss(label_smoothing=0.1),
                  nn.CrossEntropyLoss(weight=torch.ones(5, dtype=torch.float64)),
                  nn.CrossEntropyLoss(ignore_index=int(y[0])), nn.MSELoss()):
-        assert _cross_entropy_blocks(crit, F, y) is None
+        assert _closed_form_output_blocks(crit, F, y)[0] is None
+
+
+def test_mean_and_summed_squared_error_blocks_are_the_double_backpropagation_blocks():
+    torch.manual_seed(5)
+    F, y = torch.randn(2, 20, 3, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    for reduction in ("mean", "sum"):
+        crit = nn.MSELoss(reduction=reduction)
+        blocks, grad = _closed_form_output_blocks(crit, F, y)
+        for s in range(2):
+            ref, ref_grad = _output_hessian_blocks(lambda G: crit(G, y), F[s])
+            assert torch.allclose(blocks[s], ref, rtol=0, atol=1e-14)
+            assert torch.allclose(grad[s], ref_grad, rtol=0, atol=1e-14)
+    assert _closed_form_output_blocks(nn.MSELoss(reduction="none"), F, y)[0] is None
+    assert _closed_form_output_blocks(nn.MSELoss(), F, y[:, :2])[0] is None
 
 
 def test_other_losses_take_the_double_backpropagation_blocks():
