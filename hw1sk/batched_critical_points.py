@@ -244,7 +244,11 @@ class _StackedChain:
             self._accumulate(sl, Ws, inputs, s1, gA, curv, tri, tri_in, diag, off, bil, units)
         H = self._assemble(theta, tri, tri_in, diag, off, bil)
         for m, block in units.items():
-            H.view(S, -1).index_add_(1, self._unit_index(m, theta.device), block.view(S, -1))
+            # each unit's block is sum_i q_i zhat zhat^T: its (j, k) and (k, j) columns of
+            # the product may round apart (BLAS kernels treat edge columns differently)
+            block = block.view(S, h[m], a[m], a[m])
+            block = (block + block.transpose(2, 3)) / 2
+            H.view(S, -1).index_add_(1, self._unit_index(m, theta.device), block.reshape(S, -1))
         self._add_gauss_newton(H, Ws, inputs, s1, Hout)
         return H
 
