@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from hw1sk import batched_modules
 from hw1sk.batched_modules import BatchedNetwork, batched_loss, batched_loss_and_grad
 from hw1sk.models import MLP
 
@@ -100,11 +101,14 @@ def test_gather_is_fancy_indexing_with_or_without_a_buffer(images):
     assert torch.equal(got, expected) and got.data_ptr() == buf.data_ptr()
 
 
+@pytest.mark.parametrize("rows_first", [False, True])
 @pytest.mark.parametrize("n_out", [1, 3])
-def test_one_hidden_relu_layer_of_one_input_is_each_copys(n_out):
+def test_one_hidden_relu_layer_of_one_input_is_each_copys(n_out, rows_first, monkeypatch):
     """``Linear(1, H) - ReLU - Linear(H, O)`` runs from the ReLU's mask
     (``_OneInputReLU``): outputs and every gradient, the input's included,
-    are each copy's own, shared batch or one per copy."""
+    are each copy's own, shared batch or one per copy, in both layouts of
+    its products (``_samples_as_rows``: Intel's and AMD's)."""
+    monkeypatch.setattr(batched_modules, "_samples_as_rows", lambda: rows_first)
     torch.manual_seed(0)
     copies = [MLP(1, (9,), n_out).double() for _ in range(3)]
     net = BatchedNetwork(copies[0])
