@@ -11,6 +11,10 @@ Cases:
 * ``func-571-d1``, ``-d4``, ``-d7``: 32 seeds of ``mlp_for_budget(571,
   depth)`` (1-190-1, 1-12-13-13-13-1, 1-9-8-9-9-9-9-11-1) on 1000 points of a
   1-D function, full batch, Adam, 2000 epochs (``--quick``: 200);
+* ``mask-layouts`` (only when named in ``--cases``): the 1-190-1 mask pass
+  in both product layouts of :func:`hw1sk.batched_modules._samples_as_rows`
+  (MKL's fast ones on Intel and on AMD processors), 32 seeds, 300 epochs,
+  alternated in this process; prints the ratio samples-first / samples-last;
 * ``mnist-mlp``: 8 seeds of the trajectory MLP 784-64-32-10 on the 60k MNIST
   training images (``--quick``: 10k), batch 128, one epoch, Adam;
 * ``mnist-cnn-100`` (memory): 100 seeds of the 1-1 MNIST CNN
@@ -185,6 +189,35 @@ def run_case(name, est, X, y, seeds, peak, loop_seeds=None, reference=False):
     return ens
 
 
+def layout_case(X, y, epochs, repeats=4):
+    """The 1-190-1 mask pass in both product layouts (Intel's and AMD's), alternated.
+
+    ``hw1sk.batched_modules._samples_as_rows`` picks one by the processor
+    vendor; this times 32 seeds of the depth-1 fit with each, in turns, and
+    prints the ratio of the medians (samples-first / samples-last).
+    """
+    from hw1sk import batched_modules
+
+    est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=1,
+                          batch_size=-1, max_epochs=epochs)
+    chosen = batched_modules._samples_as_rows
+    warm_up(est, X, y)
+    SeedEnsemble(clone(est).set_params(max_epochs=5), seeds=range(32)).fit(X, y)
+    times = {True: [], False: []}
+    try:
+        for i in range(repeats):
+            for flag in ((True, False) if i % 2 == 0 else (False, True)):
+                batched_modules._samples_as_rows = lambda flag=flag: flag
+                times[flag].append(timed(lambda: SeedEnsemble(est, seeds=range(32)).fit(X, y))[1])
+    finally:
+        batched_modules._samples_as_rows = chosen
+    first, last = (float(np.median(times[k])) for k in (True, False))
+    print(f"mask-layouts: 32 seeds, depth 1, {epochs} epochs, {repeats} alternating repeats; "
+          f"this processor's choice: {'samples-first' if chosen() else 'samples-last'}")
+    print(f"  samples-last {last:.2f} s, samples-first {first:.2f} s: "
+          f"ratio first / last {first / last:.2f}")
+
+
 def memory_child(args):
     """In a fresh process: fit 100 CNN seeds, print a JSON line with peak memory."""
     import resource
@@ -248,7 +281,7 @@ def main(argv=None):
     parser.add_argument("--data-home", default=None, help="folder holding MNIST/raw")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--cases", default="func,mnist-mlp,mnist-cnn",
-                        help="comma-separated subset of func, mnist-mlp, mnist-cnn")
+                        help="comma-separated subset of func, mnist-mlp, mnist-cnn, mask-layouts")
     parser.add_argument("--depths", default="1,4,7", help="depths of the 571 model")
     parser.add_argument("--cnn-samples", type=int, default=6000)
     parser.add_argument("--cnn-loop-seeds", type=int, default=5)
@@ -273,6 +306,9 @@ def main(argv=None):
                               device=args.device)
         run_case(f"func-571-d{depth}", est, X, y, list(range(32)), peak,
                  reference=args.float64_reference)
+
+    if "mask-layouts" in cases:
+        layout_case(X, y, 100 if args.quick else 300)
 
     if not args.skip_mnist and "mnist-mlp" in cases:
         X, y = mnist_data(args.data_home, 10_000 if args.quick else None)
