@@ -11,10 +11,15 @@ Cases:
 * ``func-571-d1``, ``-d4``, ``-d7``: 32 seeds of ``mlp_for_budget(571,
   depth)`` (1-190-1, 1-12-13-13-13-1, 1-9-8-9-9-9-9-11-1) on 1000 points of a
   1-D function, full batch, Adam, 2000 epochs (``--quick``: 200);
+* ``one-input-passes`` (only when named in ``--cases``): the 1-190-1 full-batch
+  fit, 32 seeds, 300 epochs, by the sorted pass it takes
+  (``_SortedOneInputReLU``) and by the mask pass (``_OneInputReLU``) in its
+  place, alternated in this process; prints the ratio mask / sorted;
 * ``mask-layouts`` (only when named in ``--cases``): the 1-190-1 mask pass
-  in both product layouts of :func:`hw1sk.batched_modules._samples_as_rows`
-  (MKL's fast ones on Intel and on AMD processors), 32 seeds, 300 epochs,
-  alternated in this process; prints the ratio samples-first / samples-last;
+  (the pass of batches per seed: mini-batches of 500) in both product layouts
+  of :func:`hw1sk.batched_modules._samples_as_rows` (MKL's fast ones on Intel
+  and on AMD processors), 32 seeds, 300 epochs, alternated in this process;
+  prints the ratio samples-first / samples-last;
 * ``mnist-mlp``: 8 seeds of the trajectory MLP 784-64-32-10 on the 60k MNIST
   training images (``--quick``: 10k), batch 128, one epoch, Adam;
 * ``mnist-cnn-100`` (memory): 100 seeds of the 1-1 MNIST CNN
@@ -189,6 +194,45 @@ def run_case(name, est, X, y, seeds, peak, loop_seeds=None, reference=False):
     return ens
 
 
+def alternate(fits, repeats):
+    """Median wall time of each of ``fits`` (name -> callable), run in turns."""
+    times = {name: [] for name in fits}
+    names = list(fits)
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            times[name].append(timed(fits[name])[1])
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def passes_case(X, y, epochs, repeats=4):
+    """The 1-190-1 full-batch fit by the sorted pass and by the mask pass, alternated."""
+    from hw1sk import batched_modules
+
+    class MaskPass:  # the mask pass where the sorted pass would run
+        @staticmethod
+        def apply(xt, w1, b1, w2, b2, xs, perm, workspace):
+            return batched_modules._OneInputReLU.apply(xt, w1, b1, w2, b2, True, workspace)
+
+    est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=1,
+                          batch_size=-1, max_epochs=epochs)
+    warm_up(est, X, y)
+    sorted_pass = batched_modules._SortedOneInputReLU
+
+    def fit(cls):
+        batched_modules._SortedOneInputReLU = cls
+        try:
+            return SeedEnsemble(est, seeds=range(32)).fit(X, y)
+        finally:
+            batched_modules._SortedOneInputReLU = sorted_pass
+
+    fit(MaskPass), fit(sorted_pass)  # warm both
+    t = alternate({"sorted": lambda: fit(sorted_pass), "mask": lambda: fit(MaskPass)},
+                  repeats)
+    print(f"one-input-passes: 32 seeds, depth 1, full batch, {epochs} epochs, {repeats} "
+          f"alternating repeats\n  sorted {t['sorted']:.2f} s, mask {t['mask']:.2f} s: "
+          f"ratio mask / sorted {t['mask'] / t['sorted']:.2f}")
+
+
 def layout_case(X, y, epochs, repeats=4):
     """The 1-190-1 mask pass in both product layouts (Intel's and AMD's), alternated.
 
@@ -199,20 +243,22 @@ def layout_case(X, y, epochs, repeats=4):
     from hw1sk import batched_modules
 
     est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=1,
-                          batch_size=-1, max_epochs=epochs)
+                          batch_size=500, max_epochs=epochs)
     chosen = batched_modules._samples_as_rows
     warm_up(est, X, y)
     SeedEnsemble(clone(est).set_params(max_epochs=5), seeds=range(32)).fit(X, y)
-    times = {True: [], False: []}
-    try:
-        for i in range(repeats):
-            for flag in ((True, False) if i % 2 == 0 else (False, True)):
-                batched_modules._samples_as_rows = lambda flag=flag: flag
-                times[flag].append(timed(lambda: SeedEnsemble(est, seeds=range(32)).fit(X, y))[1])
-    finally:
-        batched_modules._samples_as_rows = chosen
-    first, last = (float(np.median(times[k])) for k in (True, False))
-    print(f"mask-layouts: 32 seeds, depth 1, {epochs} epochs, {repeats} alternating repeats; "
+
+    def fit(flag):
+        batched_modules._samples_as_rows = lambda: flag
+        try:
+            return SeedEnsemble(est, seeds=range(32)).fit(X, y)
+        finally:
+            batched_modules._samples_as_rows = chosen
+
+    t = alternate({True: lambda: fit(True), False: lambda: fit(False)}, repeats)
+    first, last = t[True], t[False]
+    print(f"mask-layouts: 32 seeds, depth 1, batch 500, {epochs} epochs, {repeats} "
+          "alternating repeats; "
           f"this processor's choice: {'samples-first' if chosen() else 'samples-last'}")
     print(f"  samples-last {last:.2f} s, samples-first {first:.2f} s: "
           f"ratio first / last {first / last:.2f}")
@@ -281,7 +327,8 @@ def main(argv=None):
     parser.add_argument("--data-home", default=None, help="folder holding MNIST/raw")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--cases", default="func,mnist-mlp,mnist-cnn",
-                        help="comma-separated subset of func, mnist-mlp, mnist-cnn, mask-layouts")
+                        help="comma-separated subset of func, mnist-mlp, mnist-cnn, "
+                             "one-input-passes, mask-layouts")
     parser.add_argument("--depths", default="1,4,7", help="depths of the 571 model")
     parser.add_argument("--cnn-samples", type=int, default=6000)
     parser.add_argument("--cnn-loop-seeds", type=int, default=5)
@@ -307,6 +354,8 @@ def main(argv=None):
         run_case(f"func-571-d{depth}", est, X, y, list(range(32)), peak,
                  reference=args.float64_reference)
 
+    if "one-input-passes" in cases:
+        passes_case(X, y, 100 if args.quick else 300)
     if "mask-layouts" in cases:
         layout_case(X, y, 100 if args.quick else 300)
 

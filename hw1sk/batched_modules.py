@@ -19,9 +19,12 @@ is written directly on stacked tensors, with no :func:`torch.func.vmap`:
 * activations and pooling act per element or per channel, so they run on the
   stacked tensors as they are;
 * the network of one ReLU layer of one input, ``Linear(1, H) - ReLU -
-  Linear(H, O)`` (the shallow model of the 1-D function fits), runs from the
-  ReLU's 0/1 mask alone: one wide tensor written and read twice per step
-  instead of about ten passes over wide tensors.
+  Linear(H, O)`` (the shallow model of the 1-D function fits), runs from
+  where each unit's ReLU turns on: on a batch every seed shares (full batch)
+  along the samples sorted once, by prefix sums, ``O(S (H + B))`` work per
+  step; on a batch per seed from the ReLU's 0/1 mask, one wide tensor
+  written and read twice per step instead of about ten passes over wide
+  tensors.
 
 On one CPU thread the narrow layers' products are what a step costs, so the
 shapes MKL is slow at are avoided: a layer with one input is an elementwise
@@ -138,9 +141,12 @@ class BatchedNetwork:
     n_params : int
     one_input_relu : bool
         Whether the network is ``Linear(1, H) - ReLU - Linear(H, O)`` (with
-        biases), which runs from the ReLU's mask alone: one wide ``(n_seeds,
-        H, batch)`` tensor per step, streamed through, so that larger chunks
-        of seeds train faster whatever the cache (:class:`_OneInputReLU`).
+        biases), which runs from where each unit's ReLU turns on: on a shared
+        batch by prefix sums along the sorted samples, with no ``(n_seeds, H,
+        batch)`` tensor (:class:`_SortedOneInputReLU`), on a batch per seed
+        from the ReLU's mask, one such tensor per step, streamed through
+        (:class:`_OneInputReLU`); larger chunks of seeds train faster
+        whatever the cache.
     """
 
     def __init__(self, module):
@@ -333,9 +339,15 @@ class BatchedNetwork:
         w1, b1 = (params[k] for k in self._slots[first])
         w2, b2 = (params[k] for k in self._slots[second])
         training = torch.is_grad_enabled() and w1.requires_grad
-        xt = x.t() if shared else x.transpose(1, 2)  # (1, batch) or (S, 1, batch)
-        out = _OneInputReLU.apply(xt, w1, b1, w2, b2, shared,
-                                  self._workspace_for(first, training))
+        workspace = self._workspace_for(first, training)
+        if shared:  # the samples sorted once for every seed: the sorted pass
+            xt = x.t()  # (1, batch)
+            xs, perm = torch.sort(xt.detach(), dim=-1, stable=True)
+            out = _SortedOneInputReLU.apply(xt, w1, b1, w2, b2, xs,
+                                            perm.expand(w1.shape[0], -1), workspace)
+        else:  # a batch per seed: sorting each costs more than the mask pass
+            xt = x.transpose(1, 2)  # (S, 1, batch)
+            out = _OneInputReLU.apply(xt, w1, b1, w2, b2, shared, workspace)
         return out.transpose(1, 2)
 
 
@@ -527,6 +539,141 @@ class _OneInputReLU(torch.autograd.Function):
             if ctx.shared:
                 grad_x = grad_x.sum(0)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
+
+
+def _relu_boundaries(a, nb, xs, start=None):
+    """Where each unit's ReLU turns on along the sorted samples.
+
+    The mask of unit ``j`` on sample ``x`` is ``fl(a_j x) > -b_j`` (the mask
+    pass's, :class:`_OneInputReLU`).  ``fl(a_j x)`` is monotone in ``x``, so
+    along sorted samples the mask is a suffix of them (``a_j >= 0``) or a
+    prefix (``a_j < 0``).  The boundary ``k_j`` is the first sorted position
+    of the suffix, or the length of the prefix.  It is found exactly, by
+    evaluating the mask itself at positions ``k - 1`` and ``k`` (the
+    positions before the first and after the last are ``-inf`` and ``inf``)
+    and moving each candidate one position towards its boundary until none
+    moves: from ``start`` (the caller's extrapolation of the last two steps'
+    boundaries; parameters move little per step) for at most three moves,
+    else from :func:`torch.searchsorted` of ``-b_j / a_j`` (a slow kernel:
+    0.4 ms for 32 x 190 queries).  A unit with ``a_j = 0`` is on everywhere
+    or nowhere (``b_j > 0``); one with a non-finite ``a_j`` or ``b_j`` is
+    given ``B`` (its seed's outputs are made NaN by the caller).
+
+    Parameters
+    ----------
+    a, nb : Tensor of shape (S, H)
+        First-layer weights and negated biases.
+    xs : Tensor of shape (S or 1, B)
+        Sorted samples.
+    start : LongTensor of shape (S, H), optional
+
+    Returns
+    -------
+    LongTensor of shape (S, H)
+    """
+    S, H = a.shape
+    B = xs.shape[-1]
+    inf = xs.new_full((xs.shape[0], 1), math.inf)
+    padded = torch.cat([-inf, xs, inf], 1).expand(S, B + 2)  # position p at p + 1
+    moving = (a != 0) & torch.isfinite(a) & torch.isfinite(nb)
+    fixed = torch.where((a == 0) & (nb < 0), 0, B)
+    # +1 for units on a suffix, -1 for units on a prefix, 0 for units that do not move
+    direction = torch.where(a < 0, -1, 1).mul_(moving)
+    # positions k - 1 and k side by side, (S, 2H): contiguous rows (a trailing
+    # dimension of 2 makes every elementwise kernel several times slower)
+    a2, nb2 = torch.cat([a, a], 1), torch.cat([nb, nb], 1)
+    k = start
+    for _ in range(2):  # from the last step's boundaries, then from a search
+        if k is None:
+            k = torch.searchsorted(xs.expand(S, B).contiguous(), nb / a)
+        k = torch.where(moving, k, fixed)
+        for _ in range(3 if start is not None else B + 1):
+            v = padded.gather(1, torch.cat([k, k + 1], 1))
+            # masks at k - 1 and k: both on, move towards the off side; one, stay
+            on = torch.gt(a2 * v, nb2).view(S, 2, H).sum(1)
+            step = (1 - on).mul_(direction)
+            if not bool(step.any()):
+                return k
+            k += step
+        k, start = None, None  # far from the last step's: search
+    raise AssertionError("unreachable: the mask is monotone along the sorted samples")
+
+
+class _SortedOneInputReLU(torch.autograd.Function):
+    """``W2 @ relu(w1 x + b1) + b2`` for every seed on one shared batch, from the
+    samples sorted once.
+
+    Each unit's ReLU is on over a contiguous range of the sorted samples
+    (:func:`_relu_boundaries`: its mask is the mask pass's, exactly), so
+    every product of :class:`_OneInputReLU` is a sum over ranges: the
+    outputs' ``[W2 w1, W2 b1] @ M`` are prefix sums of each unit's row
+    scattered at its boundary (units on a suffix summed forwards, units on a
+    prefix backwards), and the gradients' ``[g x, g] @ M^T`` are prefix and
+    suffix sums of ``[g x, g]`` read at the boundaries.  A step is then
+    ``O(S (H + B))`` work instead of the ``(S, H, B)`` mask's: 1-190-1, 32
+    seeds, 1000 samples, forward and backward on one thread, 2.6 ms against
+    the mask pass's 14 ms (an AMD EPYC).  The sums are grouped differently
+    from a matrix product's, so results agree with the layer-by-layer pass up
+    to rounding.  ``workspace`` keeps the boundaries for the next step's
+    search.
+    """
+
+    @staticmethod
+    def forward(ctx, xt, w1, b1, w2, b2, xs, perm, workspace):
+        S, H, O = w1.shape[0], w1.shape[1], w2.shape[1]
+        B = xs.shape[-1]
+        a, nb = w1[..., 0], b1.neg()
+        # the last two steps' boundaries, extrapolated: where the search starts
+        past = [] if workspace is None else workspace.get("boundaries", [])
+        past = [k for k in past if k.shape == a.shape]
+        start = (None if not past else past[-1] if len(past) == 1
+                 else (2 * past[-1] - past[-2]).clamp_(0, B))
+        k = _relu_boundaries(a, nb, xs, start)
+        if workspace is not None:
+            workspace["boundaries"] = past[-1:] + [k]
+        pos = a >= 0
+        rows = torch.cat([w2 * a.unsqueeze(1), w2 * b1.unsqueeze(1)], 1)  # (S, 2O, H)
+        # suffix units at their boundary in the first half, prefix units at B - k in the
+        # second (read backwards): each half's prefix sums are the rows' products with M
+        scattered = rows.new_zeros(S, 2 * O, 2 * (B + 1))
+        at = torch.where(pos, k, 2 * B + 1 - k).unsqueeze(1).expand(S, 2 * O, H)
+        scattered.scatter_add_(2, at, rows)
+        scattered[:, :, 0] += rows.sum(-1) * 0  # a non-finite parameter: every output NaN
+        sums = scattered.view(S, 2 * O, 2, B + 1).cumsum(-1)
+        prod = sums[:, :, 0, :B] + sums[:, :, 1, :B].flip(-1)  # (S, 2O, B), sorted
+        out_sorted = torch.addcmul(prod[:, O:], prod[:, :O], xs.unsqueeze(1))
+        out_sorted.add_(b2.unsqueeze(-1))
+        out = torch.empty_like(out_sorted).scatter_(2, perm.unsqueeze(1).expand(S, O, B),
+                                                    out_sorted)
+        ctx.save_for_backward(xs, perm, w1, b1, w2, k, prod)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xs, perm, w1, b1, w2, k, prod = ctx.saved_tensors
+        S, O, B = g.shape
+        H = w1.shape[1]
+        gs = g.gather(2, perm.unsqueeze(1).expand(S, O, B))  # sorted
+        # [g x, g] and, reversed, in two halves after a zero: prefix sums (k samples)
+        # and suffix sums (B - k samples)
+        both = g.new_empty(S, 2 * O, 2, B + 1)
+        both[..., 0] = 0
+        torch.mul(gs, xs.unsqueeze(1), out=both[:, :O, 0, 1:])
+        both[:, O:, 0, 1:] = gs
+        both[:, :, 1, 1:] = both[:, :, 0, 1:].flip(-1)
+        sums = both.cumsum(-1).view(S, 2 * O, 2 * (B + 1))
+        at = torch.where(w1[..., 0] >= 0, 2 * B + 1 - k, k)
+        ranges = sums.gather(2, at.unsqueeze(1).expand(S, 2 * O, H))  # (S, 2O, H)
+        a, c = ranges[:, :O], ranges[:, O:]  # A^T, C^T of _OneInputReLU
+        grad_w1 = (w2 * a).sum(1).unsqueeze(-1)
+        grad_b1 = (w2 * c).sum(1)
+        grad_w2 = torch.addcmul(b1.unsqueeze(1) * c, w1.transpose(1, 2), a)
+        grad_b2 = g.sum(-1)
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # d out / d x = (W2 w1) @ M, sorted
+            dx = (gs * prod[:, :O]).sum(1, keepdim=True)
+            grad_x = torch.empty_like(dx).scatter_(2, perm.unsqueeze(1), dx).sum(0)
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None, None
 
 
 def batched_loss(criterion, out, y, shared):

@@ -32,9 +32,9 @@ separate fits in the same process): vectorizing pays where a seed's step is
 bound by per-step overhead -- the narrow 571-parameter networks of depth 4
 and 7 -- and less where the loop already runs near the machine's rate: the
 MNIST MLP's loop spends its time in MKL matrix products of 128 x 784 x 64
-(about half a large matmul's rate).  The 1-190-1 network's step is bound by
-the memory traffic of its 190-wide activations; it runs from its ReLU mask
-alone (:attr:`~hw1sk.batched_modules.BatchedNetwork.one_input_relu`), all
+(about half a large matmul's rate).  The 1-190-1 network never forms its
+190-wide activations on a full batch: it runs by prefix sums along the sorted
+samples (:attr:`~hw1sk.batched_modules.BatchedNetwork.one_input_relu`), all
 seeds in one chunk.  See the benchmark's output for the figures.
 """
 
@@ -154,8 +154,9 @@ class SeedEnsemble(BaseEstimator):
         within :data:`AUTO_CHUNK_BUDGET` bytes (1 GiB); on the batched pass,
         the activations of one step also stay within :data:`AUTO_CHUNK_CACHE`
         (16 MiB, half a last-level cache), except for a ``Linear(1, H) -
-        ReLU - Linear(H, O)`` network, which streams one mask per step and
-        trains fastest in one chunk
+        ReLU - Linear(H, O)`` network, which forms no such activations on
+        a full batch, streams one mask per step on mini-batches, and trains
+        fastest in one chunk
         (:attr:`~hw1sk.batched_modules.BatchedNetwork.one_input_relu`).  The
         seeds are then split into chunks of equal size.
     vectorize : bool, default=True

@@ -104,10 +104,12 @@ def test_gather_is_fancy_indexing_with_or_without_a_buffer(images):
 @pytest.mark.parametrize("rows_first", [False, True])
 @pytest.mark.parametrize("n_out", [1, 3])
 def test_one_hidden_relu_layer_of_one_input_is_each_copys(n_out, rows_first, monkeypatch):
-    """``Linear(1, H) - ReLU - Linear(H, O)`` runs from the ReLU's mask
-    (``_OneInputReLU``): outputs and every gradient, the input's included,
-    are each copy's own, shared batch or one per copy, in both layouts of
-    its products (``_samples_as_rows``: Intel's and AMD's)."""
+    """``Linear(1, H) - ReLU - Linear(H, O)``: on a shared batch by the sorted
+    pass (``_SortedOneInputReLU``; its second step starts from the first's
+    boundaries), on a batch per copy from the ReLU's mask (``_OneInputReLU``,
+    in both layouts of its products, ``_samples_as_rows``: Intel's and
+    AMD's): outputs and every gradient, the input's included, are each
+    copy's own."""
     monkeypatch.setattr(batched_modules, "_samples_as_rows", lambda: rows_first)
     torch.manual_seed(0)
     copies = [MLP(1, (9,), n_out).double() for _ in range(3)]
@@ -139,6 +141,59 @@ def test_one_hidden_relu_layer_of_one_input_is_each_copys(n_out, rows_first, mon
         own = torch.cat([p.grad.reshape(-1) for p in module.parameters()])
         torch.testing.assert_close(got[s], own, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(grad_x[s], xs.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relu_boundaries_are_exactly_where_the_mask_turns(dtype):
+    """``_relu_boundaries`` gives, for every unit, the range of sorted samples
+    where ``fl(a x) > -b``: with repeated samples, thresholds exactly on a
+    sample, zero and non-finite weights, from no start, a wrong start or the
+    right one."""
+    torch.manual_seed(1)
+    S, H, B = 3, 40, 60
+    x = torch.randn(S, B, dtype=dtype)
+    x[:, 10:20] = x[:, :1]  # ten equal samples
+    xs = x.sort(-1).values
+    a = torch.randn(S, H, dtype=dtype)
+    nb = torch.randn(S, H, dtype=dtype)
+    nb[:, :10] = a[:, :10] * xs[:, 5:15]  # on a sample: fl(a x) = -b, off there
+    nb[0, 10] = a[0, 10] * xs[0, 0]  # on the repeated value
+    a[:, 11:14] = 0
+    nb[:, 11], nb[:, 12], nb[:, 13] = 1.0, -1.0, 0.0
+    a[1, 14], nb[2, 15], a[0, 16] = float("nan"), float("inf"), float("-inf")
+    a[:, 17:20] = torch.tensor([1e-30, -1e-30, 1e30], dtype=dtype)  # -b / a overflows
+    mask = a.unsqueeze(-1) * xs.unsqueeze(1) > nb.unsqueeze(-1)  # (S, H, B)
+    finite = torch.isfinite(a) & torch.isfinite(nb)
+    starts = [None, torch.randint(0, B + 1, (S, H)), torch.zeros(S, H, dtype=torch.long)]
+    for start in starts:
+        k = batched_modules._relu_boundaries(a, nb, xs, start)
+        positions = torch.arange(B)
+        suffix = positions >= k.unsqueeze(-1)
+        implied = torch.where((a >= 0).unsqueeze(-1), suffix, ~suffix)
+        assert torch.equal(implied[finite], mask[finite])
+        assert torch.equal(k[~finite], torch.full_like(k[~finite], B))
+        starts[2] = k  # the right start, last
+    assert torch.equal(batched_modules._relu_boundaries(a, nb, xs, k), k)
+
+
+def test_sorted_pass_makes_outputs_of_a_non_finite_parameter_nan():
+    """A non-finite parameter makes NaN every output it enters, even through a unit
+    that is off (``inf * 0``), so a diverged copy is never seen as finite; the
+    other copies and outputs are exact."""
+    torch.manual_seed(2)
+    copies = [MLP(1, (7,), 2).double() for _ in range(4)]
+    with torch.no_grad():
+        list(copies[1].parameters())[0][3, 0] = float("nan")  # a first-layer weight
+        list(copies[2].parameters())[2][1, 6] = float("inf")  # a weight of output 1
+        list(copies[3].parameters())[1][0] = float("-inf")  # a first-layer bias
+    net = BatchedNetwork(copies[0])
+    x = torch.randn(25, 1, dtype=torch.float64)
+    with torch.no_grad():
+        out = net.forward(net.stack_parameters(copies), x, shared=True)
+        torch.testing.assert_close(out[0], copies[0](x), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(out[2, :, 0], copies[2](x)[:, 0], rtol=1e-12, atol=1e-14)
+    assert torch.isnan(out[1]).all() and torch.isnan(out[3]).all()
+    assert torch.isnan(out[2, :, 1]).all()
 
 
 def test_one_input_relu_pair_only_for_that_network():
