@@ -38,8 +38,12 @@ achieved GFLOP/s of each side (6 flops per multiply-add of the Linear and
 Conv2d layers per sample per step: the forward and both backward products)
 as a fraction of a large float32 matrix product's rate measured in the same
 process.  Over 2000 float32 Adam epochs the seeds' final losses can differ
-from the loop's by up to ~10% (batched and single matrix products round
-differently, and late training amplifies it); over the first 200 epochs they
+from the loop's widely (~10% on an Intel machine; on an AMD EPYC a few seeds
+of depth 4 and 7 end at 0.04 to 5.5 times the loop's final loss), neither side
+lower more often (depth 4 on that AMD machine: the ensemble lower for 15 of 32
+seeds, the median ratio 1.00003, the mean final losses 1.518e-3 and
+1.519e-3): batched and single matrix products round differently, and late
+training amplifies it; over the first 200 epochs they
 agree to ~1e-6 for most seeds, which ``tests/test_ensemble.py`` checks, but a
 few of 32 seeds of depth 4 and 7 reach 1e-3 at epoch 200.  That is the float32
 rounding of either side amplified by training, not an error of the ensemble:
