@@ -528,10 +528,7 @@ class _OneInputReLU(torch.autograd.Function):
         gg = torch.cat([g * xe, g], 1)  # (S, 2O, B)
         both = (torch.bmm(mask, gg.transpose(1, 2)).transpose(1, 2) if _samples_as_rows()
                 else torch.bmm(gg, mask.transpose(1, 2)))  # (S, 2O, H)
-        a, c = both[:, :O], both[:, O:]  # A^T, C^T
-        grad_w1 = (w2 * a).sum(1).unsqueeze(-1)
-        grad_b1 = (w2 * c).sum(1)
-        grad_w2 = w1.transpose(1, 2) * a + b1.unsqueeze(1) * c
+        grad_w1, grad_b1, grad_w2 = _first_gradients(w1, b1, w2, both)
         grad_b2 = g.sum(-1)
         grad_x = None
         if ctx.needs_input_grad[0]:  # d out / d x = (W2 w1) @ M, the first rows' product
@@ -540,6 +537,17 @@ class _OneInputReLU(torch.autograd.Function):
                 grad_x = grad_x.sum(0)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None, None
 
+
+
+def _first_gradients(w1, b1, w2, both):
+    """``(dw1, db1, dW2)`` of ``W2 @ relu(w1 x + b1)`` from ``both = [A^T, C^T]``, the
+    sums ``[g x, g] @ M^T`` of shape ``(S, 2O, H)`` (:class:`_OneInputReLU`)."""
+    O = w2.shape[1]
+    a, c = both[:, :O], both[:, O:]
+    grad_w1 = (w2 * a).sum(1).unsqueeze(-1)
+    grad_b1 = (w2 * c).sum(1)
+    grad_w2 = torch.addcmul(b1.unsqueeze(1) * c, w1.transpose(1, 2), a)
+    return grad_w1, grad_b1, grad_w2
 
 def _relu_boundaries(a, nb, xs, start=None):
     """Where each unit's ReLU turns on along the sorted samples.
@@ -554,8 +562,8 @@ def _relu_boundaries(a, nb, xs, start=None):
     and moving each candidate one position towards its boundary until none
     moves: from ``start`` (the caller's extrapolation of the last two steps'
     boundaries; parameters move little per step) for at most three moves,
-    else from :func:`torch.searchsorted` of ``-b_j / a_j`` (a slow kernel:
-    0.4 ms for 32 x 190 queries).  A unit with ``a_j = 0`` is on everywhere
+    else from :func:`torch.searchsorted` of ``-b_j / a_j`` (slower on CPU than
+    a few checks).  A unit with ``a_j = 0`` is on everywhere
     or nowhere (``b_j > 0``); one with a non-finite ``a_j`` or ``b_j`` is
     given ``B`` (its seed's outputs are made NaN by the caller).
 
@@ -579,8 +587,8 @@ def _relu_boundaries(a, nb, xs, start=None):
     fixed = torch.where((a == 0) & (nb < 0), 0, B)
     # +1 for units on a suffix, -1 for units on a prefix, 0 for units that do not move
     direction = torch.where(a < 0, -1, 1).mul_(moving)
-    # positions k - 1 and k side by side, (S, 2H): contiguous rows (a trailing
-    # dimension of 2 makes every elementwise kernel several times slower)
+    # positions k - 1 and k side by side, (S, 2H): contiguous rows (elementwise
+    # kernels are slow on a trailing dimension of 2)
     a2, nb2 = torch.cat([a, a], 1), torch.cat([nb, nb], 1)
     k = start
     for _ in range(2):  # from the last step's boundaries, then from a search
@@ -632,13 +640,12 @@ class _SortedOneInputReLU(torch.autograd.Function):
         k = _relu_boundaries(a, nb, xs, start)
         if workspace is not None:
             workspace["boundaries"] = past[-1:] + [k]
-        pos = a >= 0
         rows = torch.cat([w2 * a.unsqueeze(1), w2 * b1.unsqueeze(1)], 1)  # (S, 2O, H)
         # suffix units at their boundary in the first half, prefix units at B - k in the
         # second (read backwards): each half's prefix sums are the rows' products with M
         scattered = rows.new_zeros(S, 2 * O, 2 * (B + 1))
-        at = torch.where(pos, k, 2 * B + 1 - k).unsqueeze(1).expand(S, 2 * O, H)
-        scattered.scatter_add_(2, at, rows)
+        at = torch.where(a >= 0, k, 2 * B + 1 - k)
+        scattered.scatter_add_(2, at.unsqueeze(1).expand(S, 2 * O, H), rows)
         scattered[:, :, 0] += rows.sum(-1) * 0  # a non-finite parameter: every output NaN
         sums = scattered.view(S, 2 * O, 2, B + 1).cumsum(-1)
         prod = sums[:, :, 0, :B] + sums[:, :, 1, :B].flip(-1)  # (S, 2O, B), sorted
@@ -646,12 +653,12 @@ class _SortedOneInputReLU(torch.autograd.Function):
         out_sorted.add_(b2.unsqueeze(-1))
         out = torch.empty_like(out_sorted).scatter_(2, perm.unsqueeze(1).expand(S, O, B),
                                                     out_sorted)
-        ctx.save_for_backward(xs, perm, w1, b1, w2, k, prod)
+        ctx.save_for_backward(xs, perm, w1, b1, w2, at, prod)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        xs, perm, w1, b1, w2, k, prod = ctx.saved_tensors
+        xs, perm, w1, b1, w2, at, prod = ctx.saved_tensors
         S, O, B = g.shape
         H = w1.shape[1]
         gs = g.gather(2, perm.unsqueeze(1).expand(S, O, B))  # sorted
@@ -663,12 +670,10 @@ class _SortedOneInputReLU(torch.autograd.Function):
         both[:, O:, 0, 1:] = gs
         both[:, :, 1, 1:] = both[:, :, 0, 1:].flip(-1)
         sums = both.cumsum(-1).view(S, 2 * O, 2 * (B + 1))
-        at = torch.where(w1[..., 0] >= 0, 2 * B + 1 - k, k)
-        ranges = sums.gather(2, at.unsqueeze(1).expand(S, 2 * O, H))  # (S, 2O, H)
-        a, c = ranges[:, :O], ranges[:, O:]  # A^T, C^T of _OneInputReLU
-        grad_w1 = (w2 * a).sum(1).unsqueeze(-1)
-        grad_b1 = (w2 * c).sum(1)
-        grad_w2 = torch.addcmul(b1.unsqueeze(1) * c, w1.transpose(1, 2), a)
+        # a unit on a suffix reads the reversed half at B - k, one on a prefix the
+        # forward half at k: the forward's scatter positions mirrored, 2B + 1 - at
+        ranges = sums.gather(2, (2 * B + 1 - at).unsqueeze(1).expand(S, 2 * O, H))
+        grad_w1, grad_b1, grad_w2 = _first_gradients(w1, b1, w2, ranges)
         grad_b2 = g.sum(-1)
         grad_x = None
         if ctx.needs_input_grad[0]:  # d out / d x = (W2 w1) @ M, sorted
