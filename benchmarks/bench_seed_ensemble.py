@@ -20,6 +20,13 @@ Cases:
   of :func:`hw1sk.batched_modules._samples_as_rows` (MKL's fast ones on Intel
   and on AMD processors), 32 seeds, 300 epochs, alternated in this process;
   prints the ratio samples-first / samples-last;
+* ``loop-rounding`` (only when named in ``--cases``): for each of
+  ``--depths``, the 571-parameter full-batch fit of 32 seeds, 200 epochs,
+  by the loop, by ``SeedEnsemble(rounding="batched")`` and by
+  ``rounding="loop"`` (the per-seed pass, each seed rounding as its own
+  fit); prints the ratios loop / each, the largest relative difference of
+  the losses from the loop's and how many seeds end with the loop's weights
+  bit for bit;
 * ``mnist-mlp``: 8 seeds of the trajectory MLP 784-64-32-10 on the 60k MNIST
   training images (``--quick``: 10k), batch 128, one epoch, Adam;
 * ``mnist-cnn-100`` (memory): 100 seeds of the 1-1 MNIST CNN
@@ -272,6 +279,40 @@ def layout_case(X, y, epochs, repeats=4):
           f"ratio first / last {first / last:.2f}")
 
 
+def rounding_case(X, y, epochs, depths=(4,), n_seeds=32):
+    """``rounding="loop"`` (the per-seed pass) against ``"batched"`` and the loop of fits.
+
+    For each depth: the 571-parameter full-batch fit of ``n_seeds`` seeds,
+    each way once in this process; prints the times, the ratios loop / each
+    pass, and how far each pass's losses are from the loop's (the largest
+    relative difference over every epoch, and the number of seeds whose
+    final weights are the loop's, bit for bit).
+    """
+    for depth in depths:
+        est = NeuralRegressor(module="mlp_budget", module__n_params=571, module__depth=depth,
+                              batch_size=-1, max_epochs=epochs)
+        warm_up(est, X, y)
+        seeds = list(range(n_seeds))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loop, t_loop, _ = timed(lambda: [clone(est).set_params(random_state=s).fit(X, y)
+                                             for s in seeds])
+        losses = np.array([f.history_["train_loss"].to_numpy() for f in loop])
+        print(f"loop-rounding: {n_seeds} seeds, depth {depth}, full batch, {epochs} epochs; "
+              f"loop {t_loop:.2f} s")
+        for rounding in ("batched", "loop"):
+            ens, t, _ = timed(lambda: SeedEnsemble(est, seeds=seeds, rounding=rounding).fit(X, y))
+            other = np.array([f.history_["train_loss"].to_numpy() for f in ens.estimators_])
+            same = sum(all(torch.equal(p, q) for p, q in zip(a.module_.parameters(),
+                                                              b.module_.parameters()))
+                       for a, b in zip(ens.estimators_, loop))
+            print(f"  rounding={rounding!r} (pass {ens.pass_}): {t:.2f} s, ratio loop / "
+                  f"ensemble {t_loop / t:.2f}x; largest relative difference of train_loss "
+                  f"from the loop's {np.max(np.abs(other - losses) / np.abs(losses)):.2e}; "
+                  f"final weights bit for bit the loop's: {same} of {n_seeds} seeds",
+                  flush=True)
+
+
 def memory_child(args):
     """In a fresh process: fit 100 CNN seeds, print a JSON line with peak memory."""
     import resource
@@ -336,7 +377,7 @@ def main(argv=None):
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--cases", default="func,mnist-mlp,mnist-cnn",
                         help="comma-separated subset of func, mnist-mlp, mnist-cnn, "
-                             "one-input-passes, mask-layouts")
+                             "one-input-passes, mask-layouts, loop-rounding")
     parser.add_argument("--depths", default="1,4,7", help="depths of the 571 model")
     parser.add_argument("--cnn-samples", type=int, default=6000)
     parser.add_argument("--cnn-loop-seeds", type=int, default=5)
@@ -366,6 +407,9 @@ def main(argv=None):
         passes_case(X, y, 100 if args.quick else 300)
     if "mask-layouts" in cases:
         layout_case(X, y, 100 if args.quick else 300)
+    if "loop-rounding" in cases:
+        rounding_case(X, y, 100 if args.quick else 200,
+                      depths=[int(d) for d in args.depths.split(",")])
 
     if not args.skip_mnist and "mnist-mlp" in cases:
         X, y = mnist_data(args.data_home, 10_000 if args.quick else None)
