@@ -26,7 +26,8 @@ Cases:
   ``rounding="loop"`` (the per-seed pass, each seed rounding as its own
   fit); prints the ratios loop / each, the largest relative difference of
   the losses from the loop's and how many seeds end with the loop's weights
-  bit for bit;
+  bit for bit; and, as the float32 floor, the loop on the same rows in
+  reverse order (the same full-batch loss, summed in another order);
 * ``mnist-mlp``: 8 seeds of the trajectory MLP 784-64-32-10 on the 60k MNIST
   training images (``--quick``: 10k), batch 128, one epoch, Adam;
 * ``mnist-cnn-100`` (memory): 100 seeds of the 1-1 MNIST CNN
@@ -300,6 +301,14 @@ def rounding_case(X, y, epochs, depths=(4,), n_seeds=32):
         losses = np.array([f.history_["train_loss"].to_numpy() for f in loop])
         print(f"loop-rounding: {n_seeds} seeds, depth {depth}, full batch, {epochs} epochs; "
               f"loop {t_loop:.2f} s")
+        # The float32 floor: the same fits on the rows in reverse order (the same loss and
+        # gradients in exact arithmetic, summed in another order).
+        X_rev, y_rev = np.ascontiguousarray(X[::-1]), np.ascontiguousarray(y[::-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reversed_ = np.array([clone(est).set_params(random_state=s).fit(X_rev, y_rev)
+                                  .history_["train_loss"].to_numpy() for s in seeds])
+        print(f"  loop on the rows reversed: {_drift_text(reversed_, losses)}")
         for rounding in ("batched", "loop"):
             ens, t, _ = timed(lambda: SeedEnsemble(est, seeds=seeds, rounding=rounding).fit(X, y))
             other = np.array([f.history_["train_loss"].to_numpy() for f in ens.estimators_])
@@ -307,10 +316,18 @@ def rounding_case(X, y, epochs, depths=(4,), n_seeds=32):
                                                               b.module_.parameters()))
                        for a, b in zip(ens.estimators_, loop))
             print(f"  rounding={rounding!r} (pass {ens.pass_}): {t:.2f} s, ratio loop / "
-                  f"ensemble {t_loop / t:.2f}x; largest relative difference of train_loss "
-                  f"from the loop's {np.max(np.abs(other - losses) / np.abs(losses)):.2e}; "
+                  f"ensemble {t_loop / t:.2f}x; {_drift_text(other, losses)}; "
                   f"final weights bit for bit the loop's: {same} of {n_seeds} seeds",
                   flush=True)
+
+
+def _drift_text(losses, reference, bar=1e-4):
+    """How far per-seed loss curves are from the loop's: largest relative difference over
+    every epoch, at the last epoch, and the seeds beyond ``bar`` there."""
+    rel = np.abs(losses - reference) / np.abs(reference)
+    return (f"largest relative difference of train_loss from the loop's {rel.max():.2e} "
+            f"(last epoch {rel[:, -1].max():.2e}, {int((rel[:, -1] > bar).sum())} of "
+            f"{len(rel)} seeds beyond {bar:g})")
 
 
 def memory_child(args):
